@@ -1,0 +1,130 @@
+"""Tensor datatypes and specs shared by manifests, the Kafka envelope and OIP v2.
+
+Datatype names are the Open Inference Protocol's (``FP32``, ``INT64``, ``BYTES``...), so the
+metadata a stage reports over gRPC is the manifest's text unchanged. ``BYTES`` tensors are numpy
+object arrays holding ``bytes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelyard.errors import ValidationError
+
+__all__ = [
+    "DATATYPES",
+    "TensorSpec",
+    "as_tensor",
+    "datatype_of",
+    "numpy_dtype",
+    "shape_matches",
+    "validate_inputs",
+]
+
+# OIP v2 datatype -> numpy dtype (little endian, as OIP raw contents are)
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+_BY_KIND = {(dt.kind, dt.itemsize): name for name, dt in DATATYPES.items() if name != "BYTES"}
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise ValidationError(f"unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}") from None
+
+
+def datatype_of(array: np.ndarray[Any, Any]) -> str:
+    """The OIP datatype name of a numpy array (object, str and bytes arrays are BYTES)."""
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _BY_KIND[(array.dtype.kind, array.dtype.itemsize)]
+    except KeyError:
+        raise ValidationError(f"numpy dtype {array.dtype} has no OIP datatype") from None
+
+
+def as_tensor(value: Any) -> np.ndarray[Any, Any]:
+    """A field value as a tensor: str/bytes become a 1-element BYTES tensor, numbers 1-element."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SU":
+            return _to_bytes_array(value)
+        return value
+    if isinstance(value, str | bytes):
+        return _bytes_tensor([value])
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str | bytes) for v in value):
+        return _bytes_tensor(list(value))
+    return np.asarray(value)
+
+
+def _bytes_tensor(items: Sequence[str | bytes]) -> np.ndarray[Any, Any]:
+    out = np.empty(len(items), dtype=object)
+    out[:] = [v.encode() if isinstance(v, str) else v for v in items]
+    return out
+
+
+def _to_bytes_array(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    flat = [v.encode() if isinstance(v, str) else bytes(v) for v in array.reshape(-1).tolist()]
+    return _bytes_tensor(flat).reshape(array.shape)
+
+
+class TensorSpec(BaseModel):
+    """One named input or output of a model: OIP datatype and shape (-1 for a free dim)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Tensor name, as the model and OIP clients see it.")
+    datatype: str = Field(description="OIP datatype: FP32, INT64, BYTES, ...")
+    shape: tuple[int, ...] = Field(description="Dimensions; -1 marks a variable dimension.")
+    optional: bool = Field(default=False, description="Inputs only: may be omitted.")
+
+    def check(self, array: np.ndarray[Any, Any]) -> None:
+        """Raise ValidationError unless ``array`` has this spec's datatype and shape."""
+        got = datatype_of(array)
+        if got != self.datatype:
+            raise ValidationError(f"input {self.name!r}: expected {self.datatype}, got {got}")
+        if not shape_matches(self.shape, array.shape):
+            raise ValidationError(
+                f"input {self.name!r}: expected shape {list(self.shape)}, got {list(array.shape)}"
+            )
+
+
+def shape_matches(spec: Sequence[int], shape: Sequence[int]) -> bool:
+    return len(spec) == len(shape) and all(s in (-1, d) for s, d in zip(spec, shape, strict=True))
+
+
+def validate_inputs(
+    specs: Sequence[TensorSpec], fields: Mapping[str, Any]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Coerce ``fields`` to tensors and check them against ``specs``; unknown names are refused."""
+    known = {s.name for s in specs}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValidationError(f"unknown input(s) {unknown}; the model takes {sorted(known)}")
+    tensors: dict[str, np.ndarray[Any, Any]] = {}
+    for spec in specs:
+        if spec.name not in fields:
+            if spec.optional:
+                continue
+            raise ValidationError(f"missing input {spec.name!r}")
+        tensor = as_tensor(fields[spec.name])
+        spec.check(tensor)
+        tensors[spec.name] = tensor
+    return tensors

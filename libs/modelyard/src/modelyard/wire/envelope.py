@@ -1,0 +1,169 @@
+"""The msgpack envelope that every modelyard Kafka message carries as its value.
+
+A map with short, stable keys (see docs/wire-format.md)::
+
+    {"v": 1, "id": "req-1", "pipeline": "docs", "stage": "ocr", "caller": "alice",
+     "deadline": 1767225600000, "fields": {"image": b"...", "scores": <ndarray ext>},
+     "model": "ocr", "version": "2", "error": None}
+
+n-d arrays travel as msgpack extension type 1 whose payload is itself msgpack:
+``[datatype, shape, data]`` with an OIP datatype name, a list of ints, and the row-major
+little-endian bytes (for BYTES tensors, a list of byte strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from modelyard.errors import DecodeError
+from modelyard.tensors import datatype_of, numpy_dtype
+
+__all__ = [
+    "CONTENT_TYPE_JSON",
+    "CONTENT_TYPE_MSGPACK",
+    "NDARRAY_EXT",
+    "SCHEMA_VERSION",
+    "Envelope",
+    "ErrorInfo",
+    "decode_envelope",
+    "encode_envelope",
+]
+
+SCHEMA_VERSION = 1
+NDARRAY_EXT = 1
+CONTENT_TYPE_MSGPACK = "application/vnd.modelyard.envelope+msgpack"
+CONTENT_TYPE_JSON = "application/json"  # an OIP v2 JSON inference request or response
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a request failed, as the caller sees it."""
+
+    code: str  # the ModelyardError.code: decode, validation, too_large, model, deadline...
+    message: str
+    stage: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "stage": self.stage}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One request to, or reply from, a stage. Replies carry ``model``/``version`` and maybe ``error``."""
+
+    request_id: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    pipeline: str | None = None
+    stage: str | None = None
+    caller: str | None = None
+    deadline_ms: int | None = None  # unix epoch milliseconds
+    model: str | None = None
+    version: str | None = None
+    error: ErrorInfo | None = None
+    schema: int = SCHEMA_VERSION
+
+    def reply(
+        self, fields: Mapping[str, Any], model: str, version: str, error: ErrorInfo | None = None
+    ) -> Envelope:
+        """The reply to this request: same id, pipeline, stage and caller."""
+        return replace(self, fields=fields, model=model, version=version, error=error)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    body: dict[str, Any] = {"v": envelope.schema, "id": envelope.request_id, "fields": envelope.fields}
+    for key, value in (
+        ("pipeline", envelope.pipeline),
+        ("stage", envelope.stage),
+        ("caller", envelope.caller),
+        ("deadline", envelope.deadline_ms),
+        ("model", envelope.model),
+        ("version", envelope.version),
+    ):
+        if value is not None:
+            body[key] = value
+    if envelope.error is not None:
+        body["error"] = envelope.error.to_wire()
+    return msgpack.packb(body, default=_pack_ndarray, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse an envelope; anything malformed raises DecodeError with a readable reason."""
+    try:
+        body = msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False, strict_map_key=True)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise DecodeError(f"value is not a msgpack envelope: {exc}") from exc
+    if not isinstance(body, dict):
+        raise DecodeError(f"envelope must be a map, got {type(body).__name__}")
+    return _envelope_from_map(body)
+
+
+def _envelope_from_map(body: dict[str, Any]) -> Envelope:
+    schema = body.get("v")
+    if schema != SCHEMA_VERSION:
+        raise DecodeError(f"unsupported envelope schema version {schema!r} (expected {SCHEMA_VERSION})")
+    request_id = body.get("id")
+    if not isinstance(request_id, str) or not request_id:
+        raise DecodeError("envelope has no request id ('id' must be a non-empty string)")
+    fields = body.get("fields", {})
+    if not isinstance(fields, dict):
+        raise DecodeError("'fields' must be a map of name to value")
+    error = body.get("error")
+    return Envelope(
+        request_id=request_id,
+        fields=fields,
+        pipeline=_optional(body, "pipeline", str),
+        stage=_optional(body, "stage", str),
+        caller=_optional(body, "caller", str),
+        deadline_ms=_optional(body, "deadline", int),
+        model=_optional(body, "model", str),
+        version=_optional(body, "version", str),
+        error=ErrorInfo(str(error.get("code")), str(error.get("message")), error.get("stage"))
+        if isinstance(error, dict)
+        else None,
+        schema=schema,
+    )
+
+
+def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
+    value = body.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise DecodeError(f"envelope field {key!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _pack_ndarray(obj: Any) -> msgpack.ExtType:
+    if isinstance(obj, np.generic):
+        obj = np.asarray(obj)
+    if not isinstance(obj, np.ndarray):
+        raise TypeError(f"cannot put {type(obj).__name__} in an envelope")
+    datatype = datatype_of(obj)
+    if datatype == "BYTES":
+        data: Any = [v.encode() if isinstance(v, str) else bytes(v) for v in obj.reshape(-1).tolist()]
+    else:
+        data = np.ascontiguousarray(obj, dtype=numpy_dtype(datatype)).tobytes()
+    payload = msgpack.packb([datatype, list(obj.shape), data], use_bin_type=True)
+    return msgpack.ExtType(NDARRAY_EXT, payload)
+
+
+def _unpack_ext(code: int, payload: bytes) -> np.ndarray[Any, Any]:
+    if code != NDARRAY_EXT:
+        raise DecodeError(f"unknown msgpack extension type {code}")
+    try:
+        datatype, shape, data = msgpack.unpackb(payload, raw=False)
+        dtype = numpy_dtype(datatype)
+        if datatype == "BYTES":
+            array = np.empty(len(data), dtype=object)
+            array[:] = list(data)
+            return array.reshape(shape)
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"malformed n-d array in envelope: {exc}") from exc

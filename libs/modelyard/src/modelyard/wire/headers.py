@@ -1,0 +1,62 @@
+"""Kafka headers modelyard reads and writes, and the per-message metadata parsed from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Headers", "MessageMeta", "header_value", "parse_meta"]
+
+Headers = list[tuple[str, bytes]]
+
+
+class H:
+    """Header names (lower case, as written)."""
+
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+    CONTENT_TYPE = "content-type"
+    REPLY_TO = "reply-to"
+    SHADOW = "shadow"
+    ATTEMPT = "attempt"
+    # added to dead letters, beside the original headers
+    DLQ_ERROR = "dlq-error"
+    DLQ_ERROR_CODE = "dlq-error-code"
+    DLQ_STAGE = "dlq-stage"
+    DLQ_MODEL = "dlq-model"
+    DLQ_SOURCE = "dlq-source"  # topic/partition/offset of the original message
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What the headers of one request say about it."""
+
+    content_type: str | None = None
+    reply_to: str | None = None
+    shadow: bool = False
+    attempt: int = 0
+
+
+def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
+    """The last value of header ``name`` as text, or None (Kafka allows repeated keys)."""
+    if not headers:
+        return None
+    value = None
+    for key, raw in headers:
+        if key.lower() == name and raw is not None:
+            value = raw
+    return value.decode("utf-8", "replace") if value is not None else None
+
+
+def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMeta:
+    attempt = header_value(headers, H.ATTEMPT)
+    return MessageMeta(
+        content_type=header_value(headers, H.CONTENT_TYPE),
+        reply_to=header_value(headers, H.REPLY_TO),
+        shadow=(header_value(headers, H.SHADOW) or "").lower() in ("1", "true", "yes"),
+        attempt=int(attempt) if attempt and attempt.isdigit() else 0,
+    )
+
+
+def encode_headers(pairs: Iterable[tuple[str, str | None]]) -> Headers:
+    return [(k, v.encode()) for k, v in pairs if v is not None]

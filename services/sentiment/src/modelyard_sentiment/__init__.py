@@ -1,0 +1,1 @@
+"""modelyard sentiment stage."""
