@@ -155,5 +155,5 @@ def policy_for(error: BaseException) -> ErrorPolicy:
         return POLICY[ModelError]
     for cls in type(error).__mro__:
         if cls in POLICY:
-            return POLICY[cls]  # type: ignore[index]  # mro entries are classes
+            return POLICY[cls]
     return POLICY[ModelyardError]

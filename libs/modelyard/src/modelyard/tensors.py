@@ -48,7 +48,9 @@ def numpy_dtype(datatype: str) -> np.dtype[Any]:
     try:
         return DATATYPES[datatype]
     except KeyError:
-        raise ValidationError(f"unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}") from None
+        raise ValidationError(
+            f"unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}"
+        ) from None
 
 
 def datatype_of(array: np.ndarray[Any, Any]) -> str:

@@ -23,7 +23,14 @@ import structlog
 from modelyard.errors import ConfigError
 from modelyard.repository.manifest import MANIFEST_FILE, Artifact, Manifest
 
-__all__ = ["BUILDERS_GROUP", "BuildContext", "Builder", "Fetched", "discover_builders", "sha256_file"]
+__all__ = [
+    "BUILDERS_GROUP",
+    "BuildContext",
+    "Builder",
+    "Fetched",
+    "discover_builders",
+    "sha256_file",
+]
 
 BUILDERS_GROUP = "modelyard.models"
 log = structlog.get_logger(__name__)
@@ -58,7 +65,17 @@ class BuildContext:
         if not any(dest.glob("*")):
             dest.mkdir(parents=True, exist_ok=True)
             kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
-            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *kind, "-d", str(dest)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                *kind,
+                "-d",
+                str(dest),
+            ]
             subprocess.run([*cmd, f"{package}=={version}"], check=True)
         files = sorted(p for p in dest.iterdir() if p.is_file())
         if len(files) != 1:
@@ -70,7 +87,9 @@ class BuildContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def write_version(self, manifest: Mapping[str, Any], files: Mapping[str, Path | bytes]) -> Manifest:
+    def write_version(
+        self, manifest: Mapping[str, Any], files: Mapping[str, Path | bytes]
+    ) -> Manifest:
         """Write ``<root>/<name>/<version>/`` with ``files`` and a manifest that pins them.
 
         ``manifest`` holds every Manifest field except ``artifacts``, which is computed here.
@@ -89,7 +108,9 @@ class BuildContext:
                 target.write_bytes(content)
             else:
                 shutil.copyfile(content, target)
-            artifacts.append(Artifact(path=rel, sha256=sha256_file(target), bytes=target.stat().st_size))
+            artifacts.append(
+                Artifact(path=rel, sha256=sha256_file(target), bytes=target.stat().st_size)
+            )
         built = Manifest.model_validate({**manifest, "artifacts": artifacts})
         (version_dir / MANIFEST_FILE).write_text(built.to_yaml())
         log.info("model version written", model=built.ref, artifacts=len(artifacts))

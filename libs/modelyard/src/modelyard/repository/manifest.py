@@ -1,4 +1,6 @@
-"""The manifest of one model version (``manifest.yaml``): what it is, how it runs, where it came from.
+"""The manifest of one model version (``manifest.yaml``).
+
+What the version is, how it runs, and where it came from.
 
 A version directory is immutable once built; ``artifacts`` pins every file by sha256 and the
 loader refuses to start on any mismatch.
@@ -53,7 +55,9 @@ class Resources(_Frozen):
 class Limits(_Frozen):
     max_request_bytes: int = Field(default=8 << 20, description="Largest request value accepted.")
     max_text_chars: int | None = Field(default=None, description="Longest text input accepted.")
-    max_image_pixels: int | None = Field(default=None, description="Largest decoded image accepted.")
+    max_image_pixels: int | None = Field(
+        default=None, description="Largest decoded image accepted."
+    )
 
 
 class Artifact(_Frozen):

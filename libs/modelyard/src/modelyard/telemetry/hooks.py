@@ -7,6 +7,7 @@ breaks processing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ class StageHooks:
     def inject(self, request: RequestContext, carrier: Carrier) -> None:
         """Add propagation headers (traceparent) to an outgoing reply or dead letter."""
 
-    def dead_lettered(self, request: RequestContext | None, topic: str, error: BaseException) -> None: ...
+    def dead_lettered(
+        self, request: RequestContext | None, topic: str, error: BaseException
+    ) -> None: ...
 
     def send_failed(self, topic: str, error: BaseException) -> None: ...
 
@@ -70,10 +73,9 @@ class HookChain(StageHooks):
 
     def _each(self, name: str, *args: Any) -> None:
         for hook in self.hooks:
-            try:
+            # telemetry must never break processing
+            with contextlib.suppress(Exception):
                 getattr(hook, name)(*args)
-            except Exception:  # noqa: BLE001, S110  # telemetry must never break processing
-                pass
 
     def request_received(self, request: RequestContext) -> None:
         self._each("request_received", request)
@@ -92,7 +94,9 @@ class HookChain(StageHooks):
     def inject(self, request: RequestContext, carrier: Carrier) -> None:
         self._each("inject", request, carrier)
 
-    def dead_lettered(self, request: RequestContext | None, topic: str, error: BaseException) -> None:
+    def dead_lettered(
+        self, request: RequestContext | None, topic: str, error: BaseException
+    ) -> None:
         self._each("dead_lettered", request, topic, error)
 
     def send_failed(self, topic: str, error: BaseException) -> None:

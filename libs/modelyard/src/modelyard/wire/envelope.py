@@ -54,7 +54,10 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One request to, or reply from, a stage. Replies carry ``model``/``version`` and maybe ``error``."""
+    """One request to, or reply from, a stage.
+
+    Replies carry ``model`` and ``version``, and ``error`` when the request failed.
+    """
 
     request_id: str
     fields: Mapping[str, Any] = field(default_factory=dict)
@@ -75,7 +78,11 @@ class Envelope:
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    body: dict[str, Any] = {"v": envelope.schema, "id": envelope.request_id, "fields": envelope.fields}
+    body: dict[str, Any] = {
+        "v": envelope.schema,
+        "id": envelope.request_id,
+        "fields": envelope.fields,
+    }
     for key, value in (
         ("pipeline", envelope.pipeline),
         ("stage", envelope.stage),
@@ -107,7 +114,9 @@ def decode_envelope(data: bytes) -> Envelope:
 def _envelope_from_map(body: dict[str, Any]) -> Envelope:
     schema = body.get("v")
     if schema != SCHEMA_VERSION:
-        raise DecodeError(f"unsupported envelope schema version {schema!r} (expected {SCHEMA_VERSION})")
+        raise DecodeError(
+            f"unsupported envelope schema version {schema!r} (expected {SCHEMA_VERSION})"
+        )
     request_id = body.get("id")
     if not isinstance(request_id, str) or not request_id:
         raise DecodeError("envelope has no request id ('id' must be a non-empty string)")
@@ -134,7 +143,9 @@ def _envelope_from_map(body: dict[str, Any]) -> Envelope:
 def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
     value = body.get(key)
     if value is not None and not isinstance(value, kind):
-        raise DecodeError(f"envelope field {key!r} must be {kind.__name__}, got {type(value).__name__}")
+        raise DecodeError(
+            f"envelope field {key!r} must be {kind.__name__}, got {type(value).__name__}"
+        )
     return value
 
 
@@ -145,7 +156,9 @@ def _pack_ndarray(obj: Any) -> msgpack.ExtType:
         raise TypeError(f"cannot put {type(obj).__name__} in an envelope")
     datatype = datatype_of(obj)
     if datatype == "BYTES":
-        data: Any = [v.encode() if isinstance(v, str) else bytes(v) for v in obj.reshape(-1).tolist()]
+        data: Any = [
+            v.encode() if isinstance(v, str) else bytes(v) for v in obj.reshape(-1).tolist()
+        ]
     else:
         data = np.ascontiguousarray(obj, dtype=numpy_dtype(datatype)).tobytes()
     payload = msgpack.packb([datatype, list(obj.shape), data], use_bin_type=True)

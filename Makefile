@@ -1,0 +1,57 @@
+# modelyard — one Makefile; CI calls these targets unchanged.
+.DEFAULT_GOAL := help
+UV := uv run --frozen
+PYTEST := $(UV) pytest
+export OPENBLAS_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: ## Install uv, Debian packages (Apertium, fonts) and the locked Python environment
+	@bash scripts/setup.sh
+
+.PHONY: generate
+generate: ## Regenerate Python code from protos/ (committed)
+	@bash scripts/generate_protos.sh
+
+.PHONY: check-generated
+check-generated: generate ## Fail if committed generated code is stale
+	@git diff --exit-code -- libs/modelyard/src/modelyard/oip || (echo "generated code is stale: run 'make generate' and commit" && exit 1)
+
+.PHONY: lint
+lint: ## ruff (lint + format check) and strict mypy
+	$(UV) ruff check .
+	$(UV) ruff format --check .
+	$(UV) mypy
+
+.PHONY: models
+models: ## Build the model repository (models/) from packages, with provenance
+	$(UV) modelyard models build --repository models
+
+.PHONY: test-unit
+test-unit: ## Unit tests (no I/O)
+	$(PYTEST) tests/unit -q
+
+.PHONY: test-integration
+test-integration: ## Integration tests against the real embedded broker and loopback servers
+	$(PYTEST) tests/integration -q
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests of the whole stack
+	$(PYTEST) tests/e2e -q
+
+.PHONY: test
+test: setup check-generated lint ## Everything CI runs: setup, generated-code check, lint, all test tiers
+	$(PYTEST) tests -q
+
+.PHONY: bench
+bench: setup ## Benchmarks with side-by-side baselines, printed as ratios
+	bash bench/setup_peers.sh
+	$(UV) python -m bench.run
+
+.PHONY: broker
+broker: ## Start the embedded broker in the foreground
+	$(UV) modelyard broker --port 9092

@@ -1,0 +1,31 @@
+"""The `modelyard` command: one CLI for operators and developers."""
+
+from __future__ import annotations
+
+import click
+
+from modelyard import __version__
+from modelyard.cli.broker import broker_command
+from modelyard.cli.models import models_group
+from modelyard.cli.serve import serve_command
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelyard")
+def cli() -> None:
+    """modelyard: run graphs of ML models as streaming microservices over Kafka and gRPC."""
+
+
+cli.add_command(broker_command)
+cli.add_command(serve_command)
+cli.add_command(models_group)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

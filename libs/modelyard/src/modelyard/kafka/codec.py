@@ -1,0 +1,95 @@
+"""Turning a Kafka message into a request, and a request's outcome into records to produce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.errors import DecodeError, ModelyardError, PayloadTooLargeError
+from modelyard.model import Outcome
+from modelyard.wire.envelope import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_MSGPACK,
+    Envelope,
+    ErrorInfo,
+    decode_envelope,
+    encode_envelope,
+)
+from modelyard.wire.headers import H, Headers, MessageMeta, parse_meta
+from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_error, encode_oip_json_response
+
+__all__ = ["Incoming", "decode_message", "encode_reply"]
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A consumed message, decoded as far as it would go."""
+
+    key: str | None
+    value: bytes
+    headers: Headers
+    meta: MessageMeta
+    envelope: Envelope | None = None
+    error: ModelyardError | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return self.envelope.request_id if self.envelope is not None else self.key
+
+    @property
+    def is_json(self) -> bool:
+        return (self.meta.content_type or "").split(";")[0].strip() == CONTENT_TYPE_JSON
+
+
+def decode_message(
+    key: bytes | None, value: bytes | None, headers: Any, max_bytes: int
+) -> Incoming:
+    """Decode one message; a failure is recorded on the result, never raised."""
+    hdrs: Headers = [(k, v) for k, v in (headers or []) if v is not None]
+    text_key = key.decode("utf-8", "replace") if key else None
+    incoming = Incoming(text_key, value or b"", hdrs, parse_meta(hdrs))
+    try:
+        if len(incoming.value) > max_bytes:
+            raise PayloadTooLargeError(
+                f"value is {len(incoming.value)} bytes; the limit is {max_bytes}"
+            )
+        if not incoming.value:
+            raise DecodeError("empty message value")
+        incoming.envelope = (
+            decode_oip_json(incoming.value, text_key)
+            if incoming.is_json
+            else decode_envelope(incoming.value)
+        )
+    except ModelyardError as exc:
+        incoming.error = exc
+    return incoming
+
+
+def encode_reply(
+    incoming: Incoming, outcome: Outcome, model: str, version: str, stage: str | None
+) -> bytes:
+    """The reply value in the request's own format (envelope, or OIP JSON for JSON requests)."""
+    request_id = incoming.request_id or ""
+    error = outcome if isinstance(outcome, ModelyardError) else None
+    if incoming.is_json:
+        if error is not None:
+            return encode_oip_json_error(request_id, error.code, error.message)
+        base = incoming.envelope or Envelope(request_id)
+        return encode_oip_json_response(base.reply({}, model, version), outcome)  # type: ignore[arg-type]
+    base = incoming.envelope or Envelope(request_id)
+    if error is not None:
+        info = ErrorInfo(error.code, error.message, stage)
+        return encode_envelope(base.reply({}, model, version, info))
+    return encode_envelope(base.reply(outcome, model, version))  # type: ignore[arg-type]
+
+
+def reply_content_type(incoming: Incoming) -> str:
+    return CONTENT_TYPE_JSON if incoming.is_json else CONTENT_TYPE_MSGPACK
+
+
+def reply_headers(incoming: Incoming) -> list[tuple[str, str | None]]:
+    return [
+        (H.CONTENT_TYPE, reply_content_type(incoming)),
+        (H.SHADOW, "1" if incoming.meta.shadow else None),
+        (H.ATTEMPT, str(incoming.meta.attempt)),
+    ]

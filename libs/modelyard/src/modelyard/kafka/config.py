@@ -1,0 +1,50 @@
+"""librdkafka settings for a stage's consumer and producer.
+
+Defaults follow what was measured on the embedded broker and hold on any Kafka cluster: a short
+``fetch.wait.max.ms`` for latency, a moderate session timeout (joins wait half of it on some
+brokers), manual commits, an idempotent producer. Anything in ``extra`` (SASL/SSL, tuning) wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["consumer_config", "producer_config"]
+
+
+def consumer_config(
+    bootstrap: str, group_id: str, extra: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,  # always explicit: offsets belong to the model version's group
+        "enable.auto.commit": False,  # commit only what has been answered
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",  # a new group must not skip requests already queued
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1500,
+        "fetch.wait.max.ms": 10,
+        "fetch.max.bytes": 64 << 20,
+        "max.partition.fetch.bytes": 16 << 20,
+    }
+    config.update(overrides)
+    config.update(extra or {})
+    return config
+
+
+def producer_config(
+    bootstrap: str, extra: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 1,
+        "message.max.bytes": 32
+        << 20,  # a dead letter carries the original, possibly oversize, value
+        "compression.type": "none",
+    }
+    config.update(overrides)
+    config.update(extra or {})
+    return config

@@ -1,0 +1,315 @@
+"""The Kafka side of a stage: consume a model version's topic, reply, dead-letter, commit.
+
+Threads: this adapter's own thread consumes, decodes and queues work; the batcher's inference
+thread produces each reply as soon as its outcome is known; delivery callbacks (run by whichever
+thread polls the producer) mark messages finished; this thread commits the gap-free prefix.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from modelyard.errors import Disposition, ModelyardError, policy_for
+from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
+from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.offsets import OffsetTracker, Pending
+from modelyard.model import Outcome
+from modelyard.stage.batcher import WorkItem
+from modelyard.stage.core import StageCore, outcome_code
+from modelyard.telemetry.hooks import RequestContext
+from modelyard.topics import model_dlq_topic, model_reply_topic, pipeline_dlq_topic
+from modelyard.wire.headers import H
+
+__all__ = ["ConsumerOptions", "StageConsumer"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    bootstrap: str
+    topic: str
+    group_id: str
+    prefix: str = "yard"
+    max_inflight: int = 1024  # admitted but unanswered messages before intake pauses
+    poll_timeout_s: float = 0.05
+    commit_interval_s: float = 0.2
+    drain_timeout_s: float = 30.0
+    kafka: dict[str, Any] = field(default_factory=dict)  # passed through (SASL/SSL, tuning)
+
+
+class StageConsumer:
+    def __init__(self, core: StageCore, options: ConsumerOptions) -> None:
+        self.core = core
+        self.opts = options
+        self.hooks = core.hooks
+        manifest = core.manifest
+        self._model, self._version = manifest.name, manifest.version
+        self._max_bytes = manifest.limits.max_request_bytes
+        self._tracker = OffsetTracker()
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._paused = False
+        self._last_commit = 0.0
+        self._consumer = Consumer(
+            consumer_config(
+                options.bootstrap, options.group_id, options.kafka, on_commit=self._on_commit
+            )
+        )
+        self._producer = Producer(producer_config(options.bootstrap, options.kafka))
+        self._thread = threading.Thread(target=self._run, name="modelyard-kafka", daemon=True)
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._consumer.subscribe(
+            [self.opts.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop consuming, finish in-flight work, commit, close (SIGTERM path)."""
+        self._stop.set()
+        self._thread.join(self.opts.drain_timeout_s + 10)
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        log.info("consuming", topic=self.opts.topic, group=self.opts.group_id)
+        try:
+            while not self._stop.is_set() and self._failure is None:
+                self._apply_backpressure()
+                self._handle(self._next_messages())
+                self._producer.poll(0)
+                self._commit_if_due()
+        except BaseException as exc:  # reported through .failure, then we stop
+            self._failure = exc
+        finally:
+            self._shutdown()
+
+    def _next_messages(self) -> list[Message]:
+        if self._paused:
+            self._consumer.poll(self.opts.poll_timeout_s)  # keeps the group membership alive
+            return []
+        msgs = self._consumer.consume(500, 0)  # drain what is queued without waiting
+        if msgs:
+            return list(msgs)
+        msg = self._consumer.poll(self.opts.poll_timeout_s)
+        return [msg] if msg is not None else []
+
+    # intake ------------------------------------------------------------------------------
+    def _handle(self, msgs: Sequence[Message]) -> None:
+        items: list[WorkItem] = []
+        for msg in msgs:
+            if msg.error() is not None:
+                self._on_consume_error(msg.error())
+                continue
+            item = self._admit(msg)
+            if item is not None:
+                items.append(item)
+        if items:
+            self.core.submit(items)
+
+    def _admit(self, msg: Message) -> WorkItem | None:
+        pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
+        incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
+        request = self._context(incoming)
+        self.hooks.request_received(request)
+        if incoming.error is not None or incoming.envelope is None:
+            self._respond(
+                incoming, pending, request, incoming.error or ModelyardError("undecodable")
+            )
+            return None
+        try:
+            inputs = self.core.validate(incoming.envelope.fields)
+        except ModelyardError as exc:
+            self._respond(incoming, pending, request, exc)
+            return None
+        return WorkItem(
+            request, inputs, self._on_done, incoming.envelope.deadline_ms, (incoming, pending)
+        )
+
+    def _context(self, incoming: Incoming) -> RequestContext:
+        env = incoming.envelope
+        return RequestContext(
+            request_id=incoming.request_id or "",
+            transport="kafka",
+            carrier=incoming.headers,
+            shadow=incoming.meta.shadow,
+            attempt=incoming.meta.attempt,
+            pipeline=env.pipeline if env else None,
+            caller=env.caller if env else None,
+        )
+
+    def _on_consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            self._failure = KafkaException(error)
+        log.warning("consumer error", error=str(error))
+
+    # outcome -----------------------------------------------------------------------------
+    def _on_done(self, item: WorkItem, outcome: Outcome) -> None:
+        incoming, pending = item.token
+        self._respond(incoming, pending, item.request, outcome)
+        self._producer.poll(0)
+
+    def _respond(
+        self, incoming: Incoming, pending: Pending, request: RequestContext, outcome: Outcome
+    ) -> None:
+        records = self._records_for(incoming, request, outcome)
+        self._tracker.expect(pending, len(records))
+        for topic, value, headers in records:
+            self._produce(topic, incoming.request_id, value, headers, pending)
+        self.hooks.request_finished(
+            request, outcome_code(outcome), time.monotonic() - request.received_at
+        )
+
+    def _records_for(
+        self, incoming: Incoming, request: RequestContext, outcome: Outcome
+    ) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
+        records = []
+        if isinstance(outcome, ModelyardError) and policy_for(outcome).disposition in (
+            Disposition.DEAD_LETTER,
+            Disposition.RETRY,  # the batcher's retries are spent by now
+        ):
+            topic = self._dlq_topic(incoming)
+            records.append((topic, incoming.value, self._dlq_headers(incoming, request, outcome)))
+            self.hooks.dead_lettered(request, topic, outcome)
+        if incoming.request_id:
+            stage = incoming.envelope.stage if incoming.envelope else None
+            value = encode_reply(incoming, outcome, self._model, self._version, stage)
+            headers = [(k, v.encode()) for k, v in reply_headers(incoming) if v is not None]
+            self.hooks.inject(request, headers)
+            records.append((incoming.meta.reply_to or self._default_reply_topic(), value, headers))
+        return records
+
+    def _dlq_topic(self, incoming: Incoming) -> str:
+        pipeline = incoming.envelope.pipeline if incoming.envelope else None
+        if pipeline:
+            return pipeline_dlq_topic(self.opts.prefix, pipeline)
+        return model_dlq_topic(self.opts.prefix, self._model, self._version)
+
+    def _default_reply_topic(self) -> str:
+        return model_reply_topic(self.opts.prefix, self._model, self._version)
+
+    def _dlq_headers(
+        self, incoming: Incoming, request: RequestContext, error: ModelyardError
+    ) -> list[tuple[str, bytes]]:
+        stage = incoming.envelope.stage if incoming.envelope else None
+        extra = [
+            (H.DLQ_ERROR, error.message),
+            (H.DLQ_ERROR_CODE, error.code),
+            (H.DLQ_MODEL, f"{self._model}:{self._version}"),
+            (H.DLQ_STAGE, stage or ""),
+            (H.DLQ_SOURCE, self.opts.topic),
+        ]
+        headers = [*incoming.headers, *((k, v.encode()) for k, v in extra)]
+        self.hooks.inject(request, headers)
+        return headers
+
+    def _produce(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        pending: Pending,
+    ) -> None:
+        callback = partial(self._delivered, pending)
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+                return
+            except BufferError:  # local queue full: serve callbacks, then try again
+                self._producer.poll(0.05)
+
+    def _delivered(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            # librdkafka already retried; committing past this message would lose it
+            self._failure = KafkaException(error)
+            self.hooks.send_failed(msg.topic() or "", KafkaException(error))
+            return
+        self._tracker.ack(pending)
+
+    # commits, backpressure, rebalance --------------------------------------------------
+    def _commit_if_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.opts.commit_interval_s:
+            return
+        self._last_commit = now
+        offsets = self._tracker.to_commit()
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for t, p, o in offsets]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=not force)
+            self.hooks.committed(offsets)
+        except KafkaException as exc:
+            self._tracker.rollback(offsets)
+            log.warning("commit failed; will retry", error=str(exc))
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            self._tracker.rollback([(tp.topic, tp.partition, tp.offset) for tp in partitions])
+
+    def _apply_backpressure(self) -> None:
+        inflight = self._tracker.inflight
+        if not self._paused and inflight >= self.opts.max_inflight:
+            self._set_paused(True)
+        elif self._paused and inflight <= self.opts.max_inflight // 2:
+            self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        assignment = self._consumer.assignment()
+        if paused:
+            self._consumer.pause(assignment)
+        else:
+            self._consumer.resume(assignment)
+        self._paused = paused
+        self.hooks.paused(paused)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._tracker.assign([(tp.topic, tp.partition) for tp in partitions])
+        if self._paused:
+            consumer.pause(partitions)
+        log.info("partitions assigned", partitions=[tp.partition for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        self._wait_for(lambda: self._tracker.pending_in(tps) == 0, self.opts.drain_timeout_s)
+        if self._failure is None:
+            self._commit_if_due(force=True)
+        self._tracker.revoke(tps)
+        log.info("partitions revoked", partitions=[tp.partition for tp in partitions])
+
+    def _wait_for(self, condition: Any, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline or self._failure is not None:
+                return False
+            self._producer.poll(0.01)  # serves delivery callbacks that finish messages
+        return True
+
+    def _shutdown(self) -> None:
+        drained = self._wait_for(lambda: self._tracker.inflight == 0, self.opts.drain_timeout_s)
+        self._producer.flush(5)
+        if self._failure is None:
+            self._commit_if_due(force=True)
+        else:
+            log.error("stopping on failure without committing", error=str(self._failure))
+        self._consumer.close()
+        log.info("consumer stopped", drained=drained)

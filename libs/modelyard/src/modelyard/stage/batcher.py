@@ -1,0 +1,167 @@
+"""The micro-batcher shared by the Kafka and gRPC adapters.
+
+One inference thread owns the model: it waits for work, fills a batch up to ``max_batch_size``
+or until ``max_wait_ms`` has passed since the first item, predicts, and hands each item its
+outcome through the item's callback. Transient failures are retried with jittered backoff;
+a batch that raises anything else is re-run item by item so one poison input cannot fail its
+neighbours.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.errors import (
+    DeadlineExceededError,
+    ModelError,
+    ModelyardError,
+    RetryableError,
+)
+from modelyard.model import Inputs, Model, Outcome
+from modelyard.repository.manifest import Batching
+from modelyard.telemetry.hooks import RequestContext, StageHooks
+
+__all__ = ["Batcher", "RetryPolicy", "WorkItem"]
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One request waiting for the model, and who to tell when it is done."""
+
+    request: RequestContext
+    inputs: Inputs
+    done: Callable[[WorkItem, Outcome], None]
+    deadline_ms: int | None = None
+    token: Any = None  # the adapter's own handle (e.g. the Kafka message)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+@dataclass
+class _Queue:
+    items: deque[WorkItem] = field(default_factory=deque)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    closed: bool = False
+
+
+class Batcher:
+    def __init__(
+        self, model: Model, batching: Batching, hooks: StageHooks, retry: RetryPolicy | None = None
+    ) -> None:
+        self.model = model
+        self.batching = batching
+        self.hooks = hooks
+        self.retry = retry or RetryPolicy()
+        self._queue = _Queue()
+        self._thread = threading.Thread(target=self._run, name="modelyard-infer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, items: Sequence[WorkItem]) -> None:
+        """Queue items for inference (thread-safe)."""
+        with self._queue.cond:
+            self._queue.items.extend(items)
+            self._queue.cond.notify()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue.items)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the inference thread."""
+        with self._queue.cond:
+            self._queue.closed = True
+            self._queue.cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._process(batch)
+
+    def _next_batch(self) -> list[WorkItem] | None:
+        q, size = self._queue, self.batching.max_batch_size
+        with q.cond:
+            while not q.items:
+                if q.closed:
+                    return None
+                q.cond.wait()
+            deadline = time.monotonic() + self.batching.max_wait_ms / 1000
+            while (
+                len(q.items) < size and not q.closed and (left := deadline - time.monotonic()) > 0
+            ):
+                q.cond.wait(left)
+            return [q.items.popleft() for _ in range(min(size, len(q.items)))]
+
+    def _process(self, batch: list[WorkItem]) -> None:
+        live = self._drop_expired(batch)
+        if not live:
+            return
+        outcomes = self._predict_with_retry(live)
+        for item, outcome in zip(live, outcomes, strict=True):
+            item.done(item, outcome)
+
+    def _drop_expired(self, batch: list[WorkItem]) -> list[WorkItem]:
+        now_ms = time.time() * 1000
+        live = []
+        for item in batch:
+            if item.deadline_ms is not None and item.deadline_ms < now_ms:
+                item.done(item, DeadlineExceededError("deadline passed before the model ran"))
+            else:
+                live.append(item)
+        return live
+
+    def _predict_with_retry(self, batch: list[WorkItem]) -> list[Outcome]:
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self._predict(batch)
+            except RetryableError as exc:
+                if attempt == self.retry.max_attempts:
+                    return [exc] * len(batch)
+                time.sleep(self.retry.delay(attempt))  # inference thread only: also slows intake
+            except Exception as exc:  # model code may raise anything
+                return self._isolate(batch, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _isolate(self, batch: list[WorkItem], error: Exception) -> list[Outcome]:
+        """A batch raised: run each item alone so only the poison one fails."""
+        if len(batch) == 1:
+            return [_as_model_error(error)]
+        return [self._predict_with_retry([item])[0] for item in batch]
+
+    def _predict(self, batch: list[WorkItem]) -> list[Outcome]:
+        requests = [item.request for item in batch]
+        self.hooks.batch_started(requests)
+        started, error = time.perf_counter(), None
+        try:
+            outcomes = self.model.predict([item.inputs for item in batch])
+            if len(outcomes) != len(batch):
+                raise ModelError(f"model returned {len(outcomes)} outcomes for {len(batch)} inputs")
+            return outcomes
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.hooks.batch_finished(requests, time.perf_counter() - started, error)
+
+
+def _as_model_error(error: Exception) -> ModelyardError:
+    if isinstance(error, ModelyardError):
+        return error
+    return ModelError(f"model raised {type(error).__name__}: {error}")

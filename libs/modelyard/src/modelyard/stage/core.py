@@ -1,0 +1,96 @@
+"""The transport-neutral core of a stage: validate a request, queue it, hand back its outcome.
+
+The Kafka consumer and the gRPC servicer only decode, call this, and encode; neither imports the
+other, and this module imports neither ``grpc`` nor ``confluent_kafka``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from modelyard.errors import ModelyardError, PayloadTooLargeError
+from modelyard.model import Model, Outcome, Outputs
+from modelyard.repository.manifest import Manifest
+from modelyard.stage.batcher import Batcher, WorkItem
+from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.tensors import validate_inputs
+
+__all__ = ["StageCore", "outcome_code"]
+
+
+def outcome_code(outcome: Outcome) -> str:
+    """ "ok", or the error code of a failed outcome (for metrics and logs)."""
+    return outcome.code if isinstance(outcome, ModelyardError) else "ok"
+
+
+class StageCore:
+    """One model version behind a batcher, shared by every transport of the process."""
+
+    def __init__(self, model: Model, batcher: Batcher, hooks: StageHooks) -> None:
+        self.model = model
+        self.batcher = batcher
+        self.hooks = hooks
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.model.manifest
+
+    def ready(self) -> bool:
+        return self.model.ready()
+
+    def validate(self, fields: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        """Inputs as tensors matching the manifest, within its limits (raises ValidationError)."""
+        tensors = validate_inputs(self.manifest.inputs, fields)
+        max_chars = self.manifest.limits.max_text_chars
+        if max_chars is not None:
+            for name, tensor in tensors.items():
+                if tensor.dtype == object and any(len(v) > max_chars for v in tensor.reshape(-1)):
+                    raise PayloadTooLargeError(
+                        f"input {name!r} is longer than {max_chars} characters"
+                    )
+        return tensors
+
+    def submit(self, items: list[WorkItem]) -> None:
+        """Queue already-validated work; each item's callback runs on the inference thread.
+
+        The caller has already reported ``request_received`` (it decodes before validating).
+        """
+        self.batcher.submit(items)
+
+    async def infer(
+        self, request: RequestContext, fields: Mapping[str, Any], deadline_ms: int | None = None
+    ) -> Outputs:
+        """Serve one request from asyncio code; raises the ModelyardError it failed with."""
+        self.hooks.request_received(request)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        try:
+            inputs = self.validate(fields)
+        except ModelyardError as exc:
+            self._finish(request, exc)
+            raise
+
+        def done(_item: WorkItem, outcome: Outcome) -> None:
+            loop.call_soon_threadsafe(_resolve, future, outcome)
+
+        self.batcher.submit([WorkItem(request, inputs, done, deadline_ms)])
+        outcome = await future
+        self._finish(request, outcome)
+        if isinstance(outcome, ModelyardError):
+            raise outcome
+        return outcome
+
+    def _finish(self, request: RequestContext, outcome: Outcome) -> None:
+        self.hooks.request_finished(
+            request, outcome_code(outcome), time.monotonic() - request.received_at
+        )
+
+
+def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():  # the caller may have been cancelled meanwhile
+        future.set_result(outcome)

@@ -1,0 +1,60 @@
+"""Settings of a stage service: one frozen model, parsed once at start and passed down.
+
+Every field can be set from the environment with the ``MODELYARD_`` prefix (CLI options win).
+Tracing is configured by the standard ``OTEL_*`` variables, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["StageSettings"]
+
+
+class StageSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
+
+    model: str = Field(description="Model reference: 'name' (latest version) or 'name:version'.")
+    repository: Path = Field(default=Path("models"), description="Model repository root.")
+    verify_artifacts: bool = Field(default=True, description="Check artifact sha256 at load.")
+
+    kafka_enabled: bool = Field(default=True, description="Consume the model's Kafka topic.")
+    bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
+    input_topic: str | None = Field(
+        default=None, description="Topic to consume; default yard.m.<model>.<version>."
+    )
+    group_id: str | None = Field(
+        default=None, description="Consumer group; default yard.g.<model>.<version>."
+    )
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict, description="Extra librdkafka settings (SASL/SSL, tuning), as JSON."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="sasl.password, kept out of logs and reprs."
+    )
+    max_inflight: int | None = Field(
+        default=None, description="Unanswered messages before intake pauses; default max_queue."
+    )
+
+    grpc_enabled: bool = Field(default=True, description="Serve OIP v2 over gRPC.")
+    grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address.")
+    grpc_port: int = Field(default=8001, ge=0, description="gRPC port (0: any free port).")
+    metrics_host: str = Field(default="127.0.0.1", description="HTTP bind address.")
+    metrics_port: int = Field(default=9100, ge=0, description="Metrics/health port (0: any free).")
+
+    retry_attempts: int = Field(default=3, ge=1, description="Tries for transient model errors.")
+    retry_backoff_ms: float = Field(default=50, ge=0, description="First retry backoff (jittered).")
+    drain_timeout_s: float = Field(default=30, ge=0, description="Longest SIGTERM drain.")
+    log_json: bool | None = Field(default=None, description="JSON logs; default: unless a TTY.")
+    log_level: str = Field(default="INFO", description="Log level.")
+
+    def kafka_extra(self) -> dict[str, Any]:
+        extra = dict(self.kafka_config)
+        if self.kafka_sasl_password is not None:
+            extra["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return extra

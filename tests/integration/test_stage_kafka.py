@@ -1,0 +1,191 @@
+"""A stage served by `modelyard serve` against the real embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from modelyard.broker import create_topics
+from modelyard.repository.build import BuildContext
+from modelyard.wire import Envelope, decode_envelope, encode_envelope
+from modelyard.wire.headers import header_value
+from tests.support.kafka_io import Collector, produce_all
+from tests.support.models import write_shout_version
+from tests.support.onnx_models import write_affine_version
+from tests.support.stage import StageProcess, running_stage
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    ctx = BuildContext(root=root, cache=root / ".cache")
+    write_shout_version(ctx)
+    write_affine_version(root)
+    return root
+
+
+def request(rid: str, reply_to: str, **fields: object) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+    value = encode_envelope(Envelope(rid, fields))
+    return rid, value, [("reply-to", reply_to.encode())]
+
+
+def replies_by_id(messages: list) -> dict[str, Envelope]:  # type: ignore[type-arg]
+    return {m.key().decode(): decode_envelope(m.value()) for m in messages}
+
+
+def stage_args(unique: str, broker: str) -> list[str]:
+    return ["--bootstrap", broker, "--input-topic", f"{unique}.in", "--group", f"{unique}.g",
+            "--topic-prefix", unique]
+
+
+def test_requests_are_answered_with_their_ids(broker: str, unique: str, repo: Path) -> None:
+    create_topics(broker, [f"{unique}.in", f"{unique}.out"])
+    produce_all(broker, f"{unique}.in", (
+        request(f"r{i}", f"{unique}.out", text=[f"hello {i}"]) for i in range(50)
+    ))
+    replies = Collector(broker, f"{unique}.out")
+    with running_stage("shout:1", repo, *stage_args(unique, broker)):
+        got = replies_by_id(replies.until(lambda m: len(m) >= 50))
+    replies.close()
+    assert set(got) == {f"r{i}" for i in range(50)}
+    assert got["r7"].fields["shout"].tolist() == [b"HELLO 7"]
+    assert (got["r7"].model, got["r7"].version, got["r7"].error) == ("shout", "1", None)
+
+
+def test_onnx_model_over_kafka_with_ndarrays(broker: str, unique: str, repo: Path) -> None:
+    create_topics(broker, [f"{unique}.in", f"{unique}.out"])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    produce_all(broker, f"{unique}.in", [request("a1", f"{unique}.out", x=x)])
+    replies = Collector(broker, f"{unique}.out")
+    with running_stage("affine:1", repo, *stage_args(unique, broker)):
+        got = replies_by_id(replies.until(lambda m: len(m) >= 1))
+    replies.close()
+    (out,) = got["a1"].fields.values()
+    np.testing.assert_allclose(out, 2 * x + 1)
+
+
+def test_bad_input_is_dead_lettered_and_traffic_keeps_flowing(
+    broker: str, unique: str, repo: Path
+) -> None:
+    out, dlq = f"{unique}.out", f"{unique}.m.shout.1.dlq"
+    create_topics(broker, [f"{unique}.in", out, dlq])
+    bad = {
+        "garbage": b"\xc1 not msgpack",
+        "wrong-dtype": encode_envelope(Envelope("wrong-dtype", {"text": np.ones(2, np.float32)})),
+        "oversize": encode_envelope(Envelope("oversize", {"text": ["x" * 70_000]})),
+        "raises": encode_envelope(Envelope("raises", {"text": ["boom"]})),
+        "unknown-field": encode_envelope(Envelope("unknown-field", {"txt": ["hi"]})),
+    }
+    records = []
+    for i in range(40):
+        records.append(request(f"ok{i}", out, text=[f"fine {i}"]))
+        if i % 8 == 0 and bad:
+            key, value = bad.popitem()
+            records.append((key, value, [("reply-to", out.encode())]))
+    originals = {k: v for k, v, _ in records if not k.startswith("ok")}
+    produce_all(broker, f"{unique}.in", records)
+    replies, letters = Collector(broker, out), Collector(broker, dlq)
+    with running_stage("shout:1", repo, *stage_args(unique, broker)):
+        got = replies_by_id(replies.until(lambda m: len(m) >= 45))
+        dead = letters.until(lambda m: len(m) >= 5)
+    replies.close()
+    letters.close()
+    assert all(got[f"ok{i}"].error is None for i in range(40))
+    assert {m.key().decode(): m.value() for m in dead} == originals  # original bytes, untouched
+    codes = {m.key().decode(): header_value(m.headers(), "dlq-error-code") for m in dead}
+    assert codes == {"garbage": "decode", "wrong-dtype": "validation", "oversize": "too_large",
+                     "raises": "model", "unknown-field": "validation"}
+    assert "cannot digest 'boom'" in (header_value(dead[0].headers(), "dlq-error") or "") or any(
+        "cannot digest" in (header_value(m.headers(), "dlq-error") or "") for m in dead)
+    assert got["raises"].error is not None and got["raises"].error.code == "model"
+    assert got["garbage"].error is not None and "msgpack" in got["garbage"].error.message
+
+
+def test_oip_json_request_gets_json_reply(broker: str, unique: str, repo: Path) -> None:
+    out = f"{unique}.out"
+    create_topics(broker, [f"{unique}.in", out])
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hola"]}]}
+    headers = [("reply-to", out.encode()), ("content-type", b"application/json")]
+    produce_all(broker, f"{unique}.in", [("j1", json.dumps(body).encode(), headers)])
+    replies = Collector(broker, out)
+    with running_stage("shout:1", repo, *stage_args(unique, broker)):
+        (msg,) = replies.until(lambda m: len(m) >= 1)
+    replies.close()
+    reply = json.loads(msg.value())
+    assert reply["id"] == "j1"
+    assert reply["outputs"] == [{"name": "shout", "datatype": "BYTES", "shape": [1], "data": ["HOLA"]}]
+
+
+def test_sigkill_mid_stream_loses_no_request(broker: str, unique: str, repo: Path) -> None:
+    total, out = 3000, f"{unique}.out"
+    create_topics(broker, [f"{unique}.in", out])
+    produce_all(broker, f"{unique}.in", (request(f"k{i}", out, text=[f"n{i}"]) for i in range(total)))
+    replies = Collector(broker, out)
+    first = StageProcess("shout:1", repo, *stage_args(unique, broker))
+    try:
+        first.wait_ready()
+        replies.until(lambda m: len(m) >= 300)
+    finally:
+        first.proc.send_signal(signal.SIGKILL)
+        first.kill()
+    answered_before_kill = len(replies.messages)
+    with running_stage("shout:1", repo, *stage_args(unique, broker)):
+        replies.until(lambda m: len({x.key() for x in m}) >= total, timeout=120)
+    replies.close()
+    assert {m.key().decode() for m in replies.messages} == {f"k{i}" for i in range(total)}
+    assert answered_before_kill < total  # it really died mid-stream
+
+
+def test_sigterm_drains_and_commits_what_was_answered(broker: str, unique: str, repo: Path) -> None:
+    total, out, group = 2000, f"{unique}.out", f"{unique}.g"
+    create_topics(broker, [f"{unique}.in", out])
+    produce_all(broker, f"{unique}.in", (request(f"t{i}", out, text=[f"n{i}"]) for i in range(total)))
+    replies = Collector(broker, out)
+    stage = StageProcess("shout:1", repo, *stage_args(unique, broker))
+    try:
+        stage.wait_ready()
+        replies.until(lambda m: len(m) >= 200)
+        assert stage.terminate() == 0
+    finally:
+        stage.kill()
+    probe = Consumer({"bootstrap.servers": broker, "group.id": group})
+    (committed,) = probe.committed([TopicPartition(f"{unique}.in", 0)], timeout=10)
+    probe.close()
+    replies.until(lambda m: len({x.key() for x in m}) >= committed.offset, timeout=30)
+    replies.close()
+    answered = {m.key().decode() for m in replies.messages}
+    assert committed.offset > 0
+    assert {f"t{i}" for i in range(committed.offset)} <= answered  # nothing committed unanswered
+
+
+def test_one_trace_from_producer_through_stage_to_reply(broker: str, unique: str, repo: Path) -> None:
+    out = f"{unique}.out"
+    create_topics(broker, [f"{unique}.in", out])
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    rid, value, headers = request("traced", out, text=["hi"])
+    headers.append(("traceparent", f"00-{trace_id}-{parent}-01".encode()))
+    produce_all(broker, f"{unique}.in", [(rid, value, headers)])
+    replies = Collector(broker, out)
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "stage-under-test"}
+    stage = StageProcess("shout:1", repo, *stage_args(unique, broker), env=env)
+    try:
+        stage.wait_ready()
+        (msg,) = replies.until(lambda m: len(m) >= 1)
+        assert stage.terminate() == 0
+    finally:
+        stage.kill()
+    replies.close()
+    traceparent = header_value(msg.headers(), "traceparent") or ""
+    _, reply_trace, reply_span, _ = traceparent.split("-")
+    assert reply_trace == trace_id and reply_span != parent  # continued by the stage's own span
+    spans = [line for line in stage.lines if f'"trace_id": "0x{trace_id}"' in line]
+    assert spans, "the stage exported no span in the producer's trace"
+    assert os.environ.get("OTEL_TRACES_EXPORTER") is None  # the test did not leak settings

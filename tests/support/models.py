@@ -1,0 +1,56 @@
+"""Python models for tests, importable by stage subprocesses (``tests.support.models:...``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from modelyard.model import Inputs, Model, Outcome
+from modelyard.repository.build import BuildContext
+from modelyard.repository.manifest import Manifest
+
+__all__ = ["Shout", "write_shout_version"]
+
+
+class Shout(Model):
+    """Upper-cases text; raises on b"boom" (poison) and sleeps on b"slow:<ms>"."""
+
+    def load(self) -> None:
+        self._pause = threading.Event()
+
+    def predict(self, batch: Sequence[Inputs]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for inputs in batch:
+            texts = [bytes(t) for t in inputs["text"].tolist()]
+            if b"boom" in texts:
+                raise RuntimeError("the model cannot digest 'boom'")
+            for t in texts:
+                if t.startswith(b"slow:"):
+                    self._pause.wait(int(t[5:]) / 1000)  # a slow model, for backpressure tests
+            out.append({"shout": _upper(texts)})
+        return out
+
+
+def _upper(texts: list[bytes]) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    arr = np.empty(len(texts), dtype=object)
+    arr[:] = [t.upper() for t in texts]
+    return arr
+
+
+def write_shout_version(ctx: BuildContext, version: str = "1", **batching: Any) -> Manifest:
+    return ctx.write_version(
+        {
+            "name": "shout",
+            "version": version,
+            "runtime": "python",
+            "entrypoint": "tests.support.models:Shout",
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "shout", "datatype": "BYTES", "shape": [-1]}],
+            "batching": {"max_batch_size": 16, "max_wait_ms": 1, "max_queue": 256, **batching},
+            "limits": {"max_request_bytes": 64 * 1024},
+        },
+        files={},
+    )

@@ -1,0 +1,96 @@
+"""The shared micro-batcher: batch limits, poison isolation, retries, deadlines."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelyard.errors import DeadlineExceededError, ModelError, UnavailableError
+from modelyard.model import Inputs, Model, Outcome
+from modelyard.repository.manifest import Batching, Manifest
+from modelyard.stage.batcher import Batcher, RetryPolicy, WorkItem
+from modelyard.telemetry.hooks import RequestContext, StageHooks
+
+MANIFEST = Manifest.model_validate(
+    {
+        "name": "fake", "version": "1", "runtime": "python", "entrypoint": "x:Y",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}],
+    }
+)
+
+
+class FakeModel(Model):
+    """Doubles x; x < 0 makes the whole batch raise; 'flaky' raises Unavailable N times."""
+
+    def __init__(self, flaky: int = 0) -> None:
+        super().__init__(MANIFEST, Path("."))
+        self.batch_sizes: list[int] = []
+        self.flaky = flaky
+
+    def load(self) -> None: ...
+
+    def predict(self, batch: Sequence[Inputs]) -> list[Outcome]:
+        self.batch_sizes.append(len(batch))
+        if self.flaky:
+            self.flaky -= 1
+            raise UnavailableError("engine restarting")
+        if any(float(i["x"][0]) < 0 for i in batch):
+            raise ValueError("negative input")
+        return [{"y": i["x"] * 2} for i in batch]
+
+
+def run(model: FakeModel, values: list[float], batching: Batching, **item: Any) -> list[Outcome]:
+    results: dict[int, Outcome] = {}
+    finished = threading.Event()
+
+    def done(w: WorkItem, outcome: Outcome) -> None:
+        results[w.token] = outcome
+        if len(results) == len(values):
+            finished.set()
+
+    batcher = Batcher(model, batching, StageHooks(), RetryPolicy(3, 0.001))
+    items = [
+        WorkItem(RequestContext(str(i), "kafka"), {"x": np.array([v], "f4")}, done, token=i, **item)
+        for i, v in enumerate(values)
+    ]
+    batcher.submit(items)  # queued before start, so the first batch is full
+    batcher.start()
+    assert finished.wait(10)
+    batcher.stop()
+    return [results[i] for i in range(len(values))]
+
+
+def test_batches_respect_max_size_and_keep_order() -> None:
+    model = FakeModel()
+    out = run(model, [1, 2, 3, 4, 5], Batching(max_batch_size=2, max_wait_ms=0))
+    assert [float(o["y"][0]) for o in out] == [2, 4, 6, 8, 10]  # type: ignore[index]
+    assert model.batch_sizes == [2, 2, 1]
+
+
+def test_poison_input_fails_alone() -> None:
+    model = FakeModel()
+    out = run(model, [1, -1, 3], Batching(max_batch_size=8, max_wait_ms=0))
+    assert isinstance(out[1], ModelError)
+    assert "negative input" in out[1].message
+    assert [float(out[i]["y"][0]) for i in (0, 2)] == [2, 6]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("flaky", "ok"), [(2, True), (5, False)])
+def test_transient_errors_are_retried_within_budget(flaky: int, ok: bool) -> None:
+    out = run(FakeModel(flaky=flaky), [1], Batching(max_batch_size=1, max_wait_ms=0))
+    assert isinstance(out[0], dict) is ok
+    if not ok:
+        assert isinstance(out[0], UnavailableError)
+
+
+def test_expired_deadline_is_not_predicted() -> None:
+    model = FakeModel()
+    out = run(model, [1], Batching(max_batch_size=1, max_wait_ms=0), deadline_ms=1)
+    assert isinstance(out[0], DeadlineExceededError)
+    assert model.batch_sizes == []

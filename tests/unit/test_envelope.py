@@ -1,0 +1,102 @@
+"""The msgpack envelope and OIP JSON values: round trips and readable failures."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from modelyard.errors import DecodeError
+from modelyard.wire import Envelope, ErrorInfo, decode_envelope, encode_envelope
+from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_response
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<i8", "<i4", "<u1", "<f2", "?"])
+def test_ndarray_round_trip(dtype: str) -> None:
+    array = (np.arange(12) % 2).astype(dtype).reshape(3, 4)
+    back = decode_envelope(encode_envelope(Envelope("r", {"a": array}))).fields["a"]
+    assert back.dtype == array.dtype
+    np.testing.assert_array_equal(back, array)
+
+
+def test_bytes_tensor_and_scalars_round_trip() -> None:
+    text = np.array([b"x", b"", b"\x00\xff"], dtype=object)
+    env = Envelope(
+        "r1", {"t": text, "s": "hé", "b": b"\x01", "n": 3, "f": 1.5}, pipeline="docs",
+        stage="ocr", caller="alice", deadline_ms=1767225600000,
+    )
+    back = decode_envelope(encode_envelope(env))
+    assert back.fields["t"].tolist() == [b"x", b"", b"\x00\xff"]
+    assert (back.fields["s"], back.fields["b"], back.fields["n"], back.fields["f"]) == (
+        "hé", b"\x01", 3, 1.5,
+    )
+    assert (back.pipeline, back.stage, back.caller, back.deadline_ms) == (
+        "docs", "ocr", "alice", 1767225600000,
+    )
+
+
+def test_reply_keeps_identity_and_carries_error() -> None:
+    req = Envelope("r1", {"x": 1}, pipeline="p", caller="c")
+    rep = decode_envelope(encode_envelope(req.reply({}, "m", "2", ErrorInfo("model", "boom", "s"))))
+    assert (rep.request_id, rep.pipeline, rep.caller, rep.model, rep.version) == (
+        "r1", "p", "c", "m", "2",
+    )
+    assert rep.error == ErrorInfo("model", "boom", "s")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xc1garbage", "not a msgpack envelope"),
+        (msgpack.packb([1, 2]), "must be a map"),
+        (msgpack.packb({"v": 99, "id": "r"}), "schema version"),
+        (msgpack.packb({"v": 1}), "no request id"),
+        (msgpack.packb({"v": 1, "id": "r", "fields": [1]}), "'fields' must be a map"),
+        (msgpack.packb({"v": 1, "id": "r", "caller": 5}), "'caller' must be str"),
+        (msgpack.packb({"v": 1, "id": "r", "fields": {"a": msgpack.ExtType(7, b"")}}), "extension"),
+    ],
+)
+def test_malformed_values_raise_decode_error(value: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_envelope(value)
+
+
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_never_raise_anything_but_decode_error(value: bytes) -> None:
+    try:
+        decode_envelope(value)
+    except DecodeError:
+        pass
+
+
+def test_oip_json_request_and_response() -> None:
+    body = {
+        "id": "j1",
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.5, 2]},
+            {"name": "t", "datatype": "BYTES", "shape": [1], "data": ["hola"]},
+        ],
+    }
+    env = decode_oip_json(json.dumps(body).encode(), None)
+    assert env.request_id == "j1"
+    assert env.fields["x"].dtype == np.float32
+    assert env.fields["t"].tolist() == [b"hola"]
+    out = json.loads(encode_oip_json_response(env.reply({}, "m", "1"), {"y": np.array([3.0])}))
+    assert out == {
+        "model_name": "m", "model_version": "1", "id": "j1",
+        "outputs": [{"name": "y", "datatype": "FP64", "shape": [1], "data": [3.0]}],
+    }
+
+
+def test_oip_json_uses_key_when_no_id_and_rejects_bad_data() -> None:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+    assert decode_oip_json(json.dumps(body).encode(), "key-1").request_id == "key-1"
+    bad = {"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1]}]}
+    with pytest.raises(DecodeError, match="does not fit"):
+        decode_oip_json(json.dumps(bad).encode(), None)
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        decode_oip_json(b"{", None)

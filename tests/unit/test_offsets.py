@@ -1,0 +1,52 @@
+"""Offsets advance only over a gap-free prefix of finished messages."""
+
+from __future__ import annotations
+
+from modelyard.kafka.offsets import OffsetTracker
+
+TP = ("t", 0)
+
+
+def test_commits_only_the_gap_free_prefix() -> None:
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    pending = [tracker.begin(TP, o) for o in range(5)]
+    for p in pending:
+        tracker.expect(p, 1)
+    tracker.ack(pending[1])
+    tracker.ack(pending[2])
+    assert tracker.to_commit() == []  # offset 0 still outstanding
+    tracker.ack(pending[0])
+    assert tracker.to_commit() == [("t", 0, 3)]
+    assert tracker.to_commit() == []  # nothing new
+    assert tracker.inflight == 2
+
+
+def test_message_needing_two_acks_waits_for_both() -> None:
+    tracker = OffsetTracker()
+    p = tracker.begin(TP, 10)
+    tracker.expect(p, 2)  # reply + dead letter
+    tracker.ack(p)
+    assert tracker.to_commit() == []
+    tracker.ack(p)
+    assert tracker.to_commit() == [("t", 0, 11)]
+
+
+def test_zero_acks_finishes_at_once_and_revoke_forgets() -> None:
+    tracker = OffsetTracker()
+    tracker.expect(tracker.begin(TP, 0), 0)
+    assert tracker.to_commit() == [("t", 0, 1)]
+    late = tracker.begin(TP, 1)
+    tracker.revoke([TP])
+    tracker.expect(late, 1)
+    tracker.ack(late)  # finished after revoke: ignored, the new owner redoes it
+    assert tracker.to_commit() == []
+    assert tracker.inflight == 0
+
+
+def test_rollback_makes_offsets_committable_again() -> None:
+    tracker = OffsetTracker()
+    tracker.expect(tracker.begin(TP, 0), 0)
+    offsets = tracker.to_commit()
+    tracker.rollback(offsets)
+    assert tracker.to_commit() == offsets
