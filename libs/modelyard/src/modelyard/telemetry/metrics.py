@@ -1,0 +1,192 @@
+"""Prometheus metrics for a stage, and the tiny HTTP server for /metrics and /healthz.
+
+Each ``MetricsHooks`` owns its metrics in a ``CollectorRegistry`` (a fresh one by default, never
+the process-global registry, so tests and multi-stage processes do not collide).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from modelyard.telemetry.hooks import RequestContext, StageHooks
+
+__all__ = ["HealthCheck", "MetricsHooks", "MetricsServer", "start_http_server", "stop_http_server"]
+
+log = structlog.get_logger(__name__)
+
+HealthCheck = Callable[[], dict[str, bool]]
+
+# 0.5 ms (a tiny CPU model) ... 10 s (a deadline-bound GPU batch under load)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_MV = ("model", "version")
+
+
+class MetricsHooks(StageHooks):
+    """Counts requests by outcome, times requests and batches, tracks lag, commits and pauses."""
+
+    def __init__(self, model: str, version: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._mv = (model, version)
+        r = self.registry
+        self.requests = Counter(
+            "modelyard_requests", "Requests by outcome.", [*_MV, "transport", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "modelyard_request_latency_seconds",
+            "Arrival to reply ready.",
+            [*_MV, "transport"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "modelyard_batch_size",
+            "Requests per predict call.",
+            _MV,
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "modelyard_batch_seconds",
+            "Seconds per predict call.",
+            _MV,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters = Counter("modelyard_dead_letters", "Dead letters.", _MV, registry=r)
+        self.send_errors = Counter("modelyard_send_errors", "Failed produces.", _MV, registry=r)
+        self.commits = Counter("modelyard_commits", "Offset commits.", _MV, registry=r)
+        self.lag_gauge = Gauge(
+            "modelyard_consumer_lag", "Messages behind.", ["topic", "partition"], registry=r
+        )
+        self.paused_gauge = Gauge("modelyard_intake_paused", "1 while paused.", _MV, registry=r)
+        # labelled children cached: .labels() takes a lock and a dict lookup per call
+        self._children: dict[tuple[int | str, ...], Any] = {}
+        self._pairs: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key: tuple[int | str, ...] = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*self._mv, *labels)
+        return child
+
+    def batch_finished(
+        self, batch: Sequence[RequestContext], seconds: float, error: BaseException | None
+    ) -> None:
+        self._child(self.batch_size).observe(len(batch))
+        self._child(self.batch_seconds).observe(seconds)
+
+    def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
+        pair = self._pairs.get((request.transport, outcome))
+        if pair is None:  # the hot path: one lookup per request once warm
+            pair = self._pairs[(request.transport, outcome)] = (
+                self.requests.labels(*self._mv, request.transport, outcome),
+                self.latency.labels(*self._mv, request.transport),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def dead_lettered(
+        self, request: RequestContext | None, topic: str, error: BaseException
+    ) -> None:
+        self._child(self.dead_letters).inc()
+
+    def send_failed(self, topic: str, error: BaseException) -> None:
+        self._child(self.send_errors).inc()
+
+    def committed(self, offsets: Sequence[tuple[str, int, int]]) -> None:
+        self._child(self.commits).inc()
+
+    def lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag_gauge.labels(topic, str(partition)).set(lag)
+
+    def paused(self, paused: bool) -> None:
+        self._child(self.paused_gauge).set(1 if paused else 0)
+
+
+# -- HTTP endpoints ----------------------------------------------------------------------------
+class MetricsServer(ThreadingHTTPServer):
+    """The HTTP server plus the thread that runs it (joined by ``stop_http_server``)."""
+
+    daemon_threads = True  # a stuck scrape must not hold the process open
+    thread: threading.Thread
+
+
+def _handler(registry: CollectorRegistry, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path == "/metrics":
+                self._send(HTTPStatus.OK, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz/live":
+                self._json(HTTPStatus.OK, {"live": True})
+            elif path == "/healthz/ready":
+                checks = _run_checks(health)
+                ready = all(checks.values())
+                status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+                self._json(status, {"ready": ready, "checks": checks})
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+        def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # scrapes and probes every few seconds: keep them out of the default stderr log
+            log.debug("http request", client=self.client_address[0], line=format % args)
+
+    return Handler
+
+
+def _run_checks(health: HealthCheck) -> dict[str, bool]:
+    try:
+        return {name: bool(ok) for name, ok in health().items()}
+    except Exception as exc:  # a broken check means not ready, not a crashed endpoint
+        log.warning("health check raised", error=repr(exc))
+        return {"health_check": False}
+
+
+def start_http_server(
+    host: str, port: int, registry: CollectorRegistry, health: HealthCheck
+) -> tuple[MetricsServer, int]:
+    """Serve /metrics, /healthz/live and /healthz/ready in a daemon thread; port 0 lets the OS
+    choose. Returns the server and the port it is bound to."""
+    server = MetricsServer((host, port), _handler(registry, health))
+    server.thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name="modelyard-http",
+        daemon=True,
+    )
+    server.thread.start()
+    return server, int(server.server_address[1])
+
+
+def stop_http_server(server: MetricsServer, timeout: float = 5.0) -> None:
+    """Stop serving, close the socket and join the server thread."""
+    server.shutdown()
+    server.server_close()
+    server.thread.join(timeout)
