@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers and benchmarks (models, broker I/O, stage processes)."""
