@@ -48,14 +48,19 @@ class StageProcess:
     def terminate(self, timeout: float = 60) -> int:
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
-        self._reader.join(5)
+        self._close()
         return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
         self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @contextmanager

@@ -10,11 +10,11 @@ import signal
 import sys
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from modelyard.grpc.server import start_grpc_server, stop_grpc_server
 from modelyard.kafka.consumer import ConsumerOptions, StageConsumer
 from modelyard.repository.store import ModelRepository
 from modelyard.stage.batcher import Batcher, RetryPolicy
@@ -71,16 +71,12 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
         return checks
 
     http, metrics_port = start_http_server(settings.metrics_host, settings.metrics_port, registry, health)
-    grpc_server, grpc_port = (
-        await start_grpc_server(core, host=settings.grpc_host, port=settings.grpc_port)
-        if settings.grpc_enabled
-        else (None, None)
-    )
+    grpc_server, grpc_port = await _start_grpc(settings, core)
     _announce(Endpoints(grpc_port, metrics_port, topic if consumer else None), settings)
     failed = await _wait(stop, consumer)
     log.info("stopping", reason="consumer failure" if failed else "signal")
     if grpc_server is not None:
-        await stop_grpc_server(grpc_server, grace=5.0)
+        await grpc_server.stop(grace=5.0)
     if consumer is not None:
         await asyncio.to_thread(consumer.stop)
     batcher.stop(settings.drain_timeout_s)
@@ -105,6 +101,15 @@ def _start_consumer(settings: StageSettings, core: StageCore, topic: str) -> Sta
     consumer = StageConsumer(core, options)
     consumer.start()
     return consumer
+
+
+async def _start_grpc(settings: StageSettings, core: StageCore) -> tuple[Any, int | None]:
+    if not settings.grpc_enabled:
+        return None, None
+    # imported here so a Kafka-only stage never loads grpc
+    from modelyard.grpc.server import start_grpc_server  # noqa: PLC0415
+
+    return await start_grpc_server(core, host=settings.grpc_host, port=settings.grpc_port)
 
 
 async def _wait(stop: asyncio.Event, consumer: StageConsumer | None) -> bool:
