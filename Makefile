@@ -19,7 +19,7 @@ generate: ## Regenerate Python code from protos/ (committed)
 
 .PHONY: check-generated
 check-generated: generate ## Fail if committed generated code is stale
-	@git diff --exit-code -- libs/modelyard/src/modelyard/oip || (echo "generated code is stale: run 'make generate' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- libs/modelyard/src/modelyard/oip)" || (echo "generated code is stale: run 'make generate' and commit" && exit 1)
 
 .PHONY: lint
 lint: ## ruff (lint + format check) and strict mypy

@@ -1,0 +1,73 @@
+"""Start and stop the ``grpc.aio`` server that serves a stage over OIP v2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from modelyard.errors import ConfigError
+from modelyard.grpc.servicer import InferenceCore, OipServicer
+from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc
+
+__all__ = ["MESSAGE_HEADROOM_BYTES", "server_options", "start_grpc_server", "stop_grpc_server"]
+
+# Room above the request limit for the envelope (names, shapes, metadata), so a request just
+# over the limit reaches the servicer and gets its clear "limit is N" message instead of gRPC's
+# generic one; anything far larger is still refused by gRPC before it is buffered.
+MESSAGE_HEADROOM_BYTES = 1 << 20
+
+
+def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
+    """Channel options of a stage server whose requests are at most ``max_request_bytes``."""
+    return [
+        ("grpc.max_receive_message_length", max_request_bytes + MESSAGE_HEADROOM_BYTES),
+        ("grpc.max_send_message_length", -1),  # outputs are the model's; never cut them off
+        # gRPC sets SO_REUSEPORT by default, which lets a second server silently share the port
+        # and steal half the traffic; a stage must own its port or fail to start.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_grpc_server(
+    core: InferenceCore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: Sequence[tuple[str, Any]] | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Serve ``core`` over OIP v2 on ``host:port`` (0: the OS picks); returns the bound port.
+
+    ``options`` replaces :func:`server_options`; ``credentials`` (e.g.
+    ``grpc.ssl_server_credentials``) turns on TLS or mTLS.
+    """
+    if options is None:
+        options = server_options(core.manifest.limits.max_request_bytes)
+    server = grpc.aio.server(options=list(options))
+    register = pb_grpc.add_GRPCInferenceServiceServicer_to_server
+    register(OipServicer(core), server)  # type: ignore[no-untyped-call]  # generated, unannotated
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = _bind(server, address, credentials)
+    await server.start()
+    return server, bound
+
+
+async def stop_grpc_server(server: grpc.aio.Server, grace: float | None = 5.0) -> None:
+    """Stop accepting calls, let those in flight finish for up to ``grace`` seconds, then close."""
+    await server.stop(grace)
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # recent grpcio raises; older ones return 0
+        raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from exc
+    if bound == 0:
+        raise ConfigError(f"cannot listen for gRPC on {address}")
+    return bound

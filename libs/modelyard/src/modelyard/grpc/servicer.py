@@ -1,0 +1,193 @@
+"""The OIP v2 ``inference.GRPCInferenceService`` of one stage, for ``grpc.aio``.
+
+A thin adapter: it checks the model name and size, decodes tensors, calls the transport-neutral
+core and encodes the reply. Errors become gRPC statuses through ``modelyard.errors.POLICY``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
+
+import grpc
+import grpc.aio
+import numpy as np
+import structlog
+
+import modelyard
+from modelyard.errors import ModelyardError, PayloadTooLargeError, ValidationError, policy_for
+from modelyard.grpc.tensors import decode_inputs, encode_outputs
+from modelyard.oip.v2 import grpc_service_pb2 as pb
+from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc
+from modelyard.repository.manifest import Manifest
+from modelyard.telemetry.hooks import Carrier, RequestContext, StageHooks
+from modelyard.tensors import TensorSpec
+
+__all__ = ["CALLER_METADATA_KEY", "InferenceCore", "OipServicer"]
+
+CALLER_METADATA_KEY = "x-modelyard-caller"
+Context = grpc.aio.ServicerContext[Any, Any]
+Array = np.ndarray[Any, Any]
+
+log = structlog.get_logger(__name__)
+
+
+class InferenceCore(Protocol):
+    """What the servicer needs from a stage (``modelyard.stage.StageCore`` satisfies it)."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def hooks(self) -> StageHooks: ...
+
+    def ready(self) -> bool: ...
+
+    async def infer(self, request: RequestContext, fields: Mapping[str, Array]) -> dict[str, Array]:
+        """Outputs for one request; raises a ModelyardError subclass on failure."""
+        ...
+
+
+class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Serves the one model version of ``core`` under its manifest name and version."""
+
+    def __init__(self, core: InferenceCore) -> None:
+        self.core = core
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Context
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)  # answering at all is being alive
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Context
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._ready())
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="modelyard", version=modelyard.__version__)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        await self._check_model(request.name, request.version, context)
+        return pb.ModelReadyResponse(ready=self._ready())
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        await self._check_model(request.name, request.version, context)
+        manifest = self.core.manifest
+        return pb.ModelMetadataResponse(
+            name=manifest.name,
+            versions=[manifest.version],
+            platform=manifest.runtime,
+            inputs=[_tensor_metadata(spec) for spec in manifest.inputs],
+            outputs=[_tensor_metadata(spec) for spec in manifest.outputs],
+        )
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        await self._check_model(request.model_name, request.model_version, context)
+        ctx = _request_context(request, context)
+        try:
+            return await self._infer(request, ctx)
+        except ModelyardError as exc:
+            code = getattr(grpc.StatusCode, policy_for(exc).grpc_status)
+            await _abort(context, code, exc.message)
+        except Exception as exc:  # a bug: INTERNAL with a readable line, the traceback to the log
+            log.exception("grpc_infer_crashed", request_id=ctx.request_id)
+            message = f"internal error ({type(exc).__name__}) in request {ctx.request_id}"
+            await _abort(context, grpc.StatusCode.INTERNAL, message)
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, ctx: RequestContext
+    ) -> pb.ModelInferResponse:
+        try:
+            self._check_size(request)
+            fields = decode_inputs(request)
+        except ModelyardError as exc:
+            self._rejected(ctx, exc)
+            raise
+        outputs = await self.core.infer(ctx, fields)
+        manifest = self.core.manifest
+        response = pb.ModelInferResponse(
+            model_name=manifest.name, model_version=manifest.version, id=ctx.request_id
+        )
+        wanted = [o.name for o in request.outputs]
+        encode_outputs(response, _select(outputs, wanted), raw=bool(request.raw_input_contents))
+        return response
+
+    def _rejected(self, ctx: RequestContext, error: ModelyardError) -> None:
+        """Report a request refused before the core saw it, so metrics and logs count it."""
+        hooks = self.core.hooks
+        with contextlib.suppress(Exception):  # telemetry never breaks processing
+            hooks.request_received(ctx)
+            hooks.request_finished(ctx, error.code, time.monotonic() - ctx.received_at)
+
+    def _ready(self) -> bool:
+        """A readiness check that raises means not ready (and never an UNKNOWN status)."""
+        try:
+            return self.core.ready()
+        except Exception:
+            log.warning("readiness_check_failed", exc_info=True)
+            return False
+
+    def _check_size(self, request: pb.ModelInferRequest) -> None:
+        limit = self.core.manifest.limits.max_request_bytes
+        size = request.ByteSize()
+        if size > limit:
+            raise PayloadTooLargeError(f"request is {size} bytes; the limit is {limit}")
+
+    async def _check_model(self, name: str, version: str, context: Context) -> None:
+        manifest = self.core.manifest
+        if name != manifest.name or (version and version != manifest.version):
+            wanted = f"{name}:{version}" if version else name
+            await _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"model {wanted!r} is not served here; this server serves {manifest.ref!r}",
+            )
+
+
+async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype, shape=list(spec.shape)
+    )
+
+
+def _select(outputs: Mapping[str, Array], wanted: list[str]) -> dict[str, Array]:
+    """The requested outputs in the requested order; none requested means all."""
+    if not wanted:
+        return dict(outputs)
+    missing = sorted(set(wanted) - set(outputs))
+    if missing:
+        raise ValidationError(f"unknown output(s) {missing}; the model returns {sorted(outputs)}")
+    return {name: outputs[name] for name in wanted}
+
+
+def _request_context(request: pb.ModelInferRequest, context: Context) -> RequestContext:
+    carrier = _carrier(context)
+    caller = next((v.decode() for k, v in carrier if k == CALLER_METADATA_KEY), None)
+    return RequestContext(
+        request_id=request.id or uuid.uuid4().hex,
+        transport="grpc",
+        carrier=carrier,
+        caller=caller,
+    )
+
+
+def _carrier(context: Context) -> Carrier:
+    """Invocation metadata (traceparent, tracestate, caller...) as (key, bytes) pairs."""
+    metadata = context.invocation_metadata() or ()
+    return [(key, value if isinstance(value, bytes) else value.encode()) for key, value in metadata]
