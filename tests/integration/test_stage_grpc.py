@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-
 from modelyard.broker import create_topics
 from modelyard.repository.build import BuildContext
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
+
 from tests.support.kafka_io import Collector, produce_all
 from tests.support.models import write_shout_version
 from tests.support.onnx_models import write_affine_version
@@ -41,22 +41,30 @@ def test_grpc_only_mode_serves_without_a_broker(repo: Path) -> None:
     with running_stage("affine:1", repo, "--no-kafka", "--bootstrap", "127.0.0.1:1") as (_, ready):
         assert ready["topic"] == "off"
         client = triton.InferenceServerClient(ready["grpc"])
-        assert client.is_server_live() and client.is_model_ready("affine")
+        assert client.is_server_live()
+        assert client.is_model_ready("affine")
         x = np.arange(6, dtype=np.float32).reshape(2, 3)
         np.testing.assert_allclose(affine_call(client, x), 2 * x + 1)
+        bad = triton.InferInput("x", [1, 3], "INT32")
+        bad.set_data_from_numpy(np.ones((1, 3), np.int32))
         with pytest.raises(triton.InferenceServerException, match="expected FP32"):
-            bad = triton.InferInput("x", [1, 3], "INT32")
-            bad.set_data_from_numpy(np.ones((1, 3), np.int32))
             client.infer("affine", [bad])
         client.close()
 
 
 def test_kafka_and_grpc_share_one_model(broker: str, unique: str, repo: Path) -> None:
     create_topics(broker, [f"{unique}.in", f"{unique}.out"])
-    produce_all(broker, f"{unique}.in", [(
-        "k1", encode_envelope(Envelope("k1", {"text": ["via kafka"]})),
-        [("reply-to", f"{unique}.out".encode())],
-    )])
+    produce_all(
+        broker,
+        f"{unique}.in",
+        [
+            (
+                "k1",
+                encode_envelope(Envelope("k1", {"text": ["via kafka"]})),
+                [("reply-to", f"{unique}.out".encode())],
+            )
+        ],
+    )
     replies = Collector(broker, f"{unique}.out")
     args = ["--bootstrap", broker, "--input-topic", f"{unique}.in", "--group", f"{unique}.g"]
     with running_stage("shout:1", repo, *args) as (_, ready):

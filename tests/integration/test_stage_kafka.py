@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
 from modelyard.broker import create_topics
 from modelyard.repository.build import BuildContext
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 from modelyard.wire.headers import header_value
+
 from tests.support.kafka_io import Collector, produce_all
 from tests.support.models import write_shout_version
 from tests.support.onnx_models import write_affine_version
@@ -35,7 +35,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def request(rid: str, reply_to: str, **fields: object) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+def request(
+    rid: str, reply_to: str, **fields: object
+) -> tuple[str, bytes, list[tuple[str, bytes]]]:
     value = encode_envelope(Envelope(rid, fields))
     return rid, value, [("reply-to", reply_to.encode())]
 
@@ -45,15 +47,26 @@ def replies_by_id(messages: list) -> dict[str, Envelope]:  # type: ignore[type-a
 
 
 def stage_args(unique: str, broker: str) -> list[str]:
-    return ["--bootstrap", broker, "--input-topic", f"{unique}.in", "--group", f"{unique}.g",
-            "--topic-prefix", unique, "--no-grpc"]
+    return [
+        "--bootstrap",
+        broker,
+        "--input-topic",
+        f"{unique}.in",
+        "--group",
+        f"{unique}.g",
+        "--topic-prefix",
+        unique,
+        "--no-grpc",
+    ]
 
 
 def test_requests_are_answered_with_their_ids(broker: str, unique: str, repo: Path) -> None:
     create_topics(broker, [f"{unique}.in", f"{unique}.out"])
-    produce_all(broker, f"{unique}.in", (
-        request(f"r{i}", f"{unique}.out", text=[f"hello {i}"]) for i in range(50)
-    ))
+    produce_all(
+        broker,
+        f"{unique}.in",
+        (request(f"r{i}", f"{unique}.out", text=[f"hello {i}"]) for i in range(50)),
+    )
     replies = Collector(broker, f"{unique}.out")
     with running_stage("shout:1", repo, *stage_args(unique, broker)):
         got = replies_by_id(replies.until(lambda m: len(m) >= 50))
@@ -104,12 +117,20 @@ def test_bad_input_is_dead_lettered_and_traffic_keeps_flowing(
     assert all(got[f"ok{i}"].error is None for i in range(40))
     assert {m.key().decode(): m.value() for m in dead} == originals  # original bytes, untouched
     codes = {m.key().decode(): header_value(m.headers(), "dlq-error-code") for m in dead}
-    assert codes == {"garbage": "decode", "wrong-dtype": "validation", "oversize": "too_large",
-                     "raises": "model", "unknown-field": "validation"}
+    assert codes == {
+        "garbage": "decode",
+        "wrong-dtype": "validation",
+        "oversize": "too_large",
+        "raises": "model",
+        "unknown-field": "validation",
+    }
     raised = next(m for m in dead if m.key() == b"raises")
     assert "cannot digest 'boom'" in (header_value(raised.headers(), "dlq-error") or "")
-    assert got["raises"].error is not None and got["raises"].error.code == "model"
-    assert got["garbage"].error is not None and "msgpack" in got["garbage"].error.message
+    raised_error, garbage_error = got["raises"].error, got["garbage"].error
+    assert raised_error is not None
+    assert raised_error.code == "model"
+    assert garbage_error is not None
+    assert "msgpack" in garbage_error.message
 
 
 def test_oip_json_request_gets_json_reply(broker: str, unique: str, repo: Path) -> None:
@@ -124,13 +145,17 @@ def test_oip_json_request_gets_json_reply(broker: str, unique: str, repo: Path) 
     replies.close()
     reply = json.loads(msg.value())
     assert reply["id"] == "j1"
-    assert reply["outputs"] == [{"name": "shout", "datatype": "BYTES", "shape": [1], "data": ["HOLA"]}]
+    assert reply["outputs"] == [
+        {"name": "shout", "datatype": "BYTES", "shape": [1], "data": ["HOLA"]}
+    ]
 
 
 def test_sigkill_mid_stream_loses_no_request(broker: str, unique: str, repo: Path) -> None:
     total, out = 3000, f"{unique}.out"
     create_topics(broker, [f"{unique}.in", out])
-    produce_all(broker, f"{unique}.in", (request(f"k{i}", out, text=[f"n{i}"]) for i in range(total)))
+    produce_all(
+        broker, f"{unique}.in", (request(f"k{i}", out, text=[f"n{i}"]) for i in range(total))
+    )
     replies = Collector(broker, out)
     first = StageProcess("shout:1", repo, *stage_args(unique, broker))
     try:
@@ -150,7 +175,9 @@ def test_sigkill_mid_stream_loses_no_request(broker: str, unique: str, repo: Pat
 def test_sigterm_drains_and_commits_what_was_answered(broker: str, unique: str, repo: Path) -> None:
     total, out, group = 2000, f"{unique}.out", f"{unique}.g"
     create_topics(broker, [f"{unique}.in", out])
-    produce_all(broker, f"{unique}.in", (request(f"t{i}", out, text=[f"n{i}"]) for i in range(total)))
+    produce_all(
+        broker, f"{unique}.in", (request(f"t{i}", out, text=[f"n{i}"]) for i in range(total))
+    )
     replies = Collector(broker, out)
     stage = StageProcess("shout:1", repo, *stage_args(unique, broker))
     try:
@@ -169,7 +196,9 @@ def test_sigterm_drains_and_commits_what_was_answered(broker: str, unique: str, 
     assert {f"t{i}" for i in range(committed.offset)} <= answered  # nothing committed unanswered
 
 
-def test_one_trace_from_producer_through_stage_to_reply(broker: str, unique: str, repo: Path) -> None:
+def test_one_trace_from_producer_through_stage_to_reply(
+    broker: str, unique: str, repo: Path
+) -> None:
     out = f"{unique}.out"
     create_topics(broker, [f"{unique}.in", out])
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -188,24 +217,34 @@ def test_one_trace_from_producer_through_stage_to_reply(broker: str, unique: str
     replies.close()
     traceparent = header_value(msg.headers(), "traceparent") or ""
     _, reply_trace, reply_span, _ = traceparent.split("-")
-    assert reply_trace == trace_id and reply_span != parent  # continued by the stage's own span
+    assert reply_trace == trace_id
+    assert reply_span != parent  # continued by the stage's own span
     spans = [line for line in stage.lines if f'"trace_id": "0x{trace_id}"' in line]
     assert spans, "the stage exported no span in the producer's trace"
     assert os.environ.get("OTEL_TRACES_EXPORTER") is None  # the test did not leak settings
 
 
-def test_slow_model_pauses_intake_instead_of_buffering(broker: str, unique: str, repo: Path) -> None:
+def test_slow_model_pauses_intake_instead_of_buffering(
+    broker: str, unique: str, repo: Path
+) -> None:
     total, out = 120, f"{unique}.out"
     create_topics(broker, [f"{unique}.in", out])
-    produce_all(broker, f"{unique}.in", (request(f"s{i}", out, text=["slow:15"]) for i in range(total)))
+    produce_all(
+        broker, f"{unique}.in", (request(f"s{i}", out, text=["slow:15"]) for i in range(total))
+    )
     replies = Collector(broker, out)
     with running_stage("shout:slow", repo, *stage_args(unique, broker)) as (_, ready):
         metrics_url = f"http://{ready['metrics']}/metrics"
-        paused_seen = wait_for_metric(metrics_url, 'modelyard_intake_paused{model="shout",version="slow"} 1.0')
+        paused_seen = wait_for_metric(
+            metrics_url, 'modelyard_intake_paused{model="shout",version="slow"} 1.0'
+        )
         replies.until(lambda m: len(m) >= total, timeout=90)
-        resumed = wait_for_metric(metrics_url, 'modelyard_intake_paused{model="shout",version="slow"} 0.0')
+        resumed = wait_for_metric(
+            metrics_url, 'modelyard_intake_paused{model="shout",version="slow"} 0.0'
+        )
     replies.close()
-    assert paused_seen and resumed
+    assert paused_seen
+    assert resumed
     assert {m.key().decode() for m in replies.messages} == {f"s{i}" for i in range(total)}
 
 

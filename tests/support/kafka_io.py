@@ -11,8 +11,12 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 __all__ = ["Collector", "produce_all"]
 
 
-def produce_all(bootstrap: str, topic: str, records: Iterable[tuple[str, bytes, list[tuple[str, bytes]]]]) -> int:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 32 << 20})
+def produce_all(
+    bootstrap: str, topic: str, records: Iterable[tuple[str, bytes, list[tuple[str, bytes]]]]
+) -> int:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 32 << 20}
+    )
     count = 0
     for key, value, headers in records:
         producer.produce(topic, value, key, headers=headers)
@@ -33,8 +37,12 @@ class Collector:
     def __post_init__(self) -> None:
         self.messages: list[Message] = []
         self._consumer = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": f"collector-{self.topic}",
-             "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"collector-{self.topic}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
         )
         self._consumer.assign([TopicPartition(self.topic, p, 0) for p in range(self.partitions)])
 
@@ -42,7 +50,9 @@ class Collector:
         deadline = time.monotonic() + timeout
         while not done(self.messages):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic}: condition not met; have {len(self.messages)} messages")
+                raise TimeoutError(
+                    f"{self.topic}: condition not met; have {len(self.messages)} messages"
+                )
             msg = self._consumer.poll(0.1)
             if msg is not None and msg.error() is None:
                 self.messages.append(msg)

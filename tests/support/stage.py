@@ -18,9 +18,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class StageProcess:
     def __init__(self, model: str, repository: Path, *args: str, env: dict[str, str] | None = None):
-        cmd = [sys.executable, "-m", "modelyard.cli.main", "serve", model, "--repository",
-               str(repository), "--grpc-port", "0", "--metrics-port", "0", *args]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELYARD_LOG_JSON": "true", **(env or {})}
+        cmd = [
+            sys.executable,
+            "-m",
+            "modelyard.cli.main",
+            "serve",
+            model,
+            "--repository",
+            str(repository),
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            *args,
+        ]
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "MODELYARD_LOG_JSON": "true",
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -64,7 +81,9 @@ class StageProcess:
 
 
 @contextmanager
-def running_stage(model: str, repository: Path, *args: str) -> Iterator[tuple[StageProcess, dict[str, str]]]:
+def running_stage(
+    model: str, repository: Path, *args: str
+) -> Iterator[tuple[StageProcess, dict[str, str]]]:
     stage = StageProcess(model, repository, *args)
     try:
         yield stage, stage.wait_ready()

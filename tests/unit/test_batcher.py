@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from modelyard.errors import DeadlineExceededError, ModelError, UnavailableError
 from modelyard.model import Inputs, Model, Outcome
 from modelyard.repository.manifest import Batching, Manifest
@@ -18,7 +17,10 @@ from modelyard.telemetry.hooks import RequestContext, StageHooks
 
 MANIFEST = Manifest.model_validate(
     {
-        "name": "fake", "version": "1", "runtime": "python", "entrypoint": "x:Y",
+        "name": "fake",
+        "version": "1",
+        "runtime": "python",
+        "entrypoint": "x:Y",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}],
     }

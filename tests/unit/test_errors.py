@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from modelyard.errors import (
-    DecodeError,
     DeadlineExceededError,
+    DecodeError,
     Disposition,
     ModelError,
     OverloadedError,

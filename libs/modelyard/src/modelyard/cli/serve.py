@@ -15,7 +15,9 @@ __all__ = ["serve_command"]
 
 @click.command("serve")
 @click.argument("model")
-@click.option("--repository", type=click.Path(path_type=Path), help="Model repository root [models].")
+@click.option(
+    "--repository", type=click.Path(path_type=Path), help="Model repository root [models]."
+)
 @click.option("--bootstrap", help="Kafka bootstrap servers [127.0.0.1:9092].")
 @click.option("--grpc-host", help="gRPC bind address [127.0.0.1].")
 @click.option("--grpc-port", type=int, help="gRPC port, 0 for any free port [8001].")
@@ -27,7 +29,9 @@ __all__ = ["serve_command"]
 @click.option("--group", "group_id", help="Consumer group [yard.g.<model>.<version>].")
 @click.option("--topic-prefix", help="Prefix of modelyard topics [yard].")
 @click.option("--no-verify", "no_verify", is_flag=True, help="Skip artifact sha256 checks.")
-def serve_command(model: str, no_kafka: bool, no_grpc: bool, no_verify: bool, **options: Any) -> None:
+def serve_command(
+    model: str, no_kafka: bool, no_grpc: bool, no_verify: bool, **options: Any
+) -> None:
     """Serve MODEL ('name' for its latest version, or 'name:version').
 
     Consumes the version's input topic in its own consumer group, micro-batches, replies to each

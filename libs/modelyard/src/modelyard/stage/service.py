@@ -46,10 +46,14 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
     """Serve until SIGTERM/SIGINT (or ``stop``); drain, commit, exit. Returns the exit code."""
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    model = ModelRepository(settings.repository).load(settings.model, verify=settings.verify_artifacts)
+    model = ModelRepository(settings.repository).load(
+        settings.model, verify=settings.verify_artifacts
+    )
     manifest = model.manifest
     structlog.contextvars.bind_contextvars(model=manifest.name, version=manifest.version)
-    topic = settings.input_topic or model_input_topic(settings.topic_prefix, manifest.name, manifest.version)
+    topic = settings.input_topic or model_input_topic(
+        settings.topic_prefix, manifest.name, manifest.version
+    )
     registry = CollectorRegistry()
     hooks = HookChain(
         [
@@ -70,7 +74,9 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
             checks["kafka"] = consumer.running and consumer.failure is None
         return checks
 
-    http, metrics_port = start_http_server(settings.metrics_host, settings.metrics_port, registry, health)
+    http, metrics_port = start_http_server(
+        settings.metrics_host, settings.metrics_port, registry, health
+    )
     grpc_server, grpc_port = await _start_grpc(settings, core)
     _announce(Endpoints(grpc_port, metrics_port, topic if consumer else None), settings)
     failed = await _wait(stop, consumer)
@@ -92,7 +98,8 @@ def _start_consumer(settings: StageSettings, core: StageCore, topic: str) -> Sta
     options = ConsumerOptions(
         bootstrap=settings.bootstrap,
         topic=topic,
-        group_id=settings.group_id or f"{settings.topic_prefix}.g.{manifest.name}.{manifest.version}",
+        group_id=settings.group_id
+        or f"{settings.topic_prefix}.g.{manifest.name}.{manifest.version}",
         prefix=settings.topic_prefix,
         max_inflight=settings.max_inflight or manifest.batching.max_queue,
         drain_timeout_s=settings.drain_timeout_s,
