@@ -1,0 +1,12 @@
+"""Kafka broker helpers: the embedded Tansu launcher plus cluster-neutral readiness and topic tools.
+
+Only :class:`EmbeddedBroker` knows about Tansu; :func:`wait_for_kafka` and :func:`create_topics`
+work against any Kafka-protocol cluster.
+"""
+
+from __future__ import annotations
+
+from modelyard.broker.admin import create_topics, wait_for_kafka
+from modelyard.broker.embedded import BrokerStartError, EmbeddedBroker, free_port
+
+__all__ = ["BrokerStartError", "EmbeddedBroker", "create_topics", "free_port", "wait_for_kafka"]

@@ -1,0 +1,62 @@
+"""Cluster-neutral admin helpers: wait until a Kafka cluster answers, create topics idempotently."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = ["create_topics", "wait_for_kafka"]
+
+_PROBE_TIMEOUT_S = 0.5
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    # Quiet client: a broker that is still starting makes librdkafka log connection refusals.
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 1000})
+
+
+def wait_for_kafka(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Return once a metadata request to ``bootstrap`` answers; raise TimeoutError otherwise."""
+    admin = _admin(bootstrap)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        remaining = max(0.05, min(_PROBE_TIMEOUT_S, deadline - time.monotonic()))
+        try:
+            metadata = admin.list_topics(timeout=remaining)
+        except KafkaException as exc:  # not answering yet: the timeout above paces the loop
+            last = exc
+            continue
+        if metadata.brokers:
+            return
+    raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout_s:.1f}s: {last}")
+
+
+def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    config: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create topics and wait for completion; topics that already exist are left as they are.
+
+    Create with the final partition count: some brokers (Tansu) have no CreatePartitions.
+    """
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+        for name in dict.fromkeys(names)
+    ]
+    if not new:
+        return
+    admin = _admin(bootstrap)  # keep a reference: a collected client fails its futures
+    futures = admin.create_topics(new, operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"creating topic {name!r} failed: {exc}") from exc

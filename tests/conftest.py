@@ -1,0 +1,65 @@
+"""Shared test hygiene: a test must not leave threads or child processes behind."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `tests.support` is imported as a package from the repo root
+    sys.path.insert(0, str(ROOT))
+
+# Long-lived daemon threads that libraries start once per process on purpose.
+IGNORED_THREAD_PREFIXES = ("OtelBatch", "OtelPeriodic", "pydevd", "Thread-Monitor")
+LEAK_GRACE_S = 3.0  # what is stopping may need a moment to finish; beyond this it is a leak
+
+
+def _live_children() -> set[int]:
+    """Pids whose parent is this process (zombies included: unreaped children are a leak too)."""
+    me, found = os.getpid(), set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may contain spaces
+        if int(fields[1]) == me:
+            found.add(int(entry.name))
+    return found
+
+
+def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.name.startswith(IGNORED_THREAD_PREFIXES)
+    ]
+
+
+def _settle(check: Callable[[], object], deadline: float) -> None:
+    while check() and time.monotonic() < deadline:
+        threading.Event().wait(0.02)  # poll until the condition clears or the grace runs out
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads_or_processes() -> Iterator[None]:
+    """Fail a test that leaves a new thread alive or a child process unreaped."""
+    threads_before = set(threading.enumerate())
+    children_before = _live_children()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    for thread in _new_threads(threads_before):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    _settle(lambda: _live_children() - children_before, deadline)
+    threads = _new_threads(threads_before)
+    children = _live_children() - children_before
+    assert not threads, f"test left threads running: {[t.name for t in threads]}"
+    assert not children, f"test left child processes (unstopped or unreaped): {sorted(children)}"
