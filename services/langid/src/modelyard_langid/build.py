@@ -18,9 +18,9 @@ from typing import Any
 from modelyard.errors import ConfigError
 from modelyard.repository.build import BuildContext, Fetched
 from modelyard.repository.manifest import Manifest
+from modelyard.runtimes.onnx import OnnxSession
 
 from modelyard_langid import samples
-from modelyard_langid._ort import session
 from modelyard_langid.export import OPSET, export_bytes, identifier
 from modelyard_langid.model import encode
 
@@ -82,7 +82,7 @@ def verify(graph: bytes, languages: Sequence[str] | None) -> dict[str, Any]:
     texts = samples.all_texts()
     ident = identifier(languages)
     expected = [ident.classify(t) for t in texts]
-    sess = session(graph)
+    sess = OnnxSession(graph).inference_session
     classes = sess.get_modelmeta().custom_metadata_map["classes"].split(",")
     labels, probs = sess.run(["label", "prob"], encode([t.encode() for t in texts]))
     got = [classes[int(i)] for i in labels]

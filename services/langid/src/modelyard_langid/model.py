@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from modelyard.errors import ModelyardError, PayloadTooLargeError, ValidationError
 from modelyard.model import Inputs, Model, Outcome, Outputs
-
-from modelyard_langid._ort import session
+from modelyard.runtimes.onnx import OnnxSession
 
 __all__ = ["UNDETERMINED", "LangIdModel", "encode"]
 
@@ -35,7 +34,7 @@ class LangIdModel(Model):
     """langid.py's 97-language naive Bayes, run as one ONNX graph."""
 
     def load(self) -> None:
-        self._session = session(self.path / self.manifest.parameters["onnx"])
+        self._session = OnnxSession(self.path / self.manifest.parameters["onnx"]).inference_session
         meta = self._session.get_modelmeta().custom_metadata_map
         self._classes = [c.encode() for c in meta["classes"].split(",")]
         self._max_chars = self.manifest.limits.max_text_chars

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 from modelyard.repository.build import BuildContext, Fetched
 from modelyard.repository.manifest import Manifest
+from modelyard.runtimes.onnx import OnnxSession
 from sklearn.metrics import accuracy_score, f1_score
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from modelyard_sentiment import data, tfidf
-from modelyard_sentiment._ort import session
 from modelyard_sentiment.vader import vader_label
 
 __all__ = ["build", "score"]
@@ -84,7 +84,7 @@ def _vader_metrics(lexicons: list[Path], split: data.Split) -> dict[str, Any]:
 
 
 def _tfidf_metrics(graph: bytes, split: data.Split) -> dict[str, Any]:
-    labels, _ = tfidf.predict_onnx(session(graph), split.test_texts)
+    labels, _ = tfidf.predict_onnx(OnnxSession(graph).inference_session, split.test_texts)
     return {
         **score(split.test_labels, labels.tolist()),
         "train_items": len(split.train_texts),

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 from modelyard.model import Inputs, Model, Outcome
+from modelyard.runtimes.onnx import OnnxSession
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no types
 
 from modelyard_sentiment._common import check_texts, outputs
-from modelyard_sentiment._ort import session
 
 __all__ = ["TARGET_OPSET", "TfidfSentimentModel", "export", "predict_onnx", "train"]
 
@@ -75,7 +75,7 @@ class TfidfSentimentModel(Model):
     """The exported TF-IDF + logistic regression graph; ``scores`` are its probabilities."""
 
     def load(self) -> None:
-        self._session = session(self.path / self.manifest.parameters["onnx"])
+        self._session = OnnxSession(self.path / self.manifest.parameters["onnx"]).inference_session
 
     def predict(self, batch: Sequence[Inputs]) -> list[Outcome]:
         checked = check_texts(batch, self.manifest.limits.max_text_chars)
