@@ -13,24 +13,22 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import set_span_in_context
-
-from modelyard.broker import EmbeddedBroker
+from modelyard.broker import EmbeddedBroker, create_topics
 from modelyard.client import StageClient
 from modelyard.telemetry.tracing import inject_current
 from modelyard.topics import model_input_topic
 from modelyard.wire import Envelope
 from modelyard_ocr.corpus import CORPUS
 from modelyard_ocr.samples import render
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import set_span_in_context
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"ocr": "2", "langid": "1", "translate": "1", "sentiment": "2"}
@@ -71,7 +69,9 @@ def start_stage(ref: str, bootstrap: str) -> Stage:
     return stage
 
 
-def walk(client: StageClient, doc_id: str, image: bytes, carrier: list[tuple[str, bytes]]) -> dict[str, Any]:
+def walk(
+    client: StageClient, doc_id: str, image: bytes, carrier: list[tuple[str, bytes]]
+) -> dict[str, Any]:
     def hop(model: str, fields: dict[str, Any]) -> Envelope:
         topic = model_input_topic("yard", model, STAGES[model])
         reply = client.call(topic, Envelope(f"{doc_id}.{model}", fields, caller="demo"), carrier)
@@ -84,8 +84,12 @@ def walk(client: StageClient, doc_id: str, image: bytes, carrier: list[tuple[str
     status, english = b"passthrough", text
     if language != b"en":
         t = hop("translate", {"text": [text], "language": [language]}).fields
-        status, english = t["status"][0], t["translation"][0]
-    label = b"-" if status == b"unsupported" else hop("sentiment", {"text": [english]}).fields["label"][0]
+        status, english = t["status"][0], t["translation"][0] or text
+    label = (
+        b"-"
+        if status == b"unsupported"
+        else hop("sentiment", {"text": [english]}).fields["label"][0]
+    )
     return {"doc": doc_id, "language": language.decode(), "translation": status.decode(),
             "sentiment": label.decode(), "text": english.decode().replace("\n", " ")}  # fmt: skip
 
@@ -94,11 +98,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'document':<10} {'lang':<5} {'translation':<12} {'sentiment':<10} english text")
     for r in rows:
         text = r["text"] if len(r["text"]) < 70 else r["text"][:67] + "..."
-        print(f"{r['doc']:<10} {r['language']:<5} {r['translation']:<12} {r['sentiment']:<10} {text}")
+        print(
+            f"{r['doc']:<10} {r['language']:<5} {r['translation']:<12} {r['sentiment']:<10} {text}"
+        )
 
 
 def print_waterfall(trace_id: str, spans: list[dict[str, Any]], width: int = 50) -> None:
-    mine = sorted((s for s in spans if s["context"]["trace_id"] == trace_id), key=lambda s: s["start_time"])
+    mine = sorted(
+        (s for s in spans if s["context"]["trace_id"] == trace_id), key=lambda s: s["start_time"]
+    )
     t0 = _ts(mine[0]["start_time"])
     total = max(_ts(s["end_time"]) for s in mine) - t0
     print(f"\ntrace {trace_id} ({total * 1000:.1f} ms, {len(mine)} spans)")
@@ -106,7 +114,8 @@ def print_waterfall(trace_id: str, spans: list[dict[str, Any]], width: int = 50)
         start, end = _ts(s["start_time"]) - t0, _ts(s["end_time"]) - t0
         a = int(start / total * width)
         bar = " " * a + "█" * max(1, int(end / total * width) - a)
-        print(f"  {s['name'][:34]:<34} {bar:<{width}} {start * 1000:7.1f} +{(end - start) * 1000:6.1f} ms")
+        timing = f"{start * 1000:7.1f} +{(end - start) * 1000:6.1f} ms"
+        print(f"  {s['name'][:34]:<34} {bar:<{width}} {timing}")
 
 
 def _ts(text: str) -> float:
@@ -120,6 +129,9 @@ def main() -> int:
     tracer = provider.get_tracer("modelyard.demo")
     with EmbeddedBroker() as broker:
         print(f"broker: {broker.bootstrap}")
+        create_topics(
+            broker.bootstrap, [model_input_topic("yard", m, v) for m, v in STAGES.items()]
+        )
         stages = [start_stage(f"{m}:{v}", broker.bootstrap) for m, v in STAGES.items()]
         try:
             for s in stages:
@@ -148,5 +160,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    time.tzset()
     sys.exit(main())

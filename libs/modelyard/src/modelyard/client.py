@@ -21,20 +21,35 @@ __all__ = ["StageClient"]
 
 
 class StageClient:
-    def __init__(self, bootstrap: str, *, reply_topic: str | None = None, kafka: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        reply_topic: str | None = None,
+        kafka: Mapping[str, Any] | None = None,
+    ):
         self.reply_topic = reply_topic or f"yard.client.{uuid.uuid4().hex[:12]}"
         create_topics(bootstrap, [self.reply_topic])
-        base = {"bootstrap.servers": bootstrap, **(kafka or {})}
+        base = {"bootstrap.servers": bootstrap, "log.connection.close": False, **(kafka or {})}
         self._producer = Producer({**base, "linger.ms": 1})
         self._consumer = Consumer(
-            {**base, "group.id": self.reply_topic, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+            {
+                **base,
+                "group.id": self.reply_topic,
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
         )
         self._consumer.assign([TopicPartition(self.reply_topic, 0, 0)])
         self._early: dict[str, Envelope] = {}
 
-    def send(self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(
+        self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         all_headers = [(H.REPLY_TO, self.reply_topic.encode()), *(headers or [])]
-        self._producer.produce(topic, encode_envelope(envelope), envelope.request_id, headers=all_headers)
+        self._producer.produce(
+            topic, encode_envelope(envelope), envelope.request_id, headers=all_headers
+        )
         self._producer.flush(10)
 
     def wait(self, request_id: str, timeout: float = 60) -> Envelope:
@@ -49,7 +64,11 @@ class StageClient:
         return self._early.pop(request_id)
 
     def call(
-        self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None, timeout: float = 60
+        self,
+        topic: str,
+        envelope: Envelope,
+        headers: list[tuple[str, bytes]] | None = None,
+        timeout: float = 60,
     ) -> Envelope:
         self.send(topic, envelope, headers)
         return self.wait(envelope.request_id, timeout)

@@ -27,6 +27,7 @@ def consumer_config(
         "fetch.wait.max.ms": 10,
         "fetch.max.bytes": 64 << 20,
         "max.partition.fetch.bytes": 16 << 20,
+        "log.connection.close": False,  # brokers close idle connections; that is not news
     }
     config.update(overrides)
     config.update(extra or {})
@@ -44,6 +45,7 @@ def producer_config(
         "message.max.bytes": 32
         << 20,  # a dead letter carries the original, possibly oversize, value
         "compression.type": "none",
+        "log.connection.close": False,
     }
     config.update(overrides)
     config.update(extra or {})

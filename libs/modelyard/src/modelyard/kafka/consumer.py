@@ -58,6 +58,7 @@ class StageConsumer:
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._paused = False
+        self._joined = threading.Event()
         self._last_commit = 0.0
         self._consumer = Consumer(
             consumer_config(
@@ -86,6 +87,14 @@ class StageConsumer:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    def wait_joined(self, timeout_s: float) -> bool:
+        """Wait until the group gave this consumer its first assignment (possibly empty)."""
+        return self._joined.wait(timeout_s)
+
+    @property
+    def joined(self) -> bool:
+        return self._joined.is_set()
 
     def _run(self) -> None:
         log.info("consuming", topic=self.opts.topic, group=self.opts.group_id)
@@ -284,6 +293,7 @@ class StageConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._tracker.assign([(tp.topic, tp.partition) for tp in partitions])
+        self._joined.set()
         if self._paused:
             consumer.pause(partitions)
         log.info("partitions assigned", partitions=[tp.partition for tp in partitions])

@@ -71,13 +71,15 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
     def health() -> dict[str, bool]:
         checks = {"model": model.ready()}
         if consumer is not None:
-            checks["kafka"] = consumer.running and consumer.failure is None
+            checks["kafka"] = consumer.joined and consumer.running and consumer.failure is None
         return checks
 
     http, metrics_port = start_http_server(
         settings.metrics_host, settings.metrics_port, registry, health
     )
     grpc_server, grpc_port = await _start_grpc(settings, core)
+    if consumer is not None and not await asyncio.to_thread(consumer.wait_joined, 60):
+        log.warning("consumer has not joined its group yet; announcing anyway", topic=topic)
     _announce(Endpoints(grpc_port, metrics_port, topic if consumer else None), settings)
     failed = await _wait(stop, consumer)
     log.info("stopping", reason="consumer failure" if failed else "signal")
