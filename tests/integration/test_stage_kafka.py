@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -236,22 +237,25 @@ def test_slow_model_pauses_intake_instead_of_buffering(
     with running_stage("shout:slow", repo, *stage_args(unique, broker)) as (_, ready):
         metrics_url = f"http://{ready['metrics']}/metrics"
         paused_seen = wait_for_metric(
-            metrics_url, 'modelyard_intake_paused{model="shout",version="slow"} 1.0'
+            metrics_url, r'modelyard_intake_paused\{model="shout",version="slow"\} 1\.0'
         )
+        lag_seen = wait_for_metric(metrics_url, r"modelyard_consumer_lag\{[^}]*\} [1-9]")
         replies.until(lambda m: len(m) >= total, timeout=90)
         resumed = wait_for_metric(
-            metrics_url, 'modelyard_intake_paused{model="shout",version="slow"} 0.0'
+            metrics_url, r'modelyard_intake_paused\{model="shout",version="slow"\} 0\.0'
         )
     replies.close()
     assert paused_seen
+    assert lag_seen
     assert resumed
     assert {m.key().decode() for m in replies.messages} == {f"s{i}" for i in range(total)}
 
 
-def wait_for_metric(url: str, line: str, timeout: float = 30) -> bool:
+def wait_for_metric(url: str, pattern: str, timeout: float = 30) -> bool:
+    """Poll /metrics until a line matches ``pattern`` (a regex)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with urllib.request.urlopen(url, timeout=5) as response:
-            if line in response.read().decode():
+            if re.search(pattern, response.read().decode()):
                 return True
     return False

@@ -42,6 +42,7 @@ class ConsumerOptions:
     max_inflight: int = 1024  # admitted but unanswered messages before intake pauses
     poll_timeout_s: float = 0.05
     commit_interval_s: float = 0.2
+    lag_interval_s: float = 2.0
     drain_timeout_s: float = 30.0
     kafka: dict[str, Any] = field(default_factory=dict)  # passed through (SASL/SSL, tuning)
 
@@ -60,6 +61,7 @@ class StageConsumer:
         self._paused = False
         self._joined = threading.Event()
         self._last_commit = 0.0
+        self._last_lag = 0.0
         self._consumer = Consumer(
             consumer_config(
                 options.bootstrap, options.group_id, options.kafka, on_commit=self._on_commit
@@ -104,6 +106,7 @@ class StageConsumer:
                 self._handle(self._next_messages())
                 self._producer.poll(0)
                 self._commit_if_due()
+                self._report_lag_if_due()
         except BaseException as exc:  # reported through .failure, then we stop
             self._failure = exc
         finally:
@@ -270,6 +273,17 @@ class StageConsumer:
         except KafkaException as exc:
             self._tracker.rollback(offsets)
             log.warning("commit failed; will retry", error=str(exc))
+
+    def _report_lag_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < self.opts.lag_interval_s:
+            return
+        self._last_lag = now
+        for tp in self._consumer.position(self._consumer.assignment()):
+            # cached: the high watermark of the last fetch, so no broker round trip
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                self.hooks.lag(tp.topic, tp.partition, max(0, high - tp.offset))
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
