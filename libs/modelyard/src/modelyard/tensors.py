@@ -109,7 +109,12 @@ class TensorSpec(BaseModel):
 
 
 def shape_matches(spec: Sequence[int], shape: Sequence[int]) -> bool:
-    return len(spec) == len(shape) and all(s in (-1, d) for s, d in zip(spec, shape, strict=True))
+    if len(spec) != len(shape):
+        return False
+    for want, got in zip(spec, shape, strict=True):  # noqa: SIM110  # a loop: runs per message
+        if want not in (-1, got):
+            return False
+    return True
 
 
 def validate_inputs(

@@ -40,7 +40,9 @@ class ConsumerOptions:
     group_id: str
     prefix: str = "yard"
     max_inflight: int = 1024  # admitted but unanswered messages before intake pauses
+    max_unacked_factor: int = 16  # answered but not yet acked by the broker: a looser bound
     poll_timeout_s: float = 0.05
+    paused_poll_s: float = 0.005  # short: intake resumes as soon as the model catches up
     commit_interval_s: float = 0.2
     lag_interval_s: float = 2.0
     drain_timeout_s: float = 30.0
@@ -59,6 +61,8 @@ class StageConsumer:
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._paused = False
+        self._unanswered = 0  # admitted, no reply produced yet: what backpressure bounds
+        self._count_lock = threading.Lock()
         self._joined = threading.Event()
         self._last_commit = 0.0
         self._last_lag = 0.0
@@ -114,7 +118,7 @@ class StageConsumer:
 
     def _next_messages(self) -> list[Message]:
         if self._paused:
-            self._consumer.poll(self.opts.poll_timeout_s)  # keeps the group membership alive
+            self._consumer.poll(self.opts.paused_poll_s)  # keeps the group membership alive
             return []
         msgs = self._consumer.consume(500, 0)  # drain what is queued without waiting
         if msgs:
@@ -137,6 +141,8 @@ class StageConsumer:
 
     def _admit(self, msg: Message) -> WorkItem | None:
         pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
+        with self._count_lock:
+            self._unanswered += 1
         incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
         request = self._context(incoming)
         self.hooks.request_received(request)
@@ -177,7 +183,6 @@ class StageConsumer:
     def _on_done(self, item: WorkItem, outcome: Outcome) -> None:
         incoming, pending = item.token
         self._respond(incoming, pending, item.request, outcome)
-        self._producer.poll(0)
 
     def _respond(
         self, incoming: Incoming, pending: Pending, request: RequestContext, outcome: Outcome
@@ -186,6 +191,8 @@ class StageConsumer:
         self._tracker.expect(pending, len(records))
         for topic, value, headers in records:
             self._produce(topic, incoming.request_id, value, headers, pending)
+        with self._count_lock:
+            self._unanswered -= 1
         self.hooks.request_finished(
             request, outcome_code(outcome), time.monotonic() - request.received_at
         )
@@ -290,10 +297,15 @@ class StageConsumer:
             self._tracker.rollback([(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
     def _apply_backpressure(self) -> None:
-        inflight = self._tracker.inflight
-        if not self._paused and inflight >= self.opts.max_inflight:
+        # librdkafka drops prefetched data on pause, so pause only when work really piles up
+        limit = self.opts.max_inflight
+        over = (
+            self._unanswered >= limit
+            or self._tracker.inflight >= limit * self.opts.max_unacked_factor
+        )
+        if not self._paused and over:
             self._set_paused(True)
-        elif self._paused and inflight <= self.opts.max_inflight // 2:
+        elif self._paused and self._unanswered <= limit // 2 and not over:
             self._set_paused(False)
 
     def _set_paused(self, paused: bool) -> None:

@@ -7,9 +7,8 @@ breaks processing.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,16 +65,29 @@ class StageHooks:
 
 
 class HookChain(StageHooks):
-    """Fans every call out to several hooks; one failing hook does not stop the others."""
+    """Fans every call out to several hooks; one failing hook does not stop the others.
+
+    Only hooks that override a method are called for it, so a chain of mostly no-op hooks costs
+    close to nothing on the hot path (a stage handles tens of thousands of messages a second).
+    """
 
     def __init__(self, hooks: Sequence[StageHooks]) -> None:
         self.hooks = tuple(hooks)
+        self._calls: dict[str, tuple[Callable[..., None], ...]] = {
+            name: tuple(
+                getattr(hook, name)
+                for hook in self.hooks
+                if getattr(type(hook), name) is not getattr(StageHooks, name)
+            )
+            for name in _HOOK_NAMES
+        }
 
     def _each(self, name: str, *args: Any) -> None:
-        for hook in self.hooks:
-            # telemetry must never break processing
-            with contextlib.suppress(Exception):
-                getattr(hook, name)(*args)
+        for call in self._calls[name]:
+            try:
+                call(*args)
+            except Exception:  # noqa: S112  # telemetry must never break processing
+                continue
 
     def request_received(self, request: RequestContext) -> None:
         self._each("request_received", request)
@@ -110,3 +122,8 @@ class HookChain(StageHooks):
 
     def paused(self, paused: bool) -> None:
         self._each("paused", paused)
+
+
+_HOOK_NAMES = tuple(
+    name for name, value in vars(StageHooks).items() if callable(value) and not name.startswith("_")
+)
