@@ -77,7 +77,8 @@ class HookChain(StageHooks):
             name: tuple(
                 getattr(hook, name)
                 for hook in self.hooks
-                if getattr(type(hook), name) is not getattr(StageHooks, name)
+                if getattr(hook, "enabled", True)  # e.g. tracing with no SDK configured
+                and getattr(type(hook), name) is not getattr(StageHooks, name)
             )
             for name in _HOOK_NAMES
         }

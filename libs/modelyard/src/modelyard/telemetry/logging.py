@@ -86,8 +86,14 @@ class LoggingHooks(StageHooks):
         # filtered-out debug() on a bound logger is ~10x cheaper than through the lazy proxy
         return structlog.get_logger("modelyard.stage").bind(**self._static)
 
+    @functools.cached_property
+    def _debug(self) -> bool:
+        return bool(self._log.is_enabled_for(logging.DEBUG))
+
     def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
         # ok is DEBUG: at ~30k msg/s an INFO line per message would drown everything else
+        if outcome == "ok" and not self._debug:
+            return  # skip building the event too, not just rendering it
         emit = self._log.debug if outcome == "ok" else self._log.warning
         emit(
             "request finished",
