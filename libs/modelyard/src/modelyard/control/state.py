@@ -1,0 +1,127 @@
+"""Control records and the routing state every router rebuilds from them.
+
+A control record is one JSON document on the control topic, keyed by pipeline name::
+
+    {"schema": 1, "key": "docs", "seq": 7, "actor": "alice", "at": "2025-01-02T03:04:05Z",
+     "reason": "bad BLEU", "change": {"type": "rollback", "stage": "translate"},
+     "state": {"pipeline": "docs", "seq": 7, "stages": {...}, "releases": {...}}}
+
+Why one key per pipeline, and the full state in every record: the embedded broker does not
+compact, and a real one compacts at its leisure, so correctness may not depend on compaction
+*or* on seeing every record. "The last record of each key" is therefore the whole truth, and a
+pipeline-wide release rollback is one record that flips every stage at once (per-stage keys could
+not be applied atomically, nor ordered against each other: they may sit on different partitions).
+``change`` says what the operator asked for, for audit and for replay checks.
+
+Concurrent writers: the last record wins, the same way on every router (one key, one
+partition, one order). Writers build records from the state they read and compare ``seq``
+afterwards to detect a lost race.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from modelyard.control.changes import Change, apply
+from modelyard.control.routing import PipelineRouting, StageRouting
+from modelyard.errors import DecodeError
+
+__all__ = [
+    "ControlRecord",
+    "ControlState",
+    "decode_record",
+    "encode_record",
+    "make_record",
+]
+
+
+class ControlRecord(BaseModel):
+    """One audited change to a pipeline's routing, carrying the full resulting state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_: Literal[1] = Field(default=1, alias="schema", description="Record format version.")
+    key: str = Field(description="Kafka key: the pipeline name.")
+    seq: int = Field(ge=1, description="The state's seq after this change.")
+    actor: str = Field(min_length=1, description="Authenticated principal, or router:guard.")
+    at: AwareDatetime = Field(description="When the change was made (UTC).")
+    reason: str = ""
+    change: Change
+    state: PipelineRouting
+
+
+def make_record(
+    current: PipelineRouting,
+    change: Change,
+    *,
+    actor: str,
+    at: datetime | None = None,
+    reason: str = "",
+) -> ControlRecord:
+    """The record of applying ``change`` to ``current`` (ControlError if it does not apply)."""
+    state = apply(current, change)
+    return ControlRecord(
+        key=current.pipeline,
+        seq=state.seq,
+        actor=actor,
+        at=at or datetime.now(UTC),
+        reason=reason,
+        change=change,
+        state=state,
+    )
+
+
+def encode_record(record: ControlRecord) -> bytes:
+    """The record's JSON value (UTF-8), as written to the control topic."""
+    return record.model_dump_json(by_alias=True).encode()
+
+
+def decode_record(value: bytes) -> ControlRecord:
+    """Parse a control-topic value; DecodeError if it is not a valid record."""
+    try:
+        return ControlRecord.model_validate(json.loads(value))
+    except (ValueError, PydanticValidationError) as exc:  # JSONDecodeError is a ValueError
+        raise DecodeError(f"invalid control record: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """The routing of every pipeline, as the last record per key says."""
+
+    pipelines: Mapping[str, PipelineRouting] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: Iterable[ControlRecord]) -> ControlState:
+        """The state a router reaches by reading ``records`` in topic order."""
+        state = cls()
+        for record in records:
+            state = state.update(record)
+        return state
+
+    @classmethod
+    def replay(cls, records: Iterable[ControlRecord]) -> ControlState:
+        """The state reached by folding every record's *change* from empty (an audit check)."""
+        pipelines: dict[str, PipelineRouting] = {}
+        for record in records:
+            current = pipelines.get(record.key, PipelineRouting(pipeline=record.key))
+            pipelines[record.key] = apply(current, record.change)
+        return cls(pipelines)
+
+    def update(self, record: ControlRecord) -> ControlState:
+        """This state with ``record``'s key replaced by its state: the last record wins."""
+        return ControlState({**self.pipelines, record.key: record.state})
+
+    def pipeline(self, name: str) -> PipelineRouting:
+        """The routing of pipeline ``name`` (empty if it has no records yet)."""
+        return self.pipelines.get(name, PipelineRouting(pipeline=name))
+
+    def stage(self, pipeline: str, stage: str) -> StageRouting:
+        """The routing of one stage."""
+        return self.pipeline(pipeline).stage(stage)

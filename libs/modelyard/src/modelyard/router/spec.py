@@ -1,0 +1,206 @@
+"""Pipeline specs: the YAML that names a pipeline's stages, their wiring and its results.
+
+The schema is documented in ``docs/pipeline-spec.md``. Build specs with
+:func:`modelyard.router.load.load_spec` / ``parse_spec``, which validate the wiring too; every
+problem is a :class:`SpecError` that names the file, line and field path
+(``docs.yaml:12: stages.translate.inputs.text: unknown stage 'langd' ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Set
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from modelyard.errors import ConfigError
+from modelyard.router import graph
+from modelyard.router._yaml import FieldPath, LineMap
+from modelyard.router.expressions import Condition, ExpressionError, compile_condition
+from modelyard.router.graph import REQUEST
+from modelyard.tensors import DATATYPES
+
+__all__ = [
+    "REQUEST",
+    "REQUEST_METADATA",
+    "PipelineSpec",
+    "Ref",
+    "Source",
+    "SpecError",
+    "Stage",
+    "TensorField",
+    "format_path",
+]
+
+REQUEST_METADATA = ("caller", "id")  # readable in conditions as request.caller / request.id
+NAME = r"^[a-z][a-z0-9_]*$"  # stage and pipeline names must be identifiers in conditions
+_REF = re.compile(r"^([a-z][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class SpecError(ConfigError):
+    """A pipeline spec is invalid; ``line`` and ``field_path`` point at the first problem."""
+
+    def __init__(self, message: str, line: int | None, field_path: FieldPath, source: str) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {format_path(field_path) or '<top>'}: {message}")
+        self.line = line
+        self.field_path = field_path
+        self.source = source
+
+
+def format_path(path: FieldPath) -> str:
+    """``("stages", "s", "inputs", 0)`` -> ``"stages.s.inputs[0]"``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Ref(NamedTuple):
+    """One place a value comes from: ``<stage>.<output>`` or ``request.<field>``."""
+
+    stage: str
+    field: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}.{self.field}"
+
+
+def _parse_ref(text: Any) -> Ref:
+    match = _REF.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not '<stage>.<output>' or 'request.<field>'")
+    return Ref(match[1], match[2])
+
+
+class Source(_Frozen):
+    """Where a stage input or pipeline output comes from: the first available candidate.
+
+    Written as one reference (``ocr.text``) or a list (``[translate.translation, ocr.text]``).
+    A candidate is available when its stage ran; a skipped stage's candidates are passed over.
+    """
+
+    candidates: tuple[Ref, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return {"candidates": [_parse_ref(v) for v in value]}
+        return value
+
+    @model_serializer
+    def _to_yaml(self) -> list[str]:
+        return [str(ref) for ref in self.candidates]  # the YAML form, so dumps load back
+
+    def __str__(self) -> str:
+        return " | ".join(map(str, self.candidates))
+
+
+def _condition(value: Any) -> Condition:
+    if isinstance(value, Condition):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a condition must be a string")
+    try:
+        return compile_condition(value)
+    except ExpressionError as exc:
+        raise ValueError(f"invalid condition {value!r}: {exc.message}") from None
+
+
+ConditionField = Annotated[
+    Condition, PlainValidator(_condition), PlainSerializer(lambda c: c.text, return_type=str)
+]
+
+
+class TensorField(_Frozen):
+    """A request field the pipeline accepts (same vocabulary as a manifest's TensorSpec)."""
+
+    datatype: str = Field(description="OIP datatype: BYTES, FP32, INT64, ...")
+    shape: tuple[int, ...] = Field(description="Dimensions; -1 marks a variable dimension.")
+    optional: bool = Field(default=False, description="The request may omit it.")
+
+    @field_validator("datatype")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {sorted(DATATYPES)}")
+        return value
+
+
+class Stage(_Frozen):
+    """One stage: a model, where each of its inputs comes from, and when it runs."""
+
+    model: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Model name (no version).")
+    inputs: dict[str, Source] = Field(min_length=1, description="Model input -> source.")
+    when: ConditionField | None = Field(default=None, description="Run only if true.")
+    description: str = ""
+
+    def upstream(self) -> frozenset[str]:
+        """Stages this one reads data from (any candidate of any input)."""
+        return frozenset(r.stage for s in self.inputs.values() for r in s.candidates) - {REQUEST}
+
+    def waits_for(self) -> frozenset[str]:
+        """Stages that must settle first: data upstreams plus stages its condition reads."""
+        named = {ref[0] for ref in self.when.references} if self.when else set()
+        return self.upstream() | (named - {REQUEST})
+
+
+class PipelineSpec(_Frozen):
+    """A whole pipeline; build it with ``load_spec``/``parse_spec`` to get it validated."""
+
+    pipeline: str = Field(pattern=NAME, description="Pipeline name (topics, control keys).")
+    version: int = Field(ge=1, description="Spec revision, for audit records.")
+    description: str = ""
+    inputs: dict[str, TensorField] = Field(min_length=1, description="Accepted request fields.")
+    stages: dict[str, Stage] = Field(min_length=1, description="Stages, by name.")
+    outputs: dict[str, Source] = Field(min_length=1, description="Result field -> source.")
+    _source: str = PrivateAttr(default="<spec>")
+    _lines: LineMap = PrivateAttr(default_factory=dict)
+
+    def locate(self, source: str, lines: LineMap) -> PipelineSpec:
+        """Attach the file name and key lines (the loader does this once, before validating)."""
+        self._source, self._lines = source, lines  # private attrs: the fields stay frozen
+        return self
+
+    @property
+    def source(self) -> str:
+        """The file name errors are reported against."""
+        return self._source
+
+    def line_of(self, path: FieldPath) -> int | None:
+        """The line of ``path``'s key, or of its nearest enclosing key that has one."""
+        for end in range(len(path), -1, -1):
+            if path[:end] in self._lines:
+                return self._lines[path[:end]]
+        return None
+
+    def error(self, message: str, path: FieldPath) -> SpecError:
+        """A SpecError at ``path`` of this spec's file."""
+        return SpecError(message, self.line_of(path), path, self._source)
+
+    def topological_order(self) -> tuple[str, ...]:
+        """Stages, each after everything it waits for (ties in declaration order)."""
+        return graph.topological_order(self.stages)
+
+    def ready_stages(self, done: Set[str], skipped: Set[str]) -> graph.Frontier:
+        """What the router does next, given the stages that ran and the ones skipped."""
+        return graph.frontier(self.stages, done, skipped)
+
+    def resolve(self, source: Source, done: Set[str], skipped: Set[str]) -> Ref | None:
+        """The candidate that feeds ``source`` now (None: all skipped, or not settled yet)."""
+        return graph.resolve(source, done, skipped)
