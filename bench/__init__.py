@@ -1,0 +1,1 @@
+"""Benchmarks comparing modelyard with the peers operators would otherwise run (`make bench`)."""

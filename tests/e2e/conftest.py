@@ -1,0 +1,7 @@
+"""End-to-end fixtures: the same session broker and unique names as the integration tier."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import broker, unique
+
+__all__ = ["broker", "unique"]
