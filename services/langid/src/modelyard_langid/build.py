@@ -118,7 +118,7 @@ def _manifest(spec: VersionSpec, fetched: Fetched, metrics: dict[str, Any]) -> d
             {"name": "language", "datatype": "BYTES", "shape": [1]},
             {"name": "probability", "datatype": "FP32", "shape": [1]},
         ],
-        "batching": {"max_batch_size": 64, "max_wait_ms": 2.0, "max_queue": 1024},
+        "batching": {"max_batch_size": 64, "max_wait_ms": 0.0, "max_queue": 1024},
         "resources": {"cpu": 1.0, "memory_mb": 256, "gpu": 0},
         "limits": {"max_request_bytes": 64 * 1024, "max_text_chars": 5000},
         "parameters": {"onnx": ONNX_FILE, "opset": OPSET, "languages": spec.languages or "all"},

@@ -130,7 +130,7 @@ def manifest_for(spec: OcrVersion, wheel: Fetched) -> dict[str, Any]:
             {"name": "lines", "datatype": "INT32", "shape": [1]},
         ],
         # CPU: detection runs per image anyway; small batches keep latency low
-        "batching": {"max_batch_size": 4, "max_wait_ms": 5.0, "max_queue": 64},
+        "batching": {"max_batch_size": 4, "max_wait_ms": 0.0, "max_queue": 64},
         "resources": {"cpu": 1.0, "memory_mb": spec.memory_mb, "gpu": 0},
         "limits": {"max_request_bytes": 8 << 20, "max_image_pixels": 25_000_000},
         "parameters": {

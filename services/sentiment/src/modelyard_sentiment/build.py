@@ -113,7 +113,7 @@ def _vader_manifest(fetched: Fetched, metrics: dict[str, Any]) -> dict[str, Any]
         "runtime": "python",
         "entrypoint": "modelyard_sentiment.vader:VaderModel",
         **_IO,
-        "batching": {"max_batch_size": 32, "max_wait_ms": 1.0, "max_queue": 1024},
+        "batching": {"max_batch_size": 32, "max_wait_ms": 0.0, "max_queue": 1024},
         "resources": {"cpu": 1.0, "memory_mb": 128, "gpu": 0},
         "parameters": dict(LEXICONS),
         "provenance": [_provenance(fetched, "vaderSentiment/", "lexicons, copied unchanged")],
@@ -130,7 +130,7 @@ def _tfidf_manifest(fetched: Fetched, metrics: dict[str, Any]) -> dict[str, Any]
         "runtime": "onnx",
         "entrypoint": "modelyard_sentiment.tfidf:TfidfSentimentModel",
         **_IO,
-        "batching": {"max_batch_size": 64, "max_wait_ms": 2.0, "max_queue": 1024},
+        "batching": {"max_batch_size": 64, "max_wait_ms": 0.0, "max_queue": 1024},
         "resources": {"cpu": 1.0, "memory_mb": 256, "gpu": 0},
         "parameters": {"onnx": ONNX_FILE, "opset": tfidf.TARGET_OPSET, "labels": data.LABELS},
         "provenance": [

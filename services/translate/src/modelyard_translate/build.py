@@ -67,7 +67,7 @@ def _manifest(provenance: list[dict[str, Any]], modes: list[str]) -> dict[str, A
         "entrypoint": "modelyard_translate.model:Translator",
         "inputs": _TEXT,
         "outputs": _OUT,
-        "batching": {"max_batch_size": 32, "max_wait_ms": 5.0, "max_queue": 1024},
+        "batching": {"max_batch_size": 32, "max_wait_ms": 0.0, "max_queue": 1024},
         "resources": {"cpu": 1.0, "memory_mb": 512},
         "limits": {"max_text_chars": 20000},
         "parameters": {

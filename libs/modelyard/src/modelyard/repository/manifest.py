@@ -39,7 +39,12 @@ class _Frozen(BaseModel):
 class Batching(_Frozen):
     max_batch_size: int = Field(default=32, ge=1, description="Most requests per predict call.")
     max_wait_ms: float = Field(
-        default=2.0, ge=0, description="Longest a request waits for its batch to fill."
+        default=0.0,
+        ge=0,
+        description=(
+            "Longest a request waits for its batch to fill. 0: batch whatever is queued when the"
+            " model is free (batches still form under load, and idle requests never wait)."
+        ),
     )
     max_queue: int = Field(
         default=1024, ge=1, description="Requests admitted but not answered before intake pauses."
