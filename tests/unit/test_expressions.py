@@ -24,7 +24,10 @@ CONTEXT: dict[str, Any] = {
     "request": {"caller": "alice", "id": "r-1"},
     "langid": {"language": _bytes(b"de"), "probability": np.asarray([0.93], dtype=np.float32)},
     "translate": None,  # skipped
-    "sentiment": {"label": _bytes(b"positive"), "scores": np.asarray([0.1, 0.2, 0.7], dtype=np.float32)},
+    "sentiment": {
+        "label": _bytes(b"positive"),
+        "scores": np.asarray([0.1, 0.2, 0.7], dtype=np.float32),
+    },
     "tags": _bytes(b"a", b"b"),
 }
 
