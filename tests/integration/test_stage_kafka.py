@@ -228,7 +228,7 @@ def test_one_trace_from_producer_through_stage_to_reply(
 def test_slow_model_pauses_intake_instead_of_buffering(
     broker: str, unique: str, repo: Path
 ) -> None:
-    total, out = 120, f"{unique}.out"
+    total, out = 200, f"{unique}.out"
     create_topics(broker, [f"{unique}.in", out])
     produce_all(
         broker, f"{unique}.in", (request(f"s{i}", out, text=["slow:15"]) for i in range(total))

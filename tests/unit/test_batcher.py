@@ -96,3 +96,24 @@ def test_expired_deadline_is_not_predicted() -> None:
     out = run(model, [1], Batching(max_batch_size=1, max_wait_ms=0), deadline_ms=1)
     assert isinstance(out[0], DeadlineExceededError)
     assert model.batch_sizes == []
+
+
+def test_fast_idle_model_runs_inline_on_the_calling_thread() -> None:
+    seen: list[str] = []
+    batcher = Batcher(FakeModel(), Batching(max_batch_size=2), StageHooks())
+
+    def done(_w: WorkItem, _o: Outcome) -> None:
+        seen.append(threading.current_thread().name)
+
+    items = [
+        WorkItem(RequestContext(str(i), "kafka"), {"x": np.ones(1, "f4")}, done) for i in range(3)
+    ]
+    assert batcher.run_inline(items)  # not even started: the caller's thread did the work
+    assert seen == [threading.current_thread().name] * 3
+
+
+def test_slow_model_is_never_run_inline() -> None:
+    batcher = Batcher(FakeModel(), Batching(), StageHooks())
+    batcher._seconds_per_item = 0.5  # as measured on a slow model
+    item = WorkItem(RequestContext("r", "kafka"), {"x": np.ones(1, "f4")}, lambda *_: None)
+    assert not batcher.run_inline([item])

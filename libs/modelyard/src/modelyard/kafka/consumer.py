@@ -44,7 +44,7 @@ class ConsumerOptions:
     poll_timeout_s: float = 0.05
     paused_poll_s: float = 0.005  # short: intake resumes as soon as the model catches up
     commit_interval_s: float = 0.2
-    lag_interval_s: float = 2.0
+    lag_interval_s: float = 0.5  # cheap: cached watermarks, no broker round trip
     drain_timeout_s: float = 30.0
     kafka: dict[str, Any] = field(default_factory=dict)  # passed through (SASL/SSL, tuning)
 
@@ -120,7 +120,9 @@ class StageConsumer:
         if self._paused:
             self._consumer.poll(self.opts.paused_poll_s)  # keeps the group membership alive
             return []
-        msgs = self._consumer.consume(500, 0)  # drain what is queued without waiting
+        # never take more than there is room for: what stays in Kafka is lag, not a buffer
+        room = min(500, max(1, self.opts.max_inflight - self._unanswered))
+        msgs = self._consumer.consume(room, 0)  # drain what is queued without waiting
         if msgs:
             return list(msgs)
         msg = self._consumer.poll(self.opts.poll_timeout_s)

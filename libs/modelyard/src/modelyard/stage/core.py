@@ -59,8 +59,10 @@ class StageCore:
         """Queue already-validated work; each item's callback runs on the inference thread.
 
         The caller has already reported ``request_received`` (it decodes before validating).
+        Fast models run the items right here when nothing else is waiting for the model.
         """
-        self.batcher.submit(items)
+        if not self.batcher.run_inline(items):
+            self.batcher.submit(items)
 
     async def infer(
         self, request: RequestContext, fields: Mapping[str, Any], deadline_ms: int | None = None
