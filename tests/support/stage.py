@@ -60,7 +60,7 @@ class StageProcess:
         if not self._ready.wait(timeout) or self.ready_line is None:
             self.kill()
             raise RuntimeError("stage never became ready:\n" + "\n".join(self.lines[-30:]))
-        return dict(part.split("=", 1) for part in self.ready_line.split()[3:])
+        return dict(p.split("=", 1) for p in self.ready_line.split()[3:] if "=" in p)
 
     def terminate(self, timeout: float = 60) -> int:
         self.proc.send_signal(signal.SIGTERM)

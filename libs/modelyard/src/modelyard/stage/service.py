@@ -145,6 +145,8 @@ def _announce(endpoints: Endpoints, settings: StageSettings) -> None:
         f"modelyard stage ready model={settings.model} grpc={grpc} "
         f"metrics={settings.metrics_host}:{endpoints.metrics_port} topic={endpoints.topic or 'off'}"
     )
-    print(line, flush=True)
-    log.info("stage ready", grpc=grpc, metrics_port=endpoints.metrics_port, topic=endpoints.topic)
+    # one write, newline included: print() writes the end separately, and a log line from
+    # another thread could land in between when stdout and stderr share a pipe
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    log.info("stage ready", grpc=grpc, metrics_port=endpoints.metrics_port, topic=endpoints.topic)
