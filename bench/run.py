@@ -2,16 +2,22 @@
 
 Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
 (20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
-vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. A report, not a test:
-the exit code is 0 whatever the figures; a target that fails to start is reported as an error.
+vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Models: items/s of
+every reference model version at batch 1 and at its best batch (``bench.models_bench``, in a
+child process of its own, building ``models/`` first where it lacks a version). A report, not a
+test: the exit code is 0 whatever the figures; a target that fails to start is reported as an
+error.
 
-    python -m bench.run [--only kafka|grpc] [--quick]
+    python -m bench.run [--only kafka|grpc|models] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -39,6 +45,7 @@ from bench.kafka_bench import (
 from bench.noop_repo import write_noop_repo
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
 KAFKA_TARGETS = ("modelyard", "bare", "quix")
 GRPC_TARGETS = ("modelyard", "bare", "mlserver")
 
@@ -89,6 +96,27 @@ def run_grpc(repo: Path, work: Path, quick: bool, errors: dict[str, str]) -> dic
         for point in points or []:
             results[f"{name}.c{point.concurrency}"] = point
     return results
+
+
+def run_models(errors: dict[str, str]) -> list[dict[str, Any]] | None:
+    """The models bench in a fresh process: its BLAS thread settings must precede numpy."""
+    print("models: every reference version ...", flush=True)
+
+    def measure() -> list[dict[str, Any]]:
+        cmd = [sys.executable, "-m", "bench.models_bench", "--json"]
+        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+        rows: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+        return rows
+
+    return _attempt("models", measure, errors)
+
+
+def print_models(rows: list[dict[str, Any]]) -> None:
+    # imported late: the module sets BLAS thread limits, which the peers above must not inherit
+    from bench.models_bench import print_table  # noqa: PLC0415
+
+    print("\nModels, in-process predict(), items/s at batch 1 and at the best batch")
+    print_table(rows)
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -160,7 +188,7 @@ def print_checks(rows: list[tuple[str, float | None, str, bool | None]]) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="modelyard benchmarks against peers")
-    parser.add_argument("--only", choices=["kafka", "grpc"])
+    parser.add_argument("--only", choices=["kafka", "grpc", "models"])
     parser.add_argument("--quick", action="store_true", help="smaller burst, shorter runs")
     args = parser.parse_args()
     errors: dict[str, str] = {}
@@ -168,14 +196,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
         work = Path(tmp)
         repo = work / "models"
-        write_noop_repo(repo)
-        kafka = run_kafka(repo, work, args.quick, errors) if args.only != "grpc" else None
-        grpc_res = run_grpc(repo, work, args.quick, errors) if args.only != "kafka" else None
+        wanted = {args.only} if args.only else {"kafka", "grpc", "models"}
+        if wanted & {"kafka", "grpc"}:
+            write_noop_repo(repo)
+        kafka = run_kafka(repo, work, args.quick, errors) if "kafka" in wanted else None
+        grpc_res = run_grpc(repo, work, args.quick, errors) if "grpc" in wanted else None
+        models = run_models(errors) if "models" in wanted else None
         if kafka is not None:
             rows += print_kafka(kafka)
         if grpc_res is not None:
             rows += print_grpc(grpc_res)
-        print_checks(rows)
+        if models is not None:
+            print_models(models)
+        if rows:
+            print_checks(rows)
     for what, err in errors.items():
         print(f"\nerror in {what}: {err}")
 
