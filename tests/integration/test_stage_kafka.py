@@ -259,3 +259,31 @@ def wait_for_metric(url: str, pattern: str, timeout: float = 30) -> bool:
             if re.search(pattern, response.read().decode()):
                 return True
     return False
+
+
+def test_hostile_values_are_dead_lettered_not_fatal(broker: str, unique: str, repo: Path) -> None:
+    out, dlq = f"{unique}.out", f"{unique}.m.shout.1.dlq"
+    create_topics(broker, [f"{unique}.in", out, dlq])
+    json_headers = [("reply-to", out.encode()), ("content-type", b"application/json")]
+    records = [
+        ("nested", b"[" * 50_000, json_headers),  # RecursionError inside the JSON parser
+        ("ragged", encode_envelope(Envelope("ragged", {"text": [[b"a"], [b"b", b"c"]]})),
+         [("reply-to", out.encode())]),
+        ("bad-reply-to", encode_envelope(Envelope("bad-reply-to", {"text": ["x"]})),
+         [("reply-to", b"not a topic!")]),
+        request("after", out, text=["still flowing"]),
+    ]  # fmt: skip
+    produce_all(broker, f"{unique}.in", records)
+    replies, letters = Collector(broker, out), Collector(broker, dlq)
+    with running_stage("shout:1", repo, *stage_args(unique, broker)) as (stage, _):
+        dead = letters.until(lambda m: len(m) >= 3)
+        msgs = replies.until(lambda m: {b"after", b"nested"} <= {x.key() for x in m})
+        assert stage.proc.poll() is None  # still serving
+    replies.close()
+    letters.close()
+    codes = {m.key().decode(): header_value(m.headers(), "dlq-error-code") for m in dead}
+    assert codes == {"nested": "decode", "ragged": "validation", "bad-reply-to": "decode"}
+    by_key = {m.key().decode(): m.value() for m in msgs}
+    assert json.loads(by_key["nested"])["code"] == "decode"  # JSON in, JSON error out
+    assert decode_envelope(by_key["after"]).fields["shout"].tolist() == [b"STILL FLOWING"]
+    assert "bad-reply-to" not in by_key  # never replied to an unusable topic

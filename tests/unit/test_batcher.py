@@ -117,3 +117,18 @@ def test_slow_model_is_never_run_inline() -> None:
     batcher._seconds_per_item = 0.5  # as measured on a slow model
     item = WorkItem(RequestContext("r", "kafka"), {"x": np.ones(1, "f4")}, lambda *_: None)
     assert not batcher.run_inline([item])
+
+
+def test_failing_callback_does_not_stop_the_inference_thread() -> None:
+    delivered = threading.Event()
+
+    def explode(_w: WorkItem, _o: Outcome) -> None:
+        raise RuntimeError("adapter broke")
+
+    batcher = Batcher(FakeModel(), Batching(max_batch_size=1), StageHooks())
+    batcher.start()
+    x = {"x": np.ones(1, "f4")}
+    batcher.submit([WorkItem(RequestContext("a", "grpc"), x, explode)])
+    batcher.submit([WorkItem(RequestContext("b", "grpc"), x, lambda *_: delivered.set())])
+    assert delivered.wait(10)
+    batcher.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_error, enco
 
 __all__ = ["Incoming", "decode_message", "encode_reply"]
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's legal topic names
+
 
 @dataclass(slots=True)
 class Incoming:
@@ -31,6 +34,7 @@ class Incoming:
     meta: MessageMeta
     envelope: Envelope | None = None
     error: ModelyardError | None = None
+    replyable: bool = True  # False when reply-to is not a usable topic name
 
     @property
     def request_id(self) -> str | None:
@@ -62,6 +66,12 @@ def decode_message(
         )
     except ModelyardError as exc:
         incoming.error = exc
+    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
+        incoming.error = DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
+    reply_to = incoming.meta.reply_to
+    if reply_to is not None and not _TOPIC_NAME.fullmatch(reply_to):
+        incoming.replyable = False  # producing there would fail and stop the partition
+        incoming.error = incoming.error or DecodeError(f"reply-to {reply_to!r} is not a topic name")
     return incoming
 
 

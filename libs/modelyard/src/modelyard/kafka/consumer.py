@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from modelyard.errors import Disposition, ModelyardError, policy_for
+from modelyard.errors import Disposition, ModelyardError, ValidationError, policy_for
 from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
 from modelyard.kafka.config import consumer_config, producer_config
 from modelyard.kafka.offsets import OffsetTracker, Pending
@@ -118,8 +118,9 @@ class StageConsumer:
 
     def _next_messages(self) -> list[Message]:
         if self._paused:
-            self._consumer.poll(self.opts.paused_poll_s)  # keeps the group membership alive
-            return []
+            # keeps the group membership alive; anything it still returns must be handled
+            msg = self._consumer.poll(self.opts.paused_poll_s)
+            return [msg] if msg is not None else []
         # never take more than there is room for: what stays in Kafka is lag, not a buffer
         room = min(500, max(1, self.opts.max_inflight - self._unanswered))
         msgs = self._consumer.consume(room, 0)  # drain what is queued without waiting
@@ -158,6 +159,10 @@ class StageConsumer:
         except ModelyardError as exc:
             self._respond(incoming, pending, request, exc)
             return None
+        except Exception as exc:  # e.g. a ragged list that numpy cannot make a tensor of
+            error = ValidationError(f"fields cannot be read as tensors: {exc}")
+            self._respond(incoming, pending, request, error)
+            return None
         return WorkItem(
             request, inputs, self._on_done, incoming.envelope.deadline_ms, (incoming, pending)
         )
@@ -184,11 +189,21 @@ class StageConsumer:
     # outcome -----------------------------------------------------------------------------
     def _on_done(self, item: WorkItem, outcome: Outcome) -> None:
         incoming, pending = item.token
-        self._respond(incoming, pending, item.request, outcome)
+        try:
+            self._respond(incoming, pending, item.request, outcome)
+        except Exception as exc:
+            self._failure = exc  # the message never finishes, so nothing past it is committed
+            raise
 
     def _respond(
         self, incoming: Incoming, pending: Pending, request: RequestContext, outcome: Outcome
     ) -> None:
+        if (
+            isinstance(outcome, ModelyardError)
+            and policy_for(outcome).disposition is Disposition.STOP
+        ):
+            self._failure = outcome  # never finished: a restart redelivers it
+            return
         records = self._records_for(incoming, request, outcome)
         self._tracker.expect(pending, len(records))
         for topic, value, headers in records:
@@ -210,7 +225,7 @@ class StageConsumer:
             topic = self._dlq_topic(incoming)
             records.append((topic, incoming.value, self._dlq_headers(incoming, request, outcome)))
             self.hooks.dead_lettered(request, topic, outcome)
-        if incoming.request_id:
+        if incoming.request_id and incoming.replyable:
             stage = incoming.envelope.stage if incoming.envelope else None
             value = encode_reply(incoming, outcome, self._model, self._version, stage)
             headers = [(k, v.encode()) for k, v in reply_headers(incoming) if v is not None]
@@ -256,6 +271,8 @@ class StageConsumer:
                 self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
                 return
             except BufferError:  # local queue full: serve callbacks, then try again
+                if self._failure is not None:
+                    raise
                 self._producer.poll(0.05)
 
     def _delivered(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
@@ -328,7 +345,8 @@ class StageConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
-        self._wait_for(lambda: self._tracker.pending_in(tps) == 0, self.opts.drain_timeout_s)
+        if not self._stop.is_set():  # on shutdown, _shutdown has already drained
+            self._wait_for(lambda: self._tracker.pending_in(tps) == 0, self.opts.drain_timeout_s)
         if self._failure is None:
             self._commit_if_due(force=True)
         self._tracker.revoke(tps)

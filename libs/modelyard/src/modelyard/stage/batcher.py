@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from modelyard.errors import (
     DeadlineExceededError,
     ModelError,
@@ -28,6 +30,8 @@ from modelyard.repository.manifest import Batching
 from modelyard.telemetry.hooks import RequestContext, StageHooks
 
 __all__ = ["Batcher", "RetryPolicy", "WorkItem"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -136,14 +140,14 @@ class Batcher:
             return
         outcomes = self._predict_with_retry(live)
         for item, outcome in zip(live, outcomes, strict=True):
-            item.done(item, outcome)
+            _deliver(item, outcome)
 
     def _drop_expired(self, batch: list[WorkItem]) -> list[WorkItem]:
         now_ms = time.time() * 1000
         live = []
         for item in batch:
             if item.deadline_ms is not None and item.deadline_ms < now_ms:
-                item.done(item, DeadlineExceededError("deadline passed before the model ran"))
+                _deliver(item, DeadlineExceededError("deadline passed before the model ran"))
             else:
                 live.append(item)
         return live
@@ -182,6 +186,14 @@ class Batcher:
             seconds = time.perf_counter() - started
             self._seconds_per_item += 0.2 * (seconds / len(batch) - self._seconds_per_item)
             self.hooks.batch_finished(requests, seconds, error)
+
+
+def _deliver(item: WorkItem, outcome: Outcome) -> None:
+    """Hand an outcome to its adapter; a failing adapter must not stop the inference thread."""
+    try:
+        item.done(item, outcome)
+    except Exception:  # the adapter records its own failure (e.g. the Kafka consumer stops)
+        log.exception("delivering an outcome failed", request_id=item.request.request_id)
 
 
 def _as_model_error(error: Exception) -> ModelyardError:

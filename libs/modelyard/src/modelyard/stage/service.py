@@ -87,7 +87,7 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
         await grpc_server.stop(grace=5.0)
     if consumer is not None:
         await asyncio.to_thread(consumer.stop)
-    batcher.stop(settings.drain_timeout_s)
+    await asyncio.to_thread(batcher.stop, settings.drain_timeout_s)
     model.unload()
     stop_http_server(http)
     failure = consumer.failure if consumer is not None else None
