@@ -46,7 +46,9 @@ class InferenceCore(Protocol):
 
     def ready(self) -> bool: ...
 
-    async def infer(self, request: RequestContext, fields: Mapping[str, Array]) -> dict[str, Array]:
+    async def infer(
+        self, request: RequestContext, fields: Mapping[str, Array], deadline_ms: int | None = None
+    ) -> dict[str, Array]:
         """Outputs for one request; raises a ModelyardError subclass on failure."""
         ...
 
@@ -97,7 +99,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._check_model(request.model_name, request.model_version, context)
         ctx = _request_context(request, context)
         try:
-            return await self._infer(request, ctx)
+            return await self._infer(request, ctx, _deadline_ms(context))
         except ModelyardError as exc:
             code = getattr(grpc.StatusCode, policy_for(exc).grpc_status)
             await _abort(context, code, exc.message)
@@ -107,7 +109,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, message)
 
     async def _infer(
-        self, request: pb.ModelInferRequest, ctx: RequestContext
+        self, request: pb.ModelInferRequest, ctx: RequestContext, deadline_ms: int | None
     ) -> pb.ModelInferResponse:
         try:
             self._check_size(request)
@@ -115,7 +117,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         except ModelyardError as exc:
             self._rejected(ctx, exc)
             raise
-        outputs = await self.core.infer(ctx, fields)
+        outputs = await self.core.infer(ctx, fields, deadline_ms)
         manifest = self.core.manifest
         response = pb.ModelInferResponse(
             model_name=manifest.name, model_version=manifest.version, id=ctx.request_id
@@ -191,3 +193,9 @@ def _carrier(context: Context) -> Carrier:
     """Invocation metadata (traceparent, tracestate, caller...) as (key, bytes) pairs."""
     metadata = context.invocation_metadata() or ()
     return [(key, value if isinstance(value, bytes) else value.encode()) for key, value in metadata]
+
+
+def _deadline_ms(context: Context) -> int | None:
+    """The caller's gRPC deadline as epoch milliseconds, so expired work is never run."""
+    remaining = context.time_remaining()
+    return None if remaining is None else int((time.time() + remaining) * 1000)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import ModelyardError, PayloadTooLargeError
+from modelyard.errors import DeadlineExceededError, ModelyardError, PayloadTooLargeError
 from modelyard.model import Model, Outcome, Outputs
 from modelyard.repository.manifest import Manifest
 from modelyard.stage.batcher import Batcher, WorkItem
@@ -81,7 +81,11 @@ class StageCore:
             loop.call_soon_threadsafe(_resolve, future, outcome)
 
         self.batcher.submit([WorkItem(request, inputs, done, deadline_ms)])
-        outcome = await future
+        try:
+            outcome = await future
+        except asyncio.CancelledError:  # the caller went away; still report the request
+            self._finish(request, DeadlineExceededError("cancelled by the caller"))
+            raise
         self._finish(request, outcome)
         if isinstance(outcome, ModelyardError):
             raise outcome
