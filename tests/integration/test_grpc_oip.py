@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -53,12 +54,16 @@ class DoublingCore:
         )
         self.hooks = StageHooks()
         self.seen: list[RequestContext] = []
+        self.deadlines: list[int | None] = []
 
     def ready(self) -> bool:
         return True
 
-    async def infer(self, request: RequestContext, fields: Mapping[str, Array]) -> dict[str, Array]:
+    async def infer(
+        self, request: RequestContext, fields: Mapping[str, Array], deadline_ms: int | None = None
+    ) -> dict[str, Array]:
         self.seen.append(request)
+        self.deadlines.append(deadline_ms)
         inputs = validate_inputs(self.manifest.inputs, fields)
         out: dict[str, Array] = {}
         if "x" in inputs:
@@ -225,3 +230,15 @@ def test_oversized_request_is_resource_exhausted(client: triton.InferenceServerC
     with pytest.raises(InferenceServerException, match=f"limit is {LIMIT_BYTES}") as caught:
         client.infer(MODEL, [fp32("x", [1.0] * (LIMIT_BYTES // 4 + 1))])
     assert status_of(caught) == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+def test_caller_deadline_reaches_the_core(
+    client: triton.InferenceServerClient, core: DoublingCore
+) -> None:
+    before_ms = time.time() * 1000
+    client.infer(MODEL, [fp32("x", [1.0])], client_timeout=30)
+    client.infer(MODEL, [fp32("x", [1.0])])
+    with_deadline, without = core.deadlines[-2:]
+    assert with_deadline is not None
+    assert before_ms + 25_000 < with_deadline < before_ms + 31_000
+    assert without is None
