@@ -95,11 +95,11 @@ def walk(
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'document':<10} {'lang':<5} {'translation':<12} {'sentiment':<10} english text")
+    print(f"\n{'document':<12} {'lang':<5} {'translation':<12} {'sentiment':<10} english text")
     for r in rows:
         text = r["text"] if len(r["text"]) < 70 else r["text"][:67] + "..."
         print(
-            f"{r['doc']:<10} {r['language']:<5} {r['translation']:<12} {r['sentiment']:<10} {text}"
+            f"{r['doc']:<12} {r['language']:<5} {r['translation']:<12} {r['sentiment']:<10} {text}"
         )
 
 
