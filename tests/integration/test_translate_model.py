@@ -252,3 +252,11 @@ def test_load_names_the_missing_debian_package(tmp_path: Path, translator: Trans
     manifest = translator.manifest.model_copy(update={"parameters": params})
     with pytest.raises(ConfigError, match="apt-get install apertium-"):
         Translator(manifest, tmp_path).load()
+
+
+def test_build_twice_gives_identical_hashes(tmp_path: Path) -> None:
+    [first] = build(BuildContext(tmp_path / "a", tmp_path / "cache"))
+    [second] = build(BuildContext(tmp_path / "b", tmp_path / "cache"))
+    assert first.artifacts == second.artifacts
+    assert first.artifacts  # something was pinned
+    assert first.provenance == second.provenance
