@@ -7,7 +7,7 @@ object arrays holding ``bytes``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ __all__ = [
     "DATATYPES",
     "TensorSpec",
     "as_tensor",
+    "bytes_items",
     "datatype_of",
     "numpy_dtype",
     "shape_matches",
@@ -76,15 +77,19 @@ def as_tensor(value: Any) -> np.ndarray[Any, Any]:
     return np.asarray(value)
 
 
+def bytes_items(values: Iterable[Any]) -> list[bytes]:
+    """The elements of a BYTES tensor as bytes; str elements are UTF-8 encoded."""
+    return [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+
+
 def _bytes_tensor(items: Sequence[str | bytes]) -> np.ndarray[Any, Any]:
     out = np.empty(len(items), dtype=object)
-    out[:] = [v.encode() if isinstance(v, str) else v for v in items]
+    out[:] = bytes_items(items)
     return out
 
 
 def _to_bytes_array(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    flat = [v.encode() if isinstance(v, str) else bytes(v) for v in array.reshape(-1).tolist()]
-    return _bytes_tensor(flat).reshape(array.shape)
+    return _bytes_tensor(bytes_items(array.reshape(-1).tolist())).reshape(array.shape)
 
 
 class TensorSpec(BaseModel):

@@ -17,7 +17,7 @@ import numpy as np
 
 from modelyard.errors import DecodeError, ValidationError
 from modelyard.oip.v2 import grpc_service_pb2 as pb
-from modelyard.tensors import DATATYPES, as_tensor, datatype_of, numpy_dtype
+from modelyard.tensors import DATATYPES, as_tensor, bytes_items, datatype_of, numpy_dtype
 
 __all__ = ["CONTENTS_FIELD", "decode_inputs", "decode_tensor", "encode_outputs"]
 
@@ -184,4 +184,4 @@ def _to_contents(contents: pb.InferTensorContents, array: Array, datatype: str) 
 
 
 def _bytes_items(array: Array) -> list[bytes]:
-    return [v.encode() if isinstance(v, str) else bytes(v) for v in array.reshape(-1).tolist()]
+    return bytes_items(array.reshape(-1).tolist())

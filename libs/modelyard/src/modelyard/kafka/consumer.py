@@ -26,7 +26,7 @@ from modelyard.stage.batcher import WorkItem
 from modelyard.stage.core import StageCore, outcome_code
 from modelyard.telemetry.hooks import RequestContext
 from modelyard.topics import model_dlq_topic, model_reply_topic, pipeline_dlq_topic
-from modelyard.wire.headers import H
+from modelyard.wire.headers import H, encode_headers
 
 __all__ = ["ConsumerOptions", "StageConsumer"]
 
@@ -228,7 +228,7 @@ class StageConsumer:
         if incoming.request_id and incoming.replyable:
             stage = incoming.envelope.stage if incoming.envelope else None
             value = encode_reply(incoming, outcome, self._model, self._version, stage)
-            headers = [(k, v.encode()) for k, v in reply_headers(incoming) if v is not None]
+            headers = encode_headers(reply_headers(incoming))
             self.hooks.inject(request, headers)
             records.append((incoming.meta.reply_to or self._default_reply_topic(), value, headers))
         return records
@@ -253,7 +253,7 @@ class StageConsumer:
             (H.DLQ_STAGE, stage or ""),
             (H.DLQ_SOURCE, self.opts.topic),
         ]
-        headers = [*incoming.headers, *((k, v.encode()) for k, v in extra)]
+        headers = [*incoming.headers, *encode_headers(extra)]
         self.hooks.inject(request, headers)
         return headers
 

@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 
 from modelyard.errors import DecodeError
-from modelyard.tensors import datatype_of, numpy_dtype
+from modelyard.tensors import bytes_items, datatype_of, numpy_dtype
 
 __all__ = [
     "CONTENT_TYPE_JSON",
@@ -168,9 +168,7 @@ def _pack_ndarray(obj: Any) -> msgpack.ExtType:
         raise TypeError(f"cannot put {type(obj).__name__} in an envelope")
     datatype = datatype_of(obj)
     if datatype == "BYTES":
-        data: Any = [
-            v.encode() if isinstance(v, str) else bytes(v) for v in obj.reshape(-1).tolist()
-        ]
+        data: Any = bytes_items(obj.reshape(-1).tolist())
     else:
         data = np.ascontiguousarray(obj, dtype=numpy_dtype(datatype)).tobytes()
     payload = msgpack.packb([datatype, list(obj.shape), data], use_bin_type=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Headers", "MessageMeta", "header_value", "parse_meta"]
+__all__ = ["Headers", "MessageMeta", "encode_headers", "header_value", "parse_meta"]
 
 Headers = list[tuple[str, bytes]]
 

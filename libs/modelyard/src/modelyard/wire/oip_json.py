@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import DecodeError, ModelyardError
-from modelyard.tensors import datatype_of, numpy_dtype
+from modelyard.tensors import bytes_items, datatype_of, numpy_dtype
 from modelyard.wire.envelope import Envelope
 
 __all__ = ["decode_oip_json", "encode_oip_json_error", "encode_oip_json_response"]
@@ -57,7 +57,7 @@ def _tensor(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
     try:
         if datatype == "BYTES":
             flat = np.empty(len(data), dtype=object)
-            flat[:] = [v.encode() if isinstance(v, str) else bytes(v) for v in data]
+            flat[:] = bytes_items(data)
             return flat.reshape(shape)
         return data.astype(dtype).reshape(shape)
     except (ValueError, TypeError) as exc:
