@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from modelyard.model import Inputs, Model, Outcome
 from modelyard.repository.build import BuildContext
 from modelyard.repository.manifest import Manifest
@@ -32,9 +33,7 @@ class Shout(Model):
         return out
 
 
-def _upper(texts: list[bytes]) -> Any:
-    import numpy as np  # noqa: PLC0415
-
+def _upper(texts: list[bytes]) -> np.ndarray[Any, Any]:
     arr = np.empty(len(texts), dtype=object)
     arr[:] = [t.upper() for t in texts]
     return arr

@@ -41,6 +41,18 @@ class Incoming:
         return self.envelope.request_id if self.envelope is not None else self.key
 
     @property
+    def stage(self) -> str | None:
+        return self.envelope.stage if self.envelope is not None else None
+
+    @property
+    def pipeline(self) -> str | None:
+        return self.envelope.pipeline if self.envelope is not None else None
+
+    @property
+    def caller(self) -> str | None:
+        return self.envelope.caller if self.envelope is not None else None
+
+    @property
     def is_json(self) -> bool:
         return (self.meta.content_type or "").split(";")[0].strip() == CONTENT_TYPE_JSON
 

@@ -168,15 +168,14 @@ class StageConsumer:
         )
 
     def _context(self, incoming: Incoming) -> RequestContext:
-        env = incoming.envelope
         return RequestContext(
             request_id=incoming.request_id or "",
             transport="kafka",
             carrier=incoming.headers,
             shadow=incoming.meta.shadow,
             attempt=incoming.meta.attempt,
-            pipeline=env.pipeline if env else None,
-            caller=env.caller if env else None,
+            pipeline=incoming.pipeline,
+            caller=incoming.caller,
         )
 
     def _on_consume_error(self, error: KafkaError) -> None:
@@ -226,17 +225,15 @@ class StageConsumer:
             records.append((topic, incoming.value, self._dlq_headers(incoming, request, outcome)))
             self.hooks.dead_lettered(request, topic, outcome)
         if incoming.request_id and incoming.replyable:
-            stage = incoming.envelope.stage if incoming.envelope else None
-            value = encode_reply(incoming, outcome, self._model, self._version, stage)
+            value = encode_reply(incoming, outcome, self._model, self._version, incoming.stage)
             headers = encode_headers(reply_headers(incoming))
             self.hooks.inject(request, headers)
             records.append((incoming.meta.reply_to or self._default_reply_topic(), value, headers))
         return records
 
     def _dlq_topic(self, incoming: Incoming) -> str:
-        pipeline = incoming.envelope.pipeline if incoming.envelope else None
-        if pipeline:
-            return pipeline_dlq_topic(self.opts.prefix, pipeline)
+        if incoming.pipeline:
+            return pipeline_dlq_topic(self.opts.prefix, incoming.pipeline)
         return model_dlq_topic(self.opts.prefix, self._model, self._version)
 
     def _default_reply_topic(self) -> str:
@@ -245,12 +242,11 @@ class StageConsumer:
     def _dlq_headers(
         self, incoming: Incoming, request: RequestContext, error: ModelyardError
     ) -> list[tuple[str, bytes]]:
-        stage = incoming.envelope.stage if incoming.envelope else None
         extra = [
             (H.DLQ_ERROR, error.message),
             (H.DLQ_ERROR_CODE, error.code),
             (H.DLQ_MODEL, f"{self._model}:{self._version}"),
-            (H.DLQ_STAGE, stage or ""),
+            (H.DLQ_STAGE, incoming.stage or ""),
             (H.DLQ_SOURCE, self.opts.topic),
         ]
         headers = [*incoming.headers, *encode_headers(extra)]
