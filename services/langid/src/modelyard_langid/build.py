@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.errors import ConfigError
-from modelyard.repository.build import BuildContext, Fetched
+from modelyard.repository.build import BuildContext, Fetched, sha256_file
 from modelyard.repository.manifest import Manifest
 from modelyard.runtimes.onnx import OnnxSession
 
@@ -72,7 +72,7 @@ def _check_installed_matches(fetched: Fetched) -> None:
     spec = util.find_spec("langid.langid")
     if spec is None or spec.origin is None:
         raise ConfigError("langid is not installed")
-    got = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+    got = sha256_file(Path(spec.origin))
     if got != expected:
         raise ConfigError(f"installed {MODEL_PATH} differs from the sdist ({got} != {expected})")
 
