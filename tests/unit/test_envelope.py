@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from modelyard.errors import DecodeError
 from modelyard.wire import Envelope, ErrorInfo, decode_envelope, encode_envelope
+from modelyard.wire.headers import parse_meta
 from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_response
 
 
@@ -114,3 +115,21 @@ def test_oip_json_uses_key_when_no_id_and_rejects_bad_data() -> None:
         decode_oip_json(json.dumps(bad).encode(), None)
     with pytest.raises(DecodeError, match="not valid JSON"):
         decode_oip_json(b"{", None)
+
+
+def test_served_by_round_trips_and_must_map_text_to_text() -> None:
+    result = Envelope("r", {}, pipeline="docs", served_by={"ocr": "ocr:2", "langid": "langid:1"})
+    assert decode_envelope(encode_envelope(result)).served_by == {
+        "ocr": "ocr:2",
+        "langid": "langid:1",
+    }
+    assert decode_envelope(encode_envelope(Envelope("r"))).served_by is None
+    bad = msgpack.packb({"v": 1, "id": "r", "served_by": {"ocr": 2}})
+    with pytest.raises(DecodeError, match="served_by"):
+        decode_envelope(bad)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(b"3", 3), (b"x", -1), (None, -1)])
+def test_reply_partition_header(raw: bytes | None, expected: int) -> None:
+    headers = [("reply-partition", raw)] if raw is not None else []
+    assert parse_meta(headers).reply_partition == expected

@@ -32,6 +32,8 @@ __all__ = ["ConsumerOptions", "StageConsumer"]
 
 log = structlog.get_logger(__name__)
 
+_Record = tuple[str, int, bytes, list[tuple[str, bytes]]]  # topic, partition (-1: by key), ...
+
 
 @dataclass(frozen=True)
 class ConsumerOptions:
@@ -205,8 +207,8 @@ class StageConsumer:
             return
         records = self._records_for(incoming, request, outcome)
         self._tracker.expect(pending, len(records))
-        for topic, value, headers in records:
-            self._produce(topic, incoming.request_id, value, headers, pending)
+        for record in records:
+            self._produce(record, incoming.request_id, pending)
         with self._count_lock:
             self._unanswered -= 1
         self.hooks.request_finished(
@@ -215,20 +217,27 @@ class StageConsumer:
 
     def _records_for(
         self, incoming: Incoming, request: RequestContext, outcome: Outcome
-    ) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
+    ) -> list[_Record]:
+        """(topic, partition, value, headers) to produce; partition -1 lets the key decide."""
         records = []
         if isinstance(outcome, ModelyardError) and policy_for(outcome).disposition in (
             Disposition.DEAD_LETTER,
             Disposition.RETRY,  # the batcher's retries are spent by now
         ):
             topic = self._dlq_topic(incoming)
-            records.append((topic, incoming.value, self._dlq_headers(incoming, request, outcome)))
+            dlq_headers = self._dlq_headers(incoming, request, outcome)
+            records.append((topic, -1, incoming.value, dlq_headers))
             self.hooks.dead_lettered(request, topic, outcome)
         if incoming.request_id and incoming.replyable:
             value = encode_reply(incoming, outcome, self._model, self._version, incoming.stage)
             headers = encode_headers(reply_headers(incoming))
             self.hooks.inject(request, headers)
-            records.append((incoming.meta.reply_to or self._default_reply_topic(), value, headers))
+            if incoming.meta.reply_to:
+                records.append(
+                    (incoming.meta.reply_to, incoming.meta.reply_partition, value, headers)
+                )
+            else:
+                records.append((self._default_reply_topic(), -1, value, headers))
         return records
 
     def _dlq_topic(self, incoming: Incoming) -> str:
@@ -253,18 +262,14 @@ class StageConsumer:
         self.hooks.inject(request, headers)
         return headers
 
-    def _produce(
-        self,
-        topic: str,
-        key: str | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        pending: Pending,
-    ) -> None:
+    def _produce(self, record: _Record, key: str | None, pending: Pending) -> None:
+        topic, partition, value, headers = record
         callback = partial(self._delivered, pending)
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+                self._producer.produce(
+                    topic, value, key, partition=partition, on_delivery=callback, headers=headers
+                )
                 return
             except BufferError:  # local queue full: serve callbacks, then try again
                 if self._failure is not None:

@@ -6,6 +6,8 @@ A map with short, stable keys (see docs/wire-format.md)::
      "deadline": 1767225600000, "fields": {"image": b"...", "scores": <ndarray ext>},
      "model": "ocr", "version": "2", "error": None}
 
+A pipeline's final result also carries ``served_by``: stage -> ``"<model>:<version>"``.
+
 n-d arrays travel as msgpack extension type 1 whose payload is itself msgpack:
 ``[datatype, shape, data]`` with an OIP datatype name, a list of ints, and the row-major
 little-endian bytes (for BYTES tensors, a list of byte strings).
@@ -69,6 +71,7 @@ class Envelope:
     version: str | None = None
     error: ErrorInfo | None = None
     schema: int = SCHEMA_VERSION
+    served_by: Mapping[str, str] | None = None  # final results: stage -> "model:version"
 
     def reply(
         self, fields: Mapping[str, Any], model: str, version: str, error: ErrorInfo | None = None
@@ -107,6 +110,8 @@ def encode_envelope(envelope: Envelope) -> bytes:
             body[key] = value
     if envelope.error is not None:
         body["error"] = envelope.error.to_wire()
+    if envelope.served_by is not None:
+        body["served_by"] = dict(envelope.served_by)
     return msgpack.packb(body, default=_pack_ndarray, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -136,6 +141,12 @@ def _envelope_from_map(body: dict[str, Any]) -> Envelope:
     if not isinstance(fields, dict):
         raise DecodeError("'fields' must be a map of name to value")
     error = body.get("error")
+    served_by = body.get("served_by")
+    if served_by is not None and not (
+        isinstance(served_by, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in served_by.items())
+    ):
+        raise DecodeError("'served_by' must be a map of stage to 'model:version'")
     return Envelope(
         request_id=request_id,
         fields=fields,
@@ -149,6 +160,7 @@ def _envelope_from_map(body: dict[str, Any]) -> Envelope:
         if isinstance(error, dict)
         else None,
         schema=schema,
+        served_by=served_by,
     )
 
 

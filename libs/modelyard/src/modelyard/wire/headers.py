@@ -17,6 +17,7 @@ class H:
     TRACESTATE = "tracestate"
     CONTENT_TYPE = "content-type"
     REPLY_TO = "reply-to"
+    REPLY_PARTITION = "reply-partition"  # the router pins replies to its own inbox partition
     SHADOW = "shadow"
     ATTEMPT = "attempt"
     # added to dead letters, beside the original headers
@@ -33,6 +34,7 @@ class MessageMeta:
 
     content_type: str | None = None
     reply_to: str | None = None
+    reply_partition: int = -1  # -1: the producer's partitioner picks (by key)
     shadow: bool = False
     attempt: int = 0
 
@@ -50,9 +52,11 @@ def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) 
 
 def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMeta:
     attempt = header_value(headers, H.ATTEMPT)
+    partition = header_value(headers, H.REPLY_PARTITION)
     return MessageMeta(
         content_type=header_value(headers, H.CONTENT_TYPE),
         reply_to=header_value(headers, H.REPLY_TO),
+        reply_partition=int(partition) if partition and partition.isdigit() else -1,
         shadow=(header_value(headers, H.SHADOW) or "").lower() in ("1", "true", "yes"),
         attempt=int(attempt) if attempt and attempt.isdigit() else 0,
     )
