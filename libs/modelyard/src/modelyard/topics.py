@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "audit_topic",
     "control_topic",
     "model_dlq_topic",
     "model_input_topic",
     "model_reply_topic",
     "pipeline_dlq_topic",
+    "pipeline_inbox_topic",
+    "pipeline_ingress_topic",
+    "pipeline_results_topic",
+    "pipeline_shadow_topic",
+    "router_group",
 ]
 
 
@@ -26,8 +32,38 @@ def model_dlq_topic(prefix: str, model: str, version: str) -> str:
     return f"{prefix}.m.{model}.{version}.dlq"
 
 
+def pipeline_ingress_topic(prefix: str, pipeline: str) -> str:
+    """Where producers write a pipeline's requests: ``yard.p.<pipeline>.in``."""
+    return f"{prefix}.p.{pipeline}.in"
+
+
+def pipeline_inbox_topic(prefix: str, pipeline: str) -> str:
+    """The router's reply inbox: stage replies, pinned to the partition of the request's ingress."""
+    return f"{prefix}.p.{pipeline}.router"
+
+
+def pipeline_results_topic(prefix: str, pipeline: str) -> str:
+    """One final result per request, stamped with the versions that served it."""
+    return f"{prefix}.p.{pipeline}.out"
+
+
+def pipeline_shadow_topic(prefix: str, pipeline: str) -> str:
+    """Shadow replies, next to the primary reply of the same request and stage."""
+    return f"{prefix}.p.{pipeline}.shadow"
+
+
 def pipeline_dlq_topic(prefix: str, pipeline: str) -> str:
     return f"{prefix}.p.{pipeline}.dlq"
+
+
+def router_group(prefix: str, pipeline: str) -> str:
+    """The consumer group every router instance of a pipeline joins."""
+    return f"{prefix}.g.p.{pipeline}.router"
+
+
+def audit_topic(prefix: str) -> str:
+    """Hop and request records of every pipeline."""
+    return f"{prefix}.audit"
 
 
 def control_topic(prefix: str) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "ErrorInfo",
     "decode_envelope",
     "encode_envelope",
+    "pack_fields",
 ]
 
 SCHEMA_VERSION = 1
@@ -113,6 +114,11 @@ def encode_envelope(envelope: Envelope) -> bytes:
     if envelope.served_by is not None:
         body["served_by"] = dict(envelope.served_by)
     return msgpack.packb(body, default=_pack_ndarray, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def pack_fields(fields: object) -> bytes:
+    """Fields (or any value) as the envelope encodes them; digests are taken over this."""
+    return msgpack.packb(fields, default=_pack_ndarray, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def decode_envelope(data: bytes) -> Envelope:

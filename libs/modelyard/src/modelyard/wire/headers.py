@@ -20,6 +20,10 @@ class H:
     REPLY_PARTITION = "reply-partition"  # the router pins replies to its own inbox partition
     SHADOW = "shadow"
     ATTEMPT = "attempt"
+    PROGRESS = (
+        "progress"  # on ingress: "1" asks for every stage's reply on reply-to, not just the result
+    )
+    EVENT = "event"  # on what the router sends to reply-to: "stage" or "result"
     # added to dead letters, beside the original headers
     DLQ_ERROR = "dlq-error"
     DLQ_ERROR_CODE = "dlq-error-code"

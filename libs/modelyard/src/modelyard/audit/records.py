@@ -1,0 +1,103 @@
+"""Audit records: one per stage execution (hop) and one per request, as JSON on ``yard.audit``.
+
+Keyed by request id, so one request's records stay in order on one partition. JSON rather than
+msgpack: any Kafka client, a log shipper or a person with kcat can read them. A hop record says
+who called which version of which model, when, on what input (its digest), and with what outcome;
+``modelyard trace`` draws a request's waterfall from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from modelyard.errors import DecodeError
+from modelyard.wire.envelope import pack_fields
+
+__all__ = [
+    "AuditRecord",
+    "HopRecord",
+    "RequestRecord",
+    "decode_audit",
+    "digest_fields",
+    "encode_audit",
+    "utc",
+]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_: Literal[1] = Field(default=1, alias="schema", description="Record format version.")
+    request_id: str
+    pipeline: str
+    caller: str | None = Field(default=None, description="Principal that made the request.")
+    trace_id: str | None = Field(default=None, description="W3C trace id, 32 hex digits.")
+    outcome: str = Field(description='"ok" or an error code (model, deadline, validation...).')
+    error: str | None = Field(default=None, description="Readable error, when not ok.")
+
+
+class HopRecord(_Record):
+    """One execution of one stage for one request (a shadow copy is a hop of its own)."""
+
+    kind: Literal["hop"] = "hop"
+    stage: str
+    model: str
+    version: str
+    role: Literal["active", "canary", "shadow"]
+    shadow: bool = False
+    attempt: int = 0
+    span_id: str | None = Field(default=None, description="The router's hop span, 16 hex.")
+    dispatched_at: AwareDatetime
+    finished_at: AwareDatetime
+    latency_ms: float = Field(description="Dispatch to reply, as the router saw it.")
+    input_digest: str = Field(description="sha256 of the stage input fields (msgpack).")
+    output_digest: str | None = None
+
+
+class RequestRecord(_Record):
+    """One request, from ingress to its final result."""
+
+    kind: Literal["request"] = "request"
+    spec_version: int
+    received_at: AwareDatetime
+    finished_at: AwareDatetime
+    latency_ms: float
+    served_by: dict[str, str] = Field(default_factory=dict, description='stage -> "model:ver".')
+    skipped: tuple[str, ...] = ()
+    input_digest: str
+
+
+AuditRecord = Annotated[HopRecord | RequestRecord, Field(discriminator="kind")]
+
+
+class _Envelope(BaseModel):
+    record: AuditRecord
+
+
+def encode_audit(record: HopRecord | RequestRecord) -> bytes:
+    """The record's JSON value (UTF-8)."""
+    return record.model_dump_json(by_alias=True).encode()
+
+
+def decode_audit(value: bytes) -> HopRecord | RequestRecord:
+    """Parse an audit-topic value; DecodeError if it is not a valid record."""
+    try:
+        return _Envelope.model_validate({"record": json.loads(value)}).record
+    except (ValueError, PydanticValidationError) as exc:
+        raise DecodeError(f"invalid audit record: {exc}") from None
+
+
+def digest_fields(fields: object) -> str:
+    """sha256 of fields as the envelope encodes them, so equal inputs give equal digests."""
+    return hashlib.sha256(pack_fields(fields)).hexdigest()
+
+
+def utc(ts: float) -> datetime:
+    """A unix timestamp (``time.time()``) as an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,64 @@
+"""Audit records: JSON round trips, the discriminated kinds, stable input digests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from modelyard.audit import HopRecord, RequestRecord, decode_audit, digest_fields, encode_audit, utc
+from modelyard.errors import DecodeError
+
+
+def _hop(**overrides: object) -> HopRecord:
+    base: dict[str, object] = {
+        "request_id": "r1",
+        "pipeline": "docs",
+        "caller": "alice",
+        "trace_id": "ab" * 16,
+        "outcome": "ok",
+        "stage": "ocr",
+        "model": "ocr",
+        "version": "2",
+        "role": "active",
+        "dispatched_at": utc(1_700_000_000.0),
+        "finished_at": utc(1_700_000_000.25),
+        "latency_ms": 250.0,
+        "input_digest": digest_fields({"image": [b"png"]}),
+    }
+    return HopRecord.model_validate({**base, **overrides})
+
+
+def test_hop_and_request_records_round_trip_by_kind() -> None:
+    hop = _hop()
+    request = RequestRecord(
+        request_id="r1",
+        pipeline="docs",
+        outcome="deadline",
+        error="past its deadline",
+        spec_version=1,
+        received_at=utc(1.0),
+        finished_at=utc(2.0),
+        latency_ms=1000.0,
+        served_by={"ocr": "ocr:2"},
+        skipped=("translate",),
+        input_digest="0" * 64,
+    )
+    assert decode_audit(encode_audit(hop)) == hop
+    assert decode_audit(encode_audit(request)) == request
+    assert b'"kind":"hop"' in encode_audit(hop)
+
+
+def test_digest_is_stable_and_sensitive_to_content() -> None:
+    a = {"x": np.arange(3, dtype=np.float32)}
+    assert digest_fields(a) == digest_fields({"x": np.arange(3, dtype=np.float32)})
+    assert digest_fields(a) != digest_fields({"x": np.arange(3, dtype=np.float64)})
+
+
+@pytest.mark.parametrize("value", [b"not json", b'{"kind": "hop"}', b'{"kind": "other"}'])
+def test_invalid_records_raise_decode_error(value: bytes) -> None:
+    with pytest.raises(DecodeError, match="invalid audit record"):
+        decode_audit(value)
+
+
+def test_role_is_checked() -> None:
+    with pytest.raises(ValueError, match="role"):
+        _hop(role="primary")
