@@ -1,0 +1,119 @@
+"""What the router service holds per request and per dispatched hop, beside the pure flow."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.audit import HopRecord, RequestRecord, digest_fields, utc
+from modelyard.kafka.codec import Incoming
+from modelyard.kafka.offsets import Pending
+from modelyard.router.flow import Dispatch, RequestFlow
+from modelyard.wire.headers import H, header_value
+
+__all__ = ["Hop", "LiveRequest", "trace_id_of"]
+
+
+def trace_id_of(headers: list[tuple[str, bytes]]) -> str | None:
+    """The trace id in a W3C ``traceparent`` header (``00-<trace>-<span>-<flags>``), if any."""
+    parent = header_value(headers, H.TRACEPARENT)
+    parts = parent.split("-") if parent else []
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+@dataclass
+class Hop:
+    """One dispatch in flight: its timing, its input digest, and per-hook state (the span)."""
+
+    dispatch: Dispatch
+    request_id: str
+    pipeline: str
+    caller: str | None
+    trace_id: str | None
+    deadline_at: float  # monotonic; a shadow hop is forgotten after it
+    dispatched_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    input_digest: str = ""
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.input_digest:
+            self.input_digest = digest_fields(self.dispatch.fields)
+
+    def record(self, outcome: str, error: str | None, output: Any = None) -> HopRecord:
+        """The audit record of this hop, ending now."""
+        d = self.dispatch
+        return HopRecord(
+            request_id=self.request_id,
+            pipeline=self.pipeline,
+            caller=self.caller,
+            trace_id=self.trace_id,
+            outcome=outcome,
+            error=error,
+            stage=d.stage,
+            model=d.model,
+            version=d.version,
+            role=d.role,
+            shadow=d.shadow,
+            attempt=d.attempt,
+            span_id=self.scratch.get("span_id"),
+            dispatched_at=utc(self.dispatched_at),
+            finished_at=utc(time.time()),
+            latency_ms=(time.monotonic() - self.started) * 1000,
+            input_digest=self.input_digest,
+            output_digest=digest_fields(output) if output is not None else None,
+        )
+
+
+@dataclass
+class LiveRequest:
+    """A request being routed: its flow, ingress message and hops in flight."""
+
+    flow: RequestFlow
+    incoming: Incoming
+    pending: Pending
+    partition: int
+    deadline_at: float  # monotonic
+    progress: bool = False  # the caller asked for every stage's reply on reply-to
+    received_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    hops: dict[str, Hop] = field(default_factory=dict)
+    shadowed: set[str] = field(default_factory=set)
+    trace_id: str | None = None
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_id(self) -> str:
+        return self.flow.request_id
+
+    def hop(self, dispatch: Dispatch) -> Hop:
+        """A new hop of this request for ``dispatch``."""
+        request = self.flow.request
+        return Hop(
+            dispatch,
+            request.request_id,
+            self.flow.spec.pipeline,
+            request.caller,
+            self.trace_id,
+            self.deadline_at,
+        )
+
+    def record(self, outcome: str, error: str | None) -> RequestRecord:
+        """The audit record of this request, ending now."""
+        flow = self.flow
+        return RequestRecord(
+            request_id=self.request_id,
+            pipeline=flow.spec.pipeline,
+            caller=flow.request.caller,
+            trace_id=self.trace_id,
+            outcome=outcome,
+            error=error,
+            spec_version=flow.spec.version,
+            received_at=utc(self.received_at),
+            finished_at=utc(time.time()),
+            latency_ms=(time.monotonic() - self.started) * 1000,
+            served_by=dict(flow.served_by),
+            skipped=tuple(sorted(flow.skipped)),
+            input_digest=digest_fields(flow.request.fields),
+        )

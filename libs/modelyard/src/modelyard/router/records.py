@@ -1,0 +1,153 @@
+"""The records the router produces besides dispatches: results, audit, shadow, dead letters.
+
+Pure: each method returns ``Record`` s for the service to produce, so the service can count the
+acks a request's ingress offset waits for before producing anything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import Message
+
+from modelyard.audit import RequestRecord, digest_fields, encode_audit, utc
+from modelyard.errors import Disposition, ModelyardError, policy_for
+from modelyard.kafka.codec import Incoming
+from modelyard.router.live import Hop, LiveRequest, trace_id_of
+from modelyard.topics import (
+    audit_topic,
+    pipeline_dlq_topic,
+    pipeline_results_topic,
+    pipeline_shadow_topic,
+)
+from modelyard.wire import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Envelope, ErrorInfo
+from modelyard.wire.envelope import encode_envelope
+from modelyard.wire.headers import H, Headers, encode_headers
+from modelyard.wire.oip_json import encode_oip_json_error, encode_oip_json_response
+
+__all__ = ["Record", "RecordBuilder"]
+
+Record = tuple[str, str | None, bytes, Headers]  # topic, key, value, headers
+SHADOW_ROLE = "shadow-role"  # on the shadow topic: "primary" or "shadow"
+
+
+class RecordBuilder:
+    def __init__(self, pipeline: str, spec_version: int, prefix: str) -> None:
+        self.pipeline, self.spec_version = pipeline, spec_version
+        self._results = pipeline_results_topic(prefix, pipeline)
+        self._dlq = pipeline_dlq_topic(prefix, pipeline)
+        self._shadow = pipeline_shadow_topic(prefix, pipeline)
+        self._audit = audit_topic(prefix)
+
+    def result(self, live: LiveRequest, trace: Headers) -> list[Record]:
+        """The result on the results topic (and reply-to), and the request's audit record."""
+        result = live.flow.result()
+        error = live.flow.error
+        record = live.record(error.code if error else "ok", error.message if error else None)
+        return [
+            *self._results_of(live.incoming, result, trace),
+            (self._audit, live.request_id, encode_audit(record), []),
+        ]
+
+    def rejection(self, incoming: Incoming, error: ModelyardError) -> list[Record]:
+        """A request that never started: dead letter (unless only late), error result, audit."""
+        request_id = incoming.request_id
+        records: list[Record] = []
+        if policy_for(error).disposition is not Disposition.REPLY_ERROR:
+            records.append(
+                (self._dlq, incoming.key, incoming.value, self._dlq_headers(incoming, error))
+            )
+        if not request_id:
+            return records  # nobody to answer, nothing to audit by
+        env = incoming.envelope
+        result = Envelope(
+            request_id, {}, self.pipeline, caller=env.caller if env else None,
+            error=ErrorInfo(error.code, error.message), served_by={},
+        )  # fmt: skip
+        records.extend(self._results_of(incoming, result, []))
+        records.append((self._audit, request_id, encode_audit(self._rejected(incoming, error)), []))
+        return records
+
+    def hop(self, hop: Hop, reply: Envelope | None, outcome: str) -> Record:
+        """The audit record of one stage execution."""
+        error = reply.error.message if reply is not None and reply.error is not None else None
+        if reply is None and outcome != "ok":
+            error = f"no reply ({outcome})"
+        output = reply.fields if reply is not None and reply.error is None else None
+        return (self._audit, hop.request_id, encode_audit(hop.record(outcome, error, output)), [])
+
+    def progress(self, live: LiveRequest, reply_value: bytes) -> Record | None:
+        """A stage's reply, passed on to the caller who asked for progress."""
+        reply_to = live.incoming.meta.reply_to
+        if not reply_to or not live.incoming.replyable:
+            return None
+        headers = encode_headers([(H.EVENT, "stage"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)])
+        return (reply_to, live.request_id, reply_value, headers)
+
+    def shadow_copy(self, msg: Message, role: str) -> Record:
+        """A stage reply, as it came, on the shadow topic, marked primary or shadow."""
+        headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
+        headers.append((SHADOW_ROLE, role.encode()))
+        key = msg.key()
+        return (self._shadow, key.decode() if key else None, msg.value() or b"", headers)
+
+    def reply_dead_letter(self, msg: Message, error: ModelyardError) -> Record:
+        """An inbox message that is no stage reply: kept with its bytes, never applied."""
+        headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
+        headers += encode_headers([
+            (H.DLQ_ERROR, error.message), (H.DLQ_ERROR_CODE, error.code),
+            (H.DLQ_SOURCE, f"{msg.topic()}/{msg.partition()}/{msg.offset()}"),
+        ])  # fmt: skip
+        key = msg.key()
+        return (
+            self._dlq,
+            key.decode("utf-8", "replace") if key else None,
+            msg.value() or b"",
+            headers,
+        )
+
+    # internals ---------------------------------------------------------------------------
+    def _results_of(self, incoming: Incoming, result: Envelope, trace: Headers) -> list[Record]:
+        headers = [
+            *encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)]),
+            *trace,
+        ]
+        records: list[Record] = [
+            (self._results, result.request_id, encode_envelope(result), headers)
+        ]
+        reply_to = incoming.meta.reply_to
+        if reply_to and incoming.replyable:
+            if incoming.is_json:  # a JSON producer gets the OIP JSON response it can read
+                json_headers = [
+                    *encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_JSON)]),
+                    *trace,
+                ]
+                records.append((reply_to, result.request_id, _json_result(result), json_headers))
+            else:
+                records.append((reply_to, result.request_id, records[0][2], headers))
+        return records
+
+    def _dlq_headers(self, incoming: Incoming, error: ModelyardError) -> Headers:
+        return [*incoming.headers, *encode_headers([
+            (H.DLQ_ERROR, error.message), (H.DLQ_ERROR_CODE, error.code),
+            (H.DLQ_STAGE, "router"), (H.DLQ_SOURCE, f"pipeline {self.pipeline} ingress"),
+        ])]  # fmt: skip
+
+    def _rejected(self, incoming: Incoming, error: ModelyardError) -> RequestRecord:
+        now = utc(time.time())
+        env = incoming.envelope
+        return RequestRecord(
+            request_id=incoming.request_id or "", pipeline=self.pipeline,
+            caller=env.caller if env else None, trace_id=trace_id_of(incoming.headers),
+            outcome=error.code, error=error.message, spec_version=self.spec_version,
+            received_at=now, finished_at=now, latency_ms=0.0,
+            input_digest=digest_fields(incoming.value),
+        )  # fmt: skip
+
+
+def _json_result(result: Envelope) -> bytes:
+    if result.error is not None:
+        return encode_oip_json_error(result.request_id, result.error.code, result.error.message)
+    base: Any = result
+    return encode_oip_json_response(base.reply({}, result.pipeline or "", ""), result.fields)

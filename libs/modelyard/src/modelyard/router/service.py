@@ -1,0 +1,450 @@
+"""The router over Kafka: ingress and reply inbox in, dispatches, results and audit out.
+
+One thread ("modelyard-router") consumes the pipeline's ingress topic and its reply inbox in one
+consumer group with the range assignor, so partition p of both belongs to one instance; every
+dispatch names ``reply-partition: p``, so a request's replies come back to the instance that
+holds its state. Delivery is at least once: an ingress offset is committed only after the
+request's result and request audit record are acknowledged, over a gap-free prefix. A router
+that dies loses its in-memory flows; their uncommitted ingress messages are redelivered to the
+next owner, which routes them again. Replies are de-duplicated by (request id, stage, attempt).
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal, Protocol
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from modelyard.control import ControlState
+from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationError
+from modelyard.kafka.codec import Incoming, decode_message
+from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.offsets import OffsetTracker, Pending
+from modelyard.router.flow import Dispatch, RequestFlow, request_specs
+from modelyard.router.live import Hop, LiveRequest, trace_id_of
+from modelyard.router.records import Record, RecordBuilder
+from modelyard.router.spec import PipelineSpec
+from modelyard.router.telemetry import RouterHooks
+from modelyard.tensors import validate_inputs
+from modelyard.topics import (
+    model_input_topic,
+    pipeline_inbox_topic,
+    pipeline_ingress_topic,
+    router_group,
+)
+from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, decode_envelope, encode_envelope
+from modelyard.wire.headers import H, encode_headers, header_value, parse_meta
+
+__all__ = ["PipelineRouter", "RouterOptions", "RoutingSource"]
+
+log = structlog.get_logger("modelyard.router")
+
+
+class RoutingSource(Protocol):
+    """Where the router reads the current routing (a control-topic follower)."""
+
+    @property
+    def state(self) -> ControlState: ...
+
+
+@dataclass(frozen=True)
+class RouterOptions:
+    bootstrap: str
+    prefix: str = "yard"
+    default_timeout_s: float = 30.0  # requests without a deadline get this one
+    canary_key: Literal["caller", "request"] = "caller"  # what a sticky canary draw hashes
+    max_inflight: int = 4096  # requests being routed before ingress pauses
+    max_request_bytes: int = 16 << 20
+    poll_timeout_s: float = 0.02
+    commit_interval_s: float = 0.2
+    drain_timeout_s: float = 30.0
+    remember_finished: int = 100_000  # request ids kept to drop redelivered duplicates
+    kafka: dict[str, Any] = field(default_factory=dict)
+
+
+class PipelineRouter:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        routing: RoutingSource,
+        options: RouterOptions,
+        hooks: RouterHooks | None = None,
+    ) -> None:
+        self.spec, self.routing, self.opts = spec, routing, options
+        self.hooks = hooks or RouterHooks()
+        self._ingress = pipeline_ingress_topic(options.prefix, spec.pipeline)
+        self._inbox = pipeline_inbox_topic(options.prefix, spec.pipeline)
+        self._specs = request_specs(spec)
+        self._tracker = OffsetTracker()
+        self._live: dict[str, LiveRequest] = {}
+        self._shadows: dict[tuple[str, str], Hop] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._deadlines: list[tuple[float, str]] = []
+        self._undelivered: list[tuple[str, str]] = []  # (request id, why) from delivery callbacks
+        self._stop, self._joined = threading.Event(), threading.Event()
+        self._failure: BaseException | None = None
+        self._paused = False
+        self._last_commit = 0.0
+        group = router_group(options.prefix, spec.pipeline)
+        self._consumer = Consumer(
+            consumer_config(
+                options.bootstrap, group, options.kafka,
+                **{"partition.assignment.strategy": "range"},  # co-partitions ingress and inbox
+            )
+        )  # fmt: skip
+        self._producer = Producer(producer_config(options.bootstrap, options.kafka))
+        self._records = RecordBuilder(spec.pipeline, spec.version, options.prefix)
+        self._thread = threading.Thread(target=self._run, name="modelyard-router", daemon=True)
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._consumer.subscribe(
+            [self._ingress, self._inbox], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop taking requests, let those in flight finish (bounded), commit, close."""
+        self._stop.set()
+        self._thread.join(self.opts.drain_timeout_s + 10)
+
+    def wait_joined(self, timeout_s: float) -> bool:
+        return self._joined.wait(timeout_s)
+
+    @property
+    def joined(self) -> bool:
+        return self._joined.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    @property
+    def inflight(self) -> int:
+        return len(self._live)
+
+    def _run(self) -> None:
+        log.info("routing", pipeline=self.spec.pipeline, ingress=self._ingress, inbox=self._inbox)
+        try:
+            while not self._stop.is_set() and self._failure is None:
+                self._step()
+            self._drain()
+        except BaseException as exc:  # reported through .failure
+            self._failure = exc
+            log.exception("router stopped on failure")
+        finally:
+            self._close()
+
+    def _step(self) -> None:
+        self._apply_backpressure()
+        for msg in self._next_messages():
+            self._handle(msg)
+        self._producer.poll(0)
+        self._settle_undelivered()
+        self._expire(time.monotonic())
+        self._commit_if_due()
+
+    def _next_messages(self) -> Sequence[Message]:
+        msgs: list[Message] = self._consumer.consume(500, 0)  # what is queued, no waiting
+        if msgs:
+            return msgs
+        msg = self._consumer.poll(self.opts.poll_timeout_s)
+        return [msg] if msg is not None else []
+
+    def _handle(self, msg: Message) -> None:
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", error=str(error))
+                if error.fatal():
+                    self._failure = KafkaException(error)
+            return
+        pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
+        if msg.topic() == self._ingress:
+            self._on_request(msg, pending)
+        else:
+            self._on_reply(msg)
+            self._tracker.expect(pending, 0)  # a reply's work is done once it is applied
+
+    # requests ----------------------------------------------------------------------------
+    def _on_request(self, msg: Message, pending: Pending) -> None:
+        incoming = decode_message(
+            msg.key(), msg.value(), msg.headers(), self.opts.max_request_bytes
+        )
+        request_id = incoming.request_id
+        if request_id and (request_id in self._live or request_id in self._finished):
+            self.hooks.dropped("redelivered request")  # the first copy answers (or answered)
+            self._tracker.expect(pending, 0)
+            return
+        live = self._admit(incoming, pending, msg.partition())
+        if live is None:
+            return
+        self._live[live.request_id] = live
+        heapq.heappush(self._deadlines, (live.deadline_at, live.request_id))
+        self.hooks.request_received(live)
+        self._advance(live)
+
+    def _admit(self, incoming: Incoming, pending: Pending, partition: int) -> LiveRequest | None:
+        """The live request, or None after rejecting it (dead letter and error result)."""
+        try:
+            request = self._request(incoming)
+        except ModelyardError as exc:
+            self.hooks.dropped(f"rejected request ({exc.code})")
+            self._send_gated(pending, self._records.rejection(incoming, exc))
+            return None
+        sticky = request.caller if self.opts.canary_key == "caller" and request.caller else None
+        flow = RequestFlow(self.spec, request, sticky_key=sticky or request.request_id)
+        remaining_s = (request.deadline_ms or 0) / 1000 - time.time()
+        live = LiveRequest(
+            flow,
+            incoming,
+            pending,
+            partition,
+            deadline_at=time.monotonic() + remaining_s,
+            progress=_flag(incoming.headers, H.PROGRESS),
+        )
+        live.trace_id = trace_id_of(incoming.headers)
+        return live
+
+    def _request(self, incoming: Incoming) -> Envelope:
+        """The request as the flow takes it: validated fields, this pipeline, a deadline."""
+        if incoming.error is not None or incoming.envelope is None:
+            raise incoming.error or ValidationError("undecodable request")
+        env = incoming.envelope
+        if env.pipeline not in (None, self.spec.pipeline):
+            raise ValidationError(
+                f"request for pipeline {env.pipeline!r} sent to {self.spec.pipeline!r}'s ingress"
+            )
+        try:
+            fields = validate_inputs(self._specs, env.fields)
+        except ModelyardError:
+            raise
+        except Exception as exc:  # e.g. a ragged list numpy cannot make a tensor of
+            raise ValidationError(f"fields cannot be read as tensors: {exc}") from exc
+        deadline_ms = env.deadline_ms or int((time.time() + self.opts.default_timeout_s) * 1000)
+        if deadline_ms <= time.time() * 1000:
+            raise DeadlineExceededError("the request's deadline had passed when it arrived")
+        return Envelope(env.request_id, fields, self.spec.pipeline, None, env.caller, deadline_ms)
+
+    def _advance(self, live: LiveRequest) -> None:
+        for dispatch in live.flow.advance(self.routing.state):
+            self._dispatch(live, dispatch)
+        if live.flow.finished:
+            self._finish(live)
+
+    def _dispatch(self, live: LiveRequest, dispatch: Dispatch) -> None:
+        hop = live.hop(dispatch)
+        if dispatch.shadow:
+            live.shadowed.add(dispatch.stage)
+            self._shadows[(live.request_id, dispatch.stage)] = hop
+        else:
+            live.hops[dispatch.stage] = hop
+        request = live.flow.request
+        envelope = Envelope(
+            request.request_id, dispatch.fields, self.spec.pipeline, dispatch.stage,
+            request.caller, request.deadline_ms,
+        )  # fmt: skip
+        headers = encode_headers([
+            (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK),
+            (H.REPLY_TO, self._inbox),
+            (H.REPLY_PARTITION, str(live.partition)),
+            (H.ATTEMPT, str(dispatch.attempt)),
+            (H.SHADOW, "1" if dispatch.shadow else None),
+        ])  # fmt: skip
+        _copy_trace(live.incoming.headers, headers)
+        self.hooks.hop_started(live, hop, headers)
+        topic = model_input_topic(self.opts.prefix, dispatch.model, dispatch.version)
+        on_delivery = (
+            self._logged if dispatch.shadow else partial(self._dispatched, live.request_id)
+        )
+        self._produce((topic, live.request_id, encode_envelope(envelope), headers), on_delivery)
+
+    def _dispatched(self, request_id: str, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:  # handled in the loop: a callback must not produce
+            self._undelivered.append((request_id, f"could not send to {msg.topic()}: {error}"))
+
+    def _settle_undelivered(self) -> None:
+        while self._undelivered:
+            request_id, why = self._undelivered.pop()
+            live = self._live.get(request_id)
+            if live is not None:
+                live.flow.fail("unavailable", why)
+                self._finish(live)
+
+    # replies -----------------------------------------------------------------------------
+    def _on_reply(self, msg: Message) -> None:
+        try:
+            reply = decode_envelope(msg.value() or b"")
+        except ModelyardError as exc:
+            self.hooks.dropped("undecodable reply")
+            self._produce(self._records.reply_dead_letter(msg, exc))
+            return
+        meta = parse_meta(msg.headers())
+        stage = reply.stage or ""
+        if meta.shadow:
+            self._on_shadow_reply(msg, reply, stage)
+            return
+        live = self._live.get(reply.request_id)
+        if live is None or not live.flow.accept(stage, reply, meta.attempt):
+            self.hooks.dropped("late or duplicate reply")
+            return
+        hop = live.hops.pop(stage)
+        outcome = reply.error.code if reply.error is not None else "ok"
+        self.hooks.hop_finished(hop, outcome)
+        self._produce(self._records.hop(hop, reply, outcome))
+        progress = self._records.progress(live, msg.value() or b"") if live.progress else None
+        if progress is not None:
+            self._produce(progress)
+        if stage in live.shadowed:  # beside the shadow's reply, for comparison
+            self._produce(self._records.shadow_copy(msg, "primary"))
+        self._advance(live)
+
+    def _on_shadow_reply(self, msg: Message, reply: Envelope, stage: str) -> None:
+        self._produce(self._records.shadow_copy(msg, "shadow"))  # captured, never downstream
+        hop = self._shadows.pop((reply.request_id, stage), None)
+        if hop is None:
+            self.hooks.dropped("shadow reply past its deadline")
+            return
+        outcome = reply.error.code if reply.error is not None else "ok"
+        self.hooks.hop_finished(hop, outcome)
+        self._produce(self._records.hop(hop, reply, outcome))
+
+    # results, deadlines ------------------------------------------------------------------
+    def _finish(self, live: LiveRequest) -> None:
+        if self._live.pop(live.request_id, None) is None:
+            return  # already finished (a deadline and a failure in the same step)
+        for hop in live.hops.values():  # a failed request abandons what is still in flight
+            self.hooks.hop_finished(hop, "abandoned")
+            self._produce(self._records.hop(hop, None, "abandoned"))
+        trace: list[tuple[str, bytes]] = []
+        _copy_trace(live.incoming.headers, trace)
+        self._send_gated(live.pending, self._records.result(live, trace))
+        self._remember(live.request_id)
+        error = live.flow.error
+        self.hooks.request_finished(live, error.code if error is not None else "ok")
+
+    def _remember(self, request_id: str) -> None:
+        self._finished[request_id] = None
+        if len(self._finished) > self.opts.remember_finished:
+            self._finished.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, request_id = heapq.heappop(self._deadlines)
+            live = self._live.get(request_id)
+            if live is not None:
+                waiting = ", ".join(sorted(live.hops)) or "nothing"
+                live.flow.fail("deadline", f"deadline passed while waiting for {waiting}")
+                self._finish(live)
+        for key, hop in list(self._shadows.items()):  # few: shadows are sampled and short-lived
+            if hop.deadline_at <= now:
+                del self._shadows[key]
+                self.hooks.hop_finished(hop, "deadline")
+                self._produce(self._records.hop(hop, None, "deadline"))
+
+    # Kafka plumbing ----------------------------------------------------------------------
+    def _send_gated(self, pending: Pending, records: list[Record]) -> None:
+        """Produce ``records``; ``pending``'s offset may be committed once all are acked."""
+        self._tracker.expect(pending, len(records))  # before producing: acks may come at once
+        for record in records:
+            self._produce(record, partial(self._acked, pending))
+
+    def _acked(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:  # librdkafka has retried; committing past it would lose it
+            self._failure = KafkaException(error)
+            return
+        self._tracker.ack(pending)
+
+    def _logged(self, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            log.warning("record not delivered", topic=msg.topic(), error=str(error))
+
+    def _produce(self, record: Record, on_delivery: Any = None, partition: int = -1) -> None:
+        topic, key, value, headers = record
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, partition=partition,
+                    on_delivery=on_delivery or self._logged, headers=headers,
+                )  # fmt: skip
+                return
+            except BufferError:  # local queue full: serve delivery callbacks, then retry
+                self._producer.poll(0.05)
+
+    def _commit_if_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.opts.commit_interval_s:
+            return
+        self._last_commit = now
+        offsets = self._tracker.to_commit()
+        if not offsets:
+            return
+        try:
+            tps = [TopicPartition(t, p, o) for t, p, o in offsets]
+            self._consumer.commit(offsets=tps, asynchronous=not force)
+        except KafkaException as exc:
+            self._tracker.rollback(offsets)
+            log.warning("commit failed; will retry", error=str(exc))
+
+    def _apply_backpressure(self) -> None:
+        # only the ingress pauses: replies must keep flowing for requests to finish
+        over = len(self._live) >= self.opts.max_inflight
+        if over != self._paused and (over or len(self._live) <= self.opts.max_inflight // 2):
+            ingress = [tp for tp in self._consumer.assignment() if tp.topic == self._ingress]
+            (self._consumer.pause if over else self._consumer.resume)(ingress)
+            self._paused = over
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._tracker.assign([(tp.topic, tp.partition) for tp in partitions])
+        if self._paused or self._stop.is_set():
+            consumer.pause([tp for tp in partitions if tp.topic == self._ingress])
+        self._joined.set()
+        log.info("partitions assigned", partitions=sorted({tp.partition for tp in partitions}))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {tp.partition for tp in partitions if tp.topic == self._ingress}
+        self._producer.flush(5)  # acks finish what can finish before we give the offsets up
+        self._commit_if_due(force=True)
+        for live in [lv for lv in self._live.values() if lv.partition in lost]:
+            del self._live[live.request_id]  # the new owner routes it again from ingress
+            live.flow.fail("revoked", "partition moved to another router")
+            self.hooks.request_finished(live, "revoked")
+        self._tracker.revoke([(tp.topic, tp.partition) for tp in partitions])
+        log.info("partitions revoked", partitions=sorted({tp.partition for tp in partitions}))
+
+    def _drain(self) -> None:
+        ingress = [tp for tp in self._consumer.assignment() if tp.topic == self._ingress]
+        self._consumer.pause(ingress)
+        deadline = time.monotonic() + self.opts.drain_timeout_s
+        while self._live and time.monotonic() < deadline and self._failure is None:
+            self._step()
+        log.info("drained", unfinished=len(self._live))
+
+    def _close(self) -> None:
+        self._producer.flush(10)
+        self._producer.poll(0)
+        if self._failure is None:
+            self._commit_if_due(force=True)
+        self._consumer.close()
+        log.info("router stopped", clean=self._failure is None)
+
+
+def _flag(headers: list[tuple[str, bytes]], name: str) -> bool:
+    return (header_value(headers, name) or "").lower() in ("1", "true", "yes")
+
+
+def _copy_trace(source: list[tuple[str, bytes]], target: list[tuple[str, bytes]]) -> None:
+    """Pass the producer's trace context on (tracing hooks replace it with the hop's span)."""
+    target.extend((n.lower(), v) for n, v in source if n.lower() in (H.TRACEPARENT, H.TRACESTATE))

@@ -1,0 +1,243 @@
+"""The router service on the real broker, with real `modelyard serve` stages (Python models)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from confluent_kafka import Message
+from modelyard.audit import HopRecord, RequestRecord, decode_audit
+from modelyard.broker import create_topics
+from modelyard.control import Shadow, StageRouting
+from modelyard.repository.build import BuildContext
+from modelyard.router import parse_spec
+from modelyard.router.service import PipelineRouter, RouterOptions
+from modelyard.topics import (
+    audit_topic,
+    model_input_topic,
+    pipeline_dlq_topic,
+    pipeline_inbox_topic,
+    pipeline_ingress_topic,
+    pipeline_results_topic,
+    pipeline_shadow_topic,
+)
+from modelyard.wire import Envelope, decode_envelope, encode_envelope
+
+from tests.support.kafka_io import Collector, produce_all
+from tests.support.models import write_shout_version
+from tests.support.routing import StaticRouting
+from tests.support.stage import StageProcess
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+SPEC = parse_spec(
+    """
+pipeline: tp
+version: 3
+inputs: {text: {datatype: BYTES, shape: [-1]}}
+stages:
+  first: {model: shout, inputs: {text: request.text}}
+  second: {model: shout, inputs: {text: first.shout}, when: "request.text != 'skip'"}
+outputs: {loud: [second.shout, first.shout]}
+""",
+    "tp.yaml",
+)
+
+
+class Stack:
+    def __init__(self, prefix: str, bootstrap: str, routing: StaticRouting) -> None:
+        self.prefix, self.bootstrap, self.routing = prefix, bootstrap, routing
+
+    def topic(self, kind: str) -> str:
+        return {
+            "in": pipeline_ingress_topic,
+            "out": pipeline_results_topic,
+            "dlq": pipeline_dlq_topic,
+            "shadow": pipeline_shadow_topic,
+            "inbox": pipeline_inbox_topic,
+        }[kind](self.prefix, "tp")
+
+    def send(self, *requests: tuple[str, Any]) -> None:
+        records = [
+            (rid, value if isinstance(value, bytes) else _request(rid, value), [])
+            for rid, value in requests
+        ]
+        produce_all(self.bootstrap, self.topic("in"), records)
+
+    def collect(self, kind: str, done: Any, timeout: float = 60) -> list[Message]:
+        partitions = 1 if kind == "audit" else PARTITIONS
+        topic = audit_topic(self.prefix) if kind == "audit" else self.topic(kind)
+        collector = Collector(self.bootstrap, topic, partitions)
+        try:
+            return collector.until(done, timeout)
+        finally:
+            collector.close()
+
+    def results(self, ids: set[str]) -> dict[str, list[Envelope]]:
+        messages = self.collect("out", lambda ms: ids <= {m.key().decode() for m in ms})
+        found: dict[str, list[Envelope]] = {}
+        for m in messages:
+            found.setdefault(m.key().decode(), []).append(decode_envelope(m.value()))
+        return {k: v for k, v in found.items() if k in ids}
+
+
+def _request(rid: str, text: str, **extra: Any) -> bytes:
+    return encode_envelope(Envelope(rid, {"text": [text]}, **extra))
+
+
+@pytest.fixture(scope="module")
+def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = Path(tmp_path_factory.mktemp("models"))
+    ctx = BuildContext(root=root, cache=root / ".cache")
+    write_shout_version(ctx, "1")
+    write_shout_version(ctx, "2")
+    prefix = f"r-{uuid.uuid4().hex[:8]}"
+    topics = [
+        pipeline_ingress_topic(prefix, "tp"),
+        pipeline_inbox_topic(prefix, "tp"),
+        pipeline_results_topic(prefix, "tp"),
+        pipeline_shadow_topic(prefix, "tp"),
+    ]
+    create_topics(broker, topics, partitions=PARTITIONS)
+    create_topics(broker, [audit_topic(prefix), pipeline_dlq_topic(prefix, "tp")])
+    create_topics(broker, [model_input_topic(prefix, "shout", v) for v in ("1", "2")])
+    stages = [
+        StageProcess(
+            f"shout:{v}", root, "--bootstrap", broker, "--topic-prefix", prefix, "--no-grpc"
+        )
+        for v in ("1", "2")
+    ]
+    routing = StaticRouting("tp", first=StageRouting(active="1"), second=StageRouting(active="1"))
+    router = PipelineRouter(SPEC, routing, RouterOptions(bootstrap=broker, prefix=prefix))
+    try:
+        for stage in stages:
+            stage.wait_ready(60)
+        router.start()
+        assert router.wait_joined(60)
+        yield Stack(prefix, broker, routing)
+    finally:
+        router.stop()
+        for stage in stages:
+            stage.terminate()
+    assert router.failure is None
+
+
+@pytest.fixture(autouse=True)
+def default_routing(stack: Stack) -> None:
+    stack.routing.set(first=StageRouting(active="1"), second=StageRouting(active="1"))
+
+
+def test_requests_walk_both_stages_and_each_result_names_its_versions(stack: Stack) -> None:
+    ids = [f"walk-{i}" for i in range(40)]
+    stack.send(*[(rid, f"hi {rid}") for rid in ids])
+    results = stack.results(set(ids))
+    for rid in ids:
+        [result] = results[rid]
+        assert result.error is None
+        assert result.fields["loud"].tolist() == [f"HI {rid}".upper().encode()]
+        assert result.served_by == {"first": "shout:1", "second": "shout:1"}
+        assert result.pipeline == "tp"
+
+
+def test_a_false_condition_skips_the_stage_and_the_output_falls_back(stack: Stack) -> None:
+    stack.send(("skip-1", "skip"))
+    [result] = stack.results({"skip-1"})["skip-1"]
+    assert result.fields["loud"].tolist() == [b"SKIP"]
+    assert result.served_by == {"first": "shout:1"}
+
+
+def test_audit_has_a_hop_per_stage_and_a_record_per_request(stack: Stack) -> None:
+    stack.send(("audit-1", "hello"))
+    stack.results({"audit-1"})
+
+    def records(ms: list[Message]) -> list[Any]:
+        return [decode_audit(m.value()) for m in ms if m.key() == b"audit-1"]
+
+    messages = stack.collect("audit", lambda ms: len(records(ms)) >= 3)
+    hops = [r for r in records(messages) if isinstance(r, HopRecord)]
+    [request] = [r for r in records(messages) if isinstance(r, RequestRecord)]
+    assert sorted((h.stage, h.model, h.version, h.role, h.outcome) for h in hops) == [
+        ("first", "shout", "1", "active", "ok"),
+        ("second", "shout", "1", "active", "ok"),
+    ]
+    assert all(h.input_digest and h.output_digest and h.latency_ms >= 0 for h in hops)
+    assert request.served_by == {"first": "shout:1", "second": "shout:1"}
+    assert (request.outcome, request.spec_version) == ("ok", 3)
+
+
+def test_a_redelivered_reply_and_a_duplicate_request_give_one_result(stack: Stack) -> None:
+    stack.send(("dup-1", "once"))
+    stack.results({"dup-1"})
+    inbox = stack.collect("inbox", lambda ms: sum(m.key() == b"dup-1" for m in ms) >= 2)
+    replies = [
+        (m.key().decode(), m.value(), m.headers() or []) for m in inbox if m.key() == b"dup-1"
+    ]
+    produce_all(stack.bootstrap, stack.topic("inbox"), replies)  # every reply, once more
+    stack.send(("dup-1", "once"), ("dup-after", "later"))
+    stack.results({"dup-after"})  # routed after the duplicates, on the same router
+    assert len(stack.results({"dup-1"})["dup-1"]) == 1
+
+
+def test_a_request_past_its_deadline_gets_a_deadline_error(stack: Stack) -> None:
+    deadline = int((time.time() + 0.5) * 1000)
+    stack.send(("late-1", _request("late-1", "slow:3000", deadline_ms=deadline)))
+    [result] = stack.results({"late-1"})["late-1"]
+    assert result.error is not None
+    assert result.error.code == "deadline"
+    assert "first" in result.error.message
+
+
+def test_bad_input_is_dead_lettered_and_traffic_keeps_flowing(stack: Stack) -> None:
+    garbage = b"\x00not msgpack"
+    wrong_type = msgpack.packb({"v": 1, "id": "bad-type", "fields": {"text": [1.5]}})
+    stack.send(
+        ("bad-bytes", garbage), ("bad-type", wrong_type), ("boom-1", "boom"), ("ok-after", "fine")
+    )
+    results = stack.results({"bad-bytes", "bad-type", "boom-1", "ok-after"})
+    codes = {rid: r[0].error.code if r[0].error else "ok" for rid, r in results.items()}
+    assert codes == {
+        "bad-bytes": "decode",
+        "bad-type": "validation",
+        "boom-1": "model",
+        "ok-after": "ok",
+    }
+    assert results["boom-1"][0].error.stage == "first"  # type: ignore[union-attr]
+    dlq = stack.collect("dlq", lambda ms: {b"bad-bytes", b"bad-type"} <= {m.key() for m in ms})
+    by_key = {m.key(): m for m in dlq}
+    assert by_key[b"bad-bytes"].value() == garbage
+    assert by_key[b"bad-type"].value() == wrong_type
+
+
+def test_shadow_replies_are_captured_and_never_served(stack: Stack) -> None:
+    stack.routing.set(
+        first=StageRouting(active="1"),
+        second=StageRouting(active="1", shadow=Shadow(version="2", sample_rate=1.0)),
+    )
+    ids = {f"shadow-{i}" for i in range(10)}
+    stack.send(*[(rid, rid) for rid in sorted(ids)])
+    results = stack.results(ids)
+    assert all(
+        r[0].served_by == {"first": "shout:1", "second": "shout:1"} for r in results.values()
+    )
+
+    def pairs(ms: list[Message]) -> set[tuple[str, str]]:
+        return {
+            (m.key().decode(), dict(m.headers())["shadow-role"].decode())
+            for m in ms
+            if m.key().decode() in ids
+        }
+
+    shadow = stack.collect("shadow", lambda ms: len(pairs(ms)) == 2 * len(ids))
+    assert pairs(shadow) == {(rid, role) for rid in ids for role in ("primary", "shadow")}
+    shadow_replies = [
+        decode_envelope(m.value())
+        for m in shadow
+        if dict(m.headers())["shadow-role"] == b"shadow" and m.key().decode() in ids
+    ]
+    assert {(r.model, r.version, r.stage) for r in shadow_replies} == {("shout", "2", "second")}
