@@ -1,0 +1,142 @@
+"""Control-plane I/O on the real embedded broker: read, write, races, the follower."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Producer
+from modelyard.control import (
+    ControlError,
+    ControlRecord,
+    PipelineRouting,
+    Rollback,
+    Rollout,
+    encode_record,
+    make_record,
+)
+from modelyard.control.topic import (
+    ConcurrentChangeError,
+    ControlFollower,
+    confirm_record,
+    ensure_control_topic,
+    produce_record,
+    read_records,
+    read_state,
+    write_change,
+)
+from modelyard.topics import control_topic
+
+from tests.integration.conftest import kafka_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_missing_topic_reads_as_empty_state(broker: str, unique: str) -> None:
+    assert read_state(broker, prefix=unique).pipelines == {}
+
+
+def test_write_then_read_round_trip(broker: str, unique: str) -> None:
+    record = write_change(
+        broker,
+        "docs",
+        Rollout(stage="ocr", version="1"),
+        actor="alice",
+        reason="first",
+        prefix=unique,
+    )
+    assert (record.seq, record.actor, record.reason) == (1, "alice", "first")
+    state = read_state(broker, prefix=unique)
+    assert state.stage("docs", "ocr").active == "1"
+    assert [p.record for p in read_records(broker, prefix=unique)] == [record]
+
+
+def test_last_record_per_key_wins_without_compaction(broker: str, unique: str) -> None:
+    for version in ("1", "2", "3"):
+        write_change(
+            broker, "docs", Rollout(stage="ocr", version=version), actor="a", prefix=unique
+        )
+    write_change(broker, "other", Rollout(stage="ocr", version="9"), actor="b", prefix=unique)
+    write_change(broker, "docs", Rollback(stage="ocr"), actor="a", prefix=unique)
+    assert len(read_records(broker, prefix=unique)) == 5  # nothing compacted away
+    state = read_state(broker, prefix=unique)
+    docs = state.pipeline("docs")
+    assert (docs.seq, docs.stage("ocr").active, docs.stage("ocr").previous) == (4, "2", ("1",))
+    assert state.stage("other", "ocr").active == "9"
+
+
+def test_a_change_that_does_not_apply_writes_nothing(broker: str, unique: str) -> None:
+    write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
+    with pytest.raises(ControlError, match="no previous version to roll back to"):
+        write_change(broker, "docs", Rollback(stage="ocr"), actor="a", prefix=unique)
+    assert len(read_records(broker, prefix=unique)) == 1
+
+
+def test_a_lost_race_is_detected(broker: str, unique: str) -> None:
+    ensure_control_topic(broker, unique)
+    base = PipelineRouting(pipeline="docs")  # both writers read the same (empty) state
+    mine = make_record(base, Rollout(stage="ocr", version="1"), actor="alice")
+    theirs = make_record(base, Rollout(stage="ocr", version="2"), actor="bob")
+    offset = produce_record(broker, mine, prefix=unique)
+    their_offset = produce_record(broker, theirs, prefix=unique)
+    with pytest.raises(ConcurrentChangeError, match="another change won: bob wrote"):
+        confirm_record(broker, mine, offset, prefix=unique)
+    confirm_record(broker, theirs, their_offset, prefix=unique)  # the last one stands
+    assert read_state(broker, prefix=unique).stage("docs", "ocr").active == "2"
+    # a writer that re-reads builds on the winner, and a later record with a higher seq is fine
+    write_change(broker, "docs", Rollout(stage="ocr", version="3"), actor="alice", prefix=unique)
+    confirm_record(broker, theirs, their_offset, prefix=unique)
+
+
+def test_bad_records_are_skipped(broker: str, unique: str) -> None:
+    topic = ensure_control_topic(broker, unique)
+    good = make_record(
+        PipelineRouting(pipeline="docs"), Rollout(stage="ocr", version="1"), actor="a"
+    )
+    producer = Producer(kafka_config(broker, producer=True))
+    producer.produce(topic, b"not json", key=b"docs", partition=0)
+    producer.produce(topic, encode_record(good), key=b"docs", partition=0)
+    producer.produce(topic, b'{"schema": 1, "key": "docs"}', key=b"docs", partition=0)
+    producer.produce(topic, encode_record(good), key=b"elsewhere", partition=0)  # key mismatch
+    producer.produce(topic, None, key=b"docs", partition=0)  # a tombstone
+    assert producer.flush(10) == 0
+    assert [p.record for p in read_records(broker, prefix=unique)] == [good]
+    assert read_state(broker, prefix=unique).stage("docs", "ocr").active == "1"
+    # writers build on the valid records only
+    after = write_change(
+        broker, "docs", Rollout(stage="ocr", version="2"), actor="b", prefix=unique
+    )
+    assert after.seq == 2
+
+
+def test_follower_catches_up_sees_changes_and_stops(broker: str, unique: str) -> None:
+    write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
+    seen: list[ControlRecord] = []
+    with ControlFollower(broker, prefix=unique, on_change=seen.append) as follower:
+        assert follower.wait_caught_up(10)
+        assert follower.state.stage("docs", "ocr").active == "1"
+        snapshot = follower.state
+        write_change(broker, "docs", Rollout(stage="ocr", version="2"), actor="a", prefix=unique)
+        assert follower.wait_until(lambda s: s.pipeline("docs").seq == 2, 10)
+        assert follower.state.stage("docs", "ocr").active == "2"
+        assert snapshot.stage("docs", "ocr").active == "1"  # snapshots never change
+    assert [r.seq for r in seen] == [1, 2]
+    assert follower.failure is None
+
+
+def test_follower_waits_for_the_topic_to_exist(broker: str, unique: str) -> None:
+    with ControlFollower(broker, prefix=unique) as follower:
+        assert not follower.caught_up
+        write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
+        assert follower.wait_until(lambda s: s.stage("docs", "ocr").active == "1", 10)
+        assert follower.wait_caught_up(10)
+    assert control_topic(unique) == follower.topic
+
+
+def test_follower_survives_a_failing_callback(broker: str, unique: str) -> None:
+    def boom(record: ControlRecord) -> None:
+        raise RuntimeError("callback bug")
+
+    with ControlFollower(broker, prefix=unique, on_change=boom) as follower:
+        write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
+        write_change(broker, "docs", Rollout(stage="ocr", version="2"), actor="a", prefix=unique)
+        assert follower.wait_until(lambda s: s.pipeline("docs").seq == 2, 10)
+    assert follower.failure is None
