@@ -11,18 +11,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["StageProcess", "running_stage"]
+__all__ = ["RouterProcess", "StageProcess", "running_stage"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class StageProcess:
+    """`modelyard serve MODEL` (or another subcommand that prints a ready line) as a subprocess."""
+
+    command = "serve"
+    ready_prefix = "modelyard stage ready"
+
     def __init__(self, model: str, repository: Path, *args: str, env: dict[str, str] | None = None):
         cmd = [
             sys.executable,
             "-m",
             "modelyard.cli.main",
-            "serve",
+            self.command,
             model,
             "--repository",
             str(repository),
@@ -51,7 +56,7 @@ class StageProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip())
-            if line.startswith("modelyard stage ready"):
+            if line.startswith(self.ready_prefix):
                 self.ready_line = line.strip()
                 self._ready.set()
         self._ready.set()  # exited: wake waiters
@@ -78,6 +83,13 @@ class StageProcess:
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class RouterProcess(StageProcess):
+    """`modelyard router SPEC`; its first argument is the spec path instead of a model."""
+
+    command = "router"
+    ready_prefix = "modelyard router ready"
 
 
 @contextmanager

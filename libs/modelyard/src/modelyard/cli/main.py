@@ -7,6 +7,7 @@ import click
 from modelyard import __version__
 from modelyard.cli.broker import broker_command
 from modelyard.cli.models import models_group
+from modelyard.cli.router import router_command
 from modelyard.cli.serve import serve_command
 
 __all__ = ["cli", "main"]
@@ -21,6 +22,7 @@ def cli() -> None:
 cli.add_command(broker_command)
 cli.add_command(serve_command)
 cli.add_command(models_group)
+cli.add_command(router_command)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
+from modelyard.broker import create_topics
 from modelyard.kafka.consumer import ConsumerOptions, StageConsumer
 from modelyard.repository.store import ModelRepository
 from modelyard.stage.batcher import Batcher, RetryPolicy
@@ -107,6 +108,8 @@ def _start_consumer(settings: StageSettings, core: StageCore, topic: str) -> Sta
         drain_timeout_s=settings.drain_timeout_s,
         kafka=settings.kafka_extra(),
     )
+    # a consumer subscribed to a topic that does not exist yet may not see it for minutes
+    create_topics(settings.bootstrap, [topic], partitions=settings.partitions)
     consumer = StageConsumer(core, options)
     consumer.start()
     return consumer

@@ -31,6 +31,9 @@ class StageSettings(BaseSettings):
     group_id: str | None = Field(
         default=None, description="Consumer group; default yard.g.<model>.<version>."
     )
+    partitions: int = Field(
+        default=4, ge=1, description="Partitions of the input topic when the stage creates it."
+    )
     kafka_config: dict[str, Any] = Field(
         default_factory=dict, description="Extra librdkafka settings (SASL/SSL, tuning), as JSON."
     )

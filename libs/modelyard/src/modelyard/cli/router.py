@@ -1,0 +1,59 @@
+"""`modelyard router`: walk a pipeline's requests through its stages over Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["router_command"]
+
+
+@click.command("router")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--repository", type=click.Path(path_type=Path), help="Model repository [models].")
+@click.option("--bootstrap", help="Kafka bootstrap servers [127.0.0.1:9092].")
+@click.option("--topic-prefix", help="Prefix of modelyard topics [yard].")
+@click.option("--partitions", type=int, help="Partitions of pipeline topics it creates [4].")
+@click.option("--grpc-host", help="gRPC bind address [127.0.0.1].")
+@click.option("--grpc-port", type=int, help="gRPC port, 0 for any free port [8000].")
+@click.option("--no-grpc", "no_grpc", is_flag=True, help="Kafka only: no gRPC API.")
+@click.option("--metrics-host", help="Metrics/health HTTP bind address [127.0.0.1].")
+@click.option("--metrics-port", type=int, help="Metrics/health HTTP port, 0 for any [9200].")
+@click.option("--default-timeout-s", type=float, help="Deadline of requests without one [30].")
+@click.option(
+    "--canary-key", type=click.Choice(["caller", "request"]), help="Sticky canary key [caller]."
+)
+@click.option("--no-contract-check", "no_check", is_flag=True, help="Skip the start-up check.")
+def router_command(spec: Path, no_grpc: bool, no_check: bool, **options: Any) -> None:
+    """Route the pipeline SPEC (a YAML file, e.g. pipelines/docs.yaml).
+
+    Consumes yard.p.<pipeline>.in (requests) and yard.p.<pipeline>.router (stage replies) in the
+    group yard.g.p.<pipeline>.router, so several routers share the work; dispatches each stage
+    to the version the control topic names (canary and shadow included), writes one result per
+    request to yard.p.<pipeline>.out (and the request's reply-to), hop and request records to
+    yard.audit, shadow replies to yard.p.<pipeline>.shadow. Serves the pipeline gRPC API and
+    /metrics, /healthz/{live,ready}. Every option is also MODELYARD_<NAME>; tracing follows the
+    standard OTEL_* variables. SIGTERM stops intake, lets requests in flight finish, commits.
+    """
+    from modelyard.router.app import run_router  # noqa: PLC0415  # keeps `--help` fast
+    from modelyard.router.settings import RouterSettings  # noqa: PLC0415
+    from modelyard.telemetry import configure_logging, configure_tracing  # noqa: PLC0415
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if no_grpc:
+        given["grpc_enabled"] = False
+    if no_check:
+        given["check_contract"] = False
+    settings = RouterSettings(spec=spec, **given)
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    provider = configure_tracing("modelyard-router")
+    try:
+        code = asyncio.run(run_router(settings))
+    finally:
+        if provider is not None:
+            provider.shutdown()
+    sys.exit(code)

@@ -1,0 +1,184 @@
+"""Composition of one router process: control follower, Kafka router, gRPC API, HTTP endpoints.
+
+This is the only place that knows all the router's parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from contextlib import suppress
+from typing import Any
+
+import structlog
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
+
+from modelyard.broker import create_topics
+from modelyard.control.follower import ControlFollower
+from modelyard.control.topic import ensure_control_topic
+from modelyard.errors import ConfigError
+from modelyard.repository.store import ModelRepository
+from modelyard.router.deploy import check_routing
+from modelyard.router.load import load_spec
+from modelyard.router.service import PipelineRouter, RouterOptions
+from modelyard.router.settings import RouterSettings
+from modelyard.router.spec import PipelineSpec
+from modelyard.router.telemetry import RouterHookChain, RouterLogging, RouterMetrics, RouterTracing
+from modelyard.telemetry import start_http_server, stop_http_server
+from modelyard.topics import (
+    audit_topic,
+    pipeline_dlq_topic,
+    pipeline_inbox_topic,
+    pipeline_ingress_topic,
+    pipeline_results_topic,
+    pipeline_shadow_topic,
+)
+
+__all__ = ["ensure_pipeline_topics", "run_router"]
+
+log = structlog.get_logger("modelyard.router")
+
+
+def ensure_pipeline_topics(bootstrap: str, prefix: str, pipeline: str, partitions: int) -> None:
+    """Create the pipeline's topics where missing; ConfigError unless ingress and inbox agree.
+
+    The router pins each request's replies to the inbox partition numbered like its ingress
+    partition, so the two must have the same partition count.
+    """
+    keyed = [
+        pipeline_ingress_topic(prefix, pipeline),
+        pipeline_inbox_topic(prefix, pipeline),
+        pipeline_results_topic(prefix, pipeline),
+        pipeline_shadow_topic(prefix, pipeline),
+        pipeline_dlq_topic(prefix, pipeline),
+        audit_topic(prefix),
+    ]
+    create_topics(bootstrap, keyed, partitions=partitions)
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    ingress, inbox = (len(metadata.topics[t].partitions) for t in keyed[:2])
+    if ingress != inbox:
+        raise ConfigError(
+            f"{keyed[0]} has {ingress} partitions but {keyed[1]} has {inbox}: they must match"
+        )
+
+
+async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None) -> int:
+    """Route until SIGTERM/SIGINT (or ``stop``); drain, commit, exit. Returns the exit code."""
+    stop = stop or asyncio.Event()
+    _install_signal_handlers(stop)
+    spec = load_spec(settings.spec)
+    structlog.contextvars.bind_contextvars(pipeline=spec.pipeline)
+    kafka = settings.kafka_extra()
+    await asyncio.to_thread(
+        ensure_pipeline_topics,
+        settings.bootstrap, settings.topic_prefix, spec.pipeline, settings.partitions,
+    )  # fmt: skip
+    await asyncio.to_thread(ensure_control_topic, settings.bootstrap, settings.topic_prefix)
+    follower = ControlFollower(settings.bootstrap, prefix=settings.topic_prefix, kafka=kafka)
+    follower.start()
+    try:
+        return await _serve(settings, spec, follower, stop)
+    finally:
+        follower.stop()
+
+
+async def _serve(
+    settings: RouterSettings, spec: PipelineSpec, follower: ControlFollower, stop: asyncio.Event
+) -> int:
+    if not await asyncio.to_thread(follower.wait_caught_up, 30):
+        raise ConfigError("could not read the control topic within 30 s")
+    if settings.check_contract:
+        routing = follower.state.pipeline(spec.pipeline)
+        check_routing(spec, routing, ModelRepository(settings.repository))
+    registry = CollectorRegistry()
+    hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging()])
+    router = PipelineRouter(spec, follower, _options(settings), hooks)
+    router.start()
+    http, metrics_port = start_http_server(
+        settings.metrics_host, settings.metrics_port, registry, _health(router, follower)
+    )
+    grpc_server, gateway, grpc_port = await _start_grpc(settings)
+    try:
+        if not await asyncio.to_thread(router.wait_joined, 60):
+            log.warning("router has not joined its group yet; announcing anyway")
+        _announce(spec.pipeline, settings, grpc_port, metrics_port)
+        failed = await _wait(stop, router)
+        log.info("stopping", reason="router failure" if failed else "signal")
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5.0)
+            await gateway.close()
+        await asyncio.to_thread(router.stop)
+        stop_http_server(http)
+    log.info("stopped", clean=router.failure is None)
+    return 1 if router.failure is not None else 0
+
+
+def _options(settings: RouterSettings) -> RouterOptions:
+    return RouterOptions(
+        bootstrap=settings.bootstrap,
+        prefix=settings.topic_prefix,
+        default_timeout_s=settings.default_timeout_s,
+        canary_key=settings.canary_key,
+        max_inflight=settings.max_inflight,
+        drain_timeout_s=settings.drain_timeout_s,
+        kafka=settings.kafka_extra(),
+    )
+
+
+def _health(router: PipelineRouter, follower: ControlFollower) -> Any:
+    def checks() -> dict[str, bool]:
+        return {
+            "kafka": router.joined and router.running and router.failure is None,
+            "control": follower.caught_up and follower.failure is None,
+        }
+
+    return checks
+
+
+async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
+    if not settings.grpc_enabled:
+        return None, None, None
+    # imported here so a Kafka-only router never loads grpc
+    from modelyard.gateway.core import PipelineGateway  # noqa: PLC0415
+    from modelyard.gateway.server import start_pipeline_grpc  # noqa: PLC0415
+
+    gateway = PipelineGateway(
+        settings.bootstrap,
+        topic_prefix=settings.topic_prefix,
+        kafka=settings.kafka_extra(),
+        default_timeout_s=settings.default_timeout_s,
+    )
+    await gateway.start()
+    server, port = await start_pipeline_grpc(gateway, settings.grpc_host, settings.grpc_port)
+    return server, gateway, port
+
+
+async def _wait(stop: asyncio.Event, router: PipelineRouter) -> bool:
+    """Wait for a stop request; True when the router failed instead."""
+    while not stop.is_set():
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        if router.failure is not None:
+            return True
+    return False
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError, RuntimeError):  # not on the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+
+
+def _announce(
+    pipeline: str, settings: RouterSettings, grpc_port: int | None, metrics_port: int
+) -> None:
+    # one machine-readable line on stdout, written in one piece: `modelyard up` waits for it
+    grpc = f"{settings.grpc_host}:{grpc_port}" if grpc_port else "off"
+    metrics = f"{settings.metrics_host}:{metrics_port}"
+    sys.stdout.write(f"modelyard router ready pipeline={pipeline} grpc={grpc} metrics={metrics}\n")
+    sys.stdout.flush()
+    log.info("router ready", grpc=grpc, metrics=metrics)

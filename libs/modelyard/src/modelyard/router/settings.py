@@ -1,0 +1,60 @@
+"""Settings of a router service: one frozen model, parsed once at start and passed down.
+
+Every field can be set from the environment with the ``MODELYARD_`` prefix (CLI options win).
+Tracing is configured by the standard ``OTEL_*`` variables, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["RouterSettings"]
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
+
+    spec: Path = Field(description="The pipeline spec (YAML) this router walks.")
+    repository: Path = Field(default=Path("models"), description="Model repository root.")
+    check_contract: bool = Field(
+        default=True, description="Refuse to start when the routed versions break the spec."
+    )
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
+    partitions: int = Field(
+        default=4, ge=1, description="Partitions of the pipeline topics it creates when missing."
+    )
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict, description="Extra librdkafka settings (SASL/SSL, tuning), as JSON."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="sasl.password, kept out of logs and reprs."
+    )
+
+    default_timeout_s: float = Field(
+        default=30.0, gt=0, description="Deadline of requests that carry none."
+    )
+    canary_key: Literal["caller", "request"] = Field(
+        default="caller", description="What sticky canary draws hash: the caller or request id."
+    )
+    max_inflight: int = Field(default=4096, ge=1, description="Requests routed before pausing.")
+    drain_timeout_s: float = Field(default=30, ge=0, description="Longest SIGTERM drain.")
+
+    grpc_enabled: bool = Field(default=True, description="Serve the pipeline gRPC API.")
+    grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address.")
+    grpc_port: int = Field(default=8000, ge=0, description="gRPC port (0: any free port).")
+    metrics_host: str = Field(default="127.0.0.1", description="HTTP bind address.")
+    metrics_port: int = Field(default=9200, ge=0, description="Metrics/health port (0: any).")
+    log_json: bool | None = Field(default=None, description="JSON logs; default: unless a TTY.")
+    log_level: str = Field(default="INFO", description="Log level.")
+
+    def kafka_extra(self) -> dict[str, Any]:
+        extra = dict(self.kafka_config)
+        if self.kafka_sasl_password is not None:
+            extra["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return extra
