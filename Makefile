@@ -17,9 +17,15 @@ setup: ## Install uv, Debian packages (Apertium, fonts) and the locked Python en
 generate: ## Regenerate Python code from protos/ (committed)
 	@bash scripts/generate_protos.sh
 
+# Every package a .proto generates into (protos/modelyard/x/v1/a.proto -> .../modelyard/x/v1), plus
+# every generated file anywhere, so a deleted .proto whose output is still committed is caught too.
+GENERATED = $(sort $(patsubst protos/%/,libs/modelyard/src/%,$(dir $(shell find protos -name '*.proto')))) \
+	':(glob)libs/modelyard/src/**/*_pb2*'
+
+
 .PHONY: check-generated
 check-generated: generate ## Fail if committed generated code is stale
-	@test -z "$$(git status --porcelain -- libs/modelyard/src/modelyard/oip)" || (echo "generated code is stale: run 'make generate' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || (echo "generated code is stale: run 'make generate' and commit" && git status --porcelain -- $(GENERATED) && exit 1)
 
 .PHONY: lint
 lint: ## ruff (lint + format check) and strict mypy

@@ -33,8 +33,10 @@ __all__ = [
     "PayloadTooLargeError",
     "PoisonError",
     "RetryableError",
+    "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
+    "error_class",
     "policy_for",
 ]
 
@@ -101,6 +103,12 @@ class DeadlineExceededError(ModelyardError):
     code = "deadline"
 
 
+class UnauthenticatedError(ModelyardError):
+    """The caller's credentials name no known principal (e.g. an unknown bearer token)."""
+
+    code = "unauthenticated"
+
+
 class FatalError(ModelyardError):
     """The process cannot continue; stop without committing so nothing is lost."""
 
@@ -141,6 +149,7 @@ POLICY: dict[type[ModelyardError], ErrorPolicy] = {
     PayloadTooLargeError: ErrorPolicy(Disposition.DEAD_LETTER, "RESOURCE_EXHAUSTED"),
     ModelError: ErrorPolicy(Disposition.DEAD_LETTER, "INTERNAL"),
     DeadlineExceededError: ErrorPolicy(Disposition.REPLY_ERROR, "DEADLINE_EXCEEDED"),
+    UnauthenticatedError: ErrorPolicy(Disposition.REPLY_ERROR, "UNAUTHENTICATED"),
     FatalError: ErrorPolicy(Disposition.STOP, "INTERNAL"),
     ModelyardError: ErrorPolicy(Disposition.DEAD_LETTER, "INTERNAL"),
 }
@@ -157,3 +166,22 @@ def policy_for(error: BaseException) -> ErrorPolicy:
         if cls in POLICY:
             return POLICY[cls]
     return POLICY[ModelyardError]
+
+
+def error_class(code: str) -> type[ModelyardError]:
+    """The exception class of an error ``code`` read off the wire (``ErrorInfo.code``).
+
+    Where several classes share a code the most general wins (``unavailable`` is
+    RetryableError); an unknown code is a plain ModelyardError (INTERNAL on gRPC).
+    """
+    return _by_code().get(code, ModelyardError)  # walked per call: errors are rare, the tree small
+
+
+def _by_code() -> dict[str, type[ModelyardError]]:
+    found: dict[str, type[ModelyardError]] = {}
+    pending: list[type[ModelyardError]] = [ModelyardError]
+    while pending:  # breadth first: a parent is seen before the children that share its code
+        cls = pending.pop(0)
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found

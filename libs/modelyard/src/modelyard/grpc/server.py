@@ -12,7 +12,13 @@ from modelyard.errors import ConfigError
 from modelyard.grpc.servicer import InferenceCore, OipServicer
 from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 
-__all__ = ["MESSAGE_HEADROOM_BYTES", "server_options", "start_grpc_server", "stop_grpc_server"]
+__all__ = [
+    "MESSAGE_HEADROOM_BYTES",
+    "listen",
+    "server_options",
+    "start_grpc_server",
+    "stop_grpc_server",
+]
 
 # Room above the request limit for the envelope (names, shapes, metadata), so a request just
 # over the limit reaches the servicer and gets its clear "limit is N" message instead of gRPC's
@@ -49,8 +55,7 @@ async def start_grpc_server(
     server = grpc.aio.server(options=list(options))
     register = pb_grpc.add_GRPCInferenceServiceServicer_to_server
     register(OipServicer(core), server)  # type: ignore[no-untyped-call]  # generated, unannotated
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = _bind(server, address, credentials)
+    bound = listen(server, host, port, credentials)
     await server.start()
     return server, bound
 
@@ -60,7 +65,11 @@ async def stop_grpc_server(server: grpc.aio.Server, grace: float | None = 5.0) -
     await server.stop(grace)
 
 
-def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+def listen(
+    server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None
+) -> int:
+    """Bind ``server`` to ``host:port`` (TLS with ``credentials``); returns the bound port."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)

@@ -1,0 +1,43 @@
+"""Start the ``grpc.aio`` server of the router's PipelineService (the lead wires it in)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from modelyard.gateway.core import PipelineGateway
+from modelyard.gateway.principal import PrincipalResolver
+from modelyard.gateway.servicer import PipelineServicer
+from modelyard.grpc.server import listen, server_options
+from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "start_pipeline_grpc"]
+
+DEFAULT_MAX_REQUEST_BYTES = 16 << 20  # a scanned page or two; stages apply their own limits
+
+
+async def start_pipeline_grpc(
+    gateway: PipelineGateway,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    credentials: grpc.ServerCredentials | None = None,
+    *,
+    principal: PrincipalResolver | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    options: Sequence[tuple[str, Any]] | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Serve PipelineService over ``gateway`` on ``host:port`` (0: the OS picks).
+
+    Returns the started server and its bound port; stop it with ``await server.stop(grace)``
+    before closing the gateway. ``credentials`` turns on TLS/mTLS; ``principal`` names callers
+    (default :class:`~modelyard.gateway.principal.TokenPrincipals` with no tokens).
+    """
+    server = grpc.aio.server(options=list(options or server_options(max_request_bytes)))
+    servicer = PipelineServicer(gateway, principal)
+    pb_grpc.add_PipelineServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    bound = listen(server, host, port, credentials)
+    await server.start()
+    return server, bound
