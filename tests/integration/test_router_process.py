@@ -7,10 +7,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from confluent_kafka import Message, Producer
 from modelyard.control import CanaryChange, Rollback, Rollout
 from modelyard.control.topic import write_change
+from modelyard.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.repository.build import BuildContext
 from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
@@ -38,6 +41,7 @@ class Running:
     bootstrap: str
     prefix: str
     router: RouterProcess
+    grpc: str = ""
 
     def change(self, change: object) -> None:
         write_change(self.bootstrap, "tp", change, actor="test", prefix=self.prefix)  # type: ignore[arg-type]
@@ -64,12 +68,12 @@ def running(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         )
     common = ("--bootstrap", broker, "--topic-prefix", prefix)
     stages = [StageProcess(f"shout:{v}", root, *common, "--no-grpc") for v in ("1", "2")]
-    router = RouterProcess(str(spec), root, *common, "--no-grpc", "--partitions", str(PARTITIONS),
+    router = RouterProcess(str(spec), root, *common, "--partitions", str(PARTITIONS),
                            "--canary-key", "request")  # fmt: skip
     try:
-        for process in [*stages, router]:
+        for process in stages:
             process.wait_ready(90)
-        yield Running(broker, prefix, router)
+        yield Running(broker, prefix, router, router.wait_ready(90)["grpc"])
     finally:
         assert router.terminate() == 0, "\n".join(router.lines[-20:])
         for stage in stages:
@@ -141,3 +145,34 @@ def test_canary_split_is_within_tolerance_of_its_weight(running: Running) -> Non
     assert share == pytest.approx(0.25, abs=0.07)  # 3.2 standard deviations of a fair draw
     assert {r.served_by["second"] for r in results.values()} == {"shout:2"}
     running.change(CanaryChange(stage="first", version=None))
+
+
+def test_grpc_infer_and_stream_through_the_router(running: Running) -> None:
+    with grpc.insecure_channel(running.grpc) as channel:
+        stub = pb_grpc.PipelineServiceStub(channel)
+        text = pb.Tensor(name="text", datatype="BYTES", shape=[1], bytes_contents=[b"grpc hi"])
+        request = pb.InferRequest(id="grpc-1", pipeline="tp", inputs=[text])
+        metadata = [("x-modelyard-caller", "carol")]
+        response = stub.Infer(request, metadata=metadata, timeout=60)
+        assert response.id == "grpc-1"
+        assert not response.error.code
+        [loud] = response.outputs
+        assert (loud.name, list(loud.bytes_contents)) == ("loud", [b"GRPC HI"])
+        assert dict(response.served_by) == {"first": "shout:1", "second": "shout:2"}
+        events = list(stub.InferStream(pb.InferRequest(id="grpc-2", pipeline="tp", inputs=[text]),
+                                       metadata=metadata, timeout=60))  # fmt: skip
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["stage", "stage", "result"]
+    assert [e.stage.stage for e in events[:2]] == ["first", "second"]
+    assert list(events[0].stage.outputs[0].bytes_contents) == [b"GRPC HI"]
+    assert events[2].result.served_by["second"] == "shout:2"
+
+
+def test_grpc_error_result_is_a_grpc_status(running: Running) -> None:
+    with grpc.insecure_channel(running.grpc) as channel:
+        stub = pb_grpc.PipelineServiceStub(channel)
+        boom = pb.Tensor(name="text", datatype="BYTES", shape=[1], bytes_contents=[b"boom"])
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Infer(pb.InferRequest(id="grpc-boom", pipeline="tp", inputs=[boom]), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.INTERNAL  # a model error, by errors.POLICY
+    assert "first" in (raised.value.details() or "")
