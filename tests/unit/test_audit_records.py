@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modelyard.audit import HopRecord, RequestRecord, decode_audit, digest_fields, encode_audit, utc
+from modelyard.audit import (
+    HopRecord,
+    RequestRecord,
+    decode_audit,
+    digest_fields,
+    encode_audit,
+    encode_audit_values,
+    utc,
+)
 from modelyard.errors import DecodeError
 
 
@@ -62,3 +70,29 @@ def test_invalid_records_raise_decode_error(value: bytes) -> None:
 def test_role_is_checked() -> None:
     with pytest.raises(ValueError, match="role"):
         _hop(role="primary")
+
+
+def test_fast_encoding_reads_back_as_the_models() -> None:
+    hop = {
+        "request_id": "r1", "pipeline": "docs", "caller": None, "trace_id": None,
+        "outcome": "ok", "error": None, "stage": "ocr", "model": "ocr", "version": "2",
+        "role": "shadow", "shadow": True, "attempt": 0, "span_id": "ab" * 8,
+        "dispatched_at": 1_700_000_000.5, "finished_at": 1_700_000_001.0, "latency_ms": 500.0,
+        "input_digest": "0" * 64, "output_digest": None,
+    }  # fmt: skip
+    decoded = decode_audit(encode_audit_values("hop", hop))
+    assert isinstance(decoded, HopRecord)
+    assert decoded.dispatched_at == utc(1_700_000_000.5)
+    assert decoded.role == "shadow"
+    assert decoded.span_id == "ab" * 8
+    request = {
+        "request_id": "r1", "pipeline": "docs", "caller": "bob", "trace_id": None,
+        "outcome": "deadline", "error": "late", "spec_version": 1, "received_at": 1.0,
+        "finished_at": 2.0, "latency_ms": 1000.0, "served_by": {"ocr": "ocr:2"},
+        "skipped": ["translate"], "input_digest": "0" * 64,
+    }  # fmt: skip
+    decoded_request = decode_audit(encode_audit_values("request", request))
+    assert isinstance(decoded_request, RequestRecord)
+    assert decoded_request.skipped == ("translate",)
+    with pytest.raises(DecodeError):  # a key the model does not know fails loudly
+        decode_audit(encode_audit_values("hop", {**hop, "surprise": 1}))

@@ -7,6 +7,7 @@ from modelyard.audit.records import (
     decode_audit,
     digest_fields,
     encode_audit,
+    encode_audit_values,
     utc,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "decode_audit",
     "digest_fields",
     "encode_audit",
+    "encode_audit_values",
     "utc",
 ]

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.audit import HopRecord, RequestRecord, digest_fields, utc
+from modelyard.audit import digest_fields, encode_audit_values
 from modelyard.kafka.codec import Incoming
 from modelyard.kafka.offsets import Pending
 from modelyard.router.flow import Dispatch, RequestFlow
@@ -41,29 +41,19 @@ class Hop:
         if not self.input_digest:
             self.input_digest = digest_fields(self.dispatch.fields)
 
-    def record(self, outcome: str, error: str | None, output: Any = None) -> HopRecord:
-        """The audit record of this hop, ending now."""
+    def record(self, outcome: str, error: str | None, output: Any = None) -> bytes:
+        """The audit record (JSON) of this hop, ending now."""
         d = self.dispatch
-        return HopRecord(
-            request_id=self.request_id,
-            pipeline=self.pipeline,
-            caller=self.caller,
-            trace_id=self.trace_id,
-            outcome=outcome,
-            error=error,
-            stage=d.stage,
-            model=d.model,
-            version=d.version,
-            role=d.role,
-            shadow=d.shadow,
-            attempt=d.attempt,
-            span_id=self.scratch.get("span_id"),
-            dispatched_at=utc(self.dispatched_at),
-            finished_at=utc(time.time()),
-            latency_ms=(time.monotonic() - self.started) * 1000,
-            input_digest=self.input_digest,
-            output_digest=digest_fields(output) if output is not None else None,
-        )
+        return encode_audit_values("hop", {
+            "request_id": self.request_id, "pipeline": self.pipeline, "caller": self.caller,
+            "trace_id": self.trace_id, "outcome": outcome, "error": error,
+            "stage": d.stage, "model": d.model, "version": d.version, "role": d.role,
+            "shadow": d.shadow, "attempt": d.attempt, "span_id": self.scratch.get("span_id"),
+            "dispatched_at": self.dispatched_at, "finished_at": time.time(),
+            "latency_ms": (time.monotonic() - self.started) * 1000,
+            "input_digest": self.input_digest,
+            "output_digest": digest_fields(output) if output is not None else None,
+        })  # fmt: skip
 
 
 @dataclass
@@ -99,21 +89,14 @@ class LiveRequest:
             self.deadline_at,
         )
 
-    def record(self, outcome: str, error: str | None) -> RequestRecord:
-        """The audit record of this request, ending now."""
+    def record(self, outcome: str, error: str | None) -> bytes:
+        """The audit record (JSON) of this request, ending now."""
         flow = self.flow
-        return RequestRecord(
-            request_id=self.request_id,
-            pipeline=flow.spec.pipeline,
-            caller=flow.request.caller,
-            trace_id=self.trace_id,
-            outcome=outcome,
-            error=error,
-            spec_version=flow.spec.version,
-            received_at=utc(self.received_at),
-            finished_at=utc(time.time()),
-            latency_ms=(time.monotonic() - self.started) * 1000,
-            served_by=dict(flow.served_by),
-            skipped=tuple(sorted(flow.skipped)),
-            input_digest=digest_fields(flow.request.fields),
-        )
+        return encode_audit_values("request", {
+            "request_id": self.request_id, "pipeline": flow.spec.pipeline,
+            "caller": flow.request.caller, "trace_id": self.trace_id, "outcome": outcome,
+            "error": error, "spec_version": flow.spec.version, "received_at": self.received_at,
+            "finished_at": time.time(), "latency_ms": (time.monotonic() - self.started) * 1000,
+            "served_by": dict(flow.served_by), "skipped": sorted(flow.skipped),
+            "input_digest": digest_fields(flow.request.fields),
+        })  # fmt: skip

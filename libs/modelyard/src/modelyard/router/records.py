@@ -47,7 +47,7 @@ class RecordBuilder:
         record = live.record(error.code if error else "ok", error.message if error else None)
         return [
             *self._results_of(live.incoming, result, trace),
-            (self._audit, live.request_id, encode_audit(record), []),
+            (self._audit, live.request_id, record, []),
         ]
 
     def rejection(self, incoming: Incoming, error: ModelyardError) -> list[Record]:
@@ -75,7 +75,7 @@ class RecordBuilder:
         if reply is None and outcome != "ok":
             error = f"no reply ({outcome})"
         output = reply.fields if reply is not None and reply.error is None else None
-        return (self._audit, hop.request_id, encode_audit(hop.record(outcome, error, output)), [])
+        return (self._audit, hop.request_id, hop.record(outcome, error, output), [])
 
     def progress(self, live: LiveRequest, reply_value: bytes) -> Record | None:
         """A stage's reply, passed on to the caller who asked for progress."""

@@ -88,6 +88,7 @@ class PipelineRouter:
         self._shadows: dict[tuple[str, str], Hop] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._deadlines: list[tuple[float, str]] = []
+        self._shadow_deadlines: list[tuple[float, str, str]] = []
         self._undelivered: list[tuple[str, str]] = []  # (request id, why) from delivery callbacks
         self._stop, self._joined = threading.Event(), threading.Event()
         self._failure: BaseException | None = None
@@ -249,6 +250,7 @@ class PipelineRouter:
         if dispatch.shadow:
             live.shadowed.add(dispatch.stage)
             self._shadows[(live.request_id, dispatch.stage)] = hop
+            heapq.heappush(self._shadow_deadlines, (hop.deadline_at, *hop_key(hop)))
         else:
             live.hops[dispatch.stage] = hop
         request = live.flow.request
@@ -348,9 +350,10 @@ class PipelineRouter:
                 waiting = ", ".join(sorted(live.hops)) or "nothing"
                 live.flow.fail("deadline", f"deadline passed while waiting for {waiting}")
                 self._finish(live)
-        for key, hop in list(self._shadows.items()):  # few: shadows are sampled and short-lived
-            if hop.deadline_at <= now:
-                del self._shadows[key]
+        while self._shadow_deadlines and self._shadow_deadlines[0][0] <= now:
+            _, request_id, stage = heapq.heappop(self._shadow_deadlines)
+            hop = self._shadows.pop((request_id, stage), None)
+            if hop is not None:  # still unanswered
                 self.hooks.hop_finished(hop, "deadline")
                 self._produce(self._records.hop(hop, None, "deadline"))
 
@@ -439,6 +442,10 @@ class PipelineRouter:
             self._commit_if_due(force=True)
         self._consumer.close()
         log.info("router stopped", clean=self._failure is None)
+
+
+def hop_key(hop: Hop) -> tuple[str, str]:
+    return hop.request_id, hop.dispatch.stage
 
 
 def _flag(headers: list[tuple[str, bytes]], name: str) -> bool:

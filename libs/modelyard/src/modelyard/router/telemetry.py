@@ -9,8 +9,10 @@ the request's span.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from opentelemetry import context as otel_context
@@ -51,35 +53,43 @@ class RouterHooks:
 
 
 class RouterHookChain(RouterHooks):
+    """Fans each call out to the hooks that override it (and are enabled): a chain of mostly
+    no-op hooks costs next to nothing per message."""
+
     def __init__(self, hooks: Sequence[RouterHooks]) -> None:
         self.hooks = tuple(hooks)
+        self._calls = {
+            name: tuple(
+                getattr(hook, name)
+                for hook in self.hooks
+                if getattr(hook, "enabled", True)
+                and getattr(type(hook), name) is not getattr(RouterHooks, name)
+            )
+            for name in ("request_received", "hop_started", "hop_finished", "request_finished",
+                         "dropped")
+        }  # fmt: skip
+
+    def _each(self, name: str, *args: Any) -> None:
+        for call in self._calls[name]:
+            try:
+                call(*args)
+            except Exception:  # telemetry must never break routing
+                log.debug("router hook failed", hook=name, exc_info=True)
 
     def request_received(self, live: LiveRequest) -> None:
-        for hook in self.hooks:
-            _safely(hook.request_received, live)
+        self._each("request_received", live)
 
     def hop_started(self, live: LiveRequest | None, hop: Hop, carrier: Carrier) -> None:
-        for hook in self.hooks:
-            _safely(hook.hop_started, live, hop, carrier)
+        self._each("hop_started", live, hop, carrier)
 
     def hop_finished(self, hop: Hop, outcome: str) -> None:
-        for hook in self.hooks:
-            _safely(hook.hop_finished, hop, outcome)
+        self._each("hop_finished", hop, outcome)
 
     def request_finished(self, live: LiveRequest, outcome: str) -> None:
-        for hook in self.hooks:
-            _safely(hook.request_finished, live, outcome)
+        self._each("request_finished", live, outcome)
 
     def dropped(self, reason: str) -> None:
-        for hook in self.hooks:
-            _safely(hook.dropped, reason)
-
-
-def _safely(call: object, *args: object) -> None:
-    try:
-        call(*args)  # type: ignore[operator]
-    except Exception:  # telemetry must never break routing
-        log.debug("router hook failed", hook=repr(call), exc_info=True)
+        self._each("dropped", reason)
 
 
 class RouterTracing(RouterHooks):
@@ -166,6 +176,7 @@ class RouterMetrics(RouterHooks):
     """Prometheus: requests and hops by outcome, their latency, and dropped messages."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._requests = Counter(
             "modelyard_router_requests", "Requests routed, by outcome.",
             ["pipeline", "outcome"], registry=registry,
@@ -190,13 +201,21 @@ class RouterMetrics(RouterHooks):
     def hop_finished(self, hop: Hop, outcome: str) -> None:
         d = hop.dispatch
         labels = (hop.pipeline, d.stage, d.model, d.version, d.role)
-        self._hops.labels(*labels, outcome).inc()
-        self._hop_latency.labels(*labels).observe(time.monotonic() - hop.started)
+        self._child(self._hops, (*labels, outcome)).inc()
+        self._child(self._hop_latency, labels).observe(time.monotonic() - hop.started)
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        # labels() costs several microseconds a call; the label sets are few
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def request_finished(self, live: LiveRequest, outcome: str) -> None:
         pipeline = live.flow.spec.pipeline
-        self._requests.labels(pipeline, outcome).inc()
-        self._latency.labels(pipeline).observe(time.monotonic() - live.started)
+        self._child(self._requests, (pipeline, outcome)).inc()
+        self._child(self._latency, (pipeline,)).observe(time.monotonic() - live.started)
 
     def dropped(self, reason: str) -> None:
         self._dropped.labels(reason).inc()
@@ -206,10 +225,16 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 
 class RouterLogging(RouterHooks):
-    """One summary line per request; errors at warning level."""
+    """One summary line per request: failures at warning level, the rest at debug."""
+
+    def __init__(self) -> None:
+        # decided once: at thousands of requests a second, building a dropped event costs
+        self._debug = bool(log.is_enabled_for(logging.DEBUG))
 
     def request_finished(self, live: LiveRequest, outcome: str) -> None:
         flow = live.flow
+        if flow.error is None and not self._debug:
+            return
         fields = {
             "request_id": live.request_id,
             "trace_id": live.trace_id,
@@ -225,4 +250,5 @@ class RouterLogging(RouterHooks):
             log.debug("request routed", **fields)
 
     def dropped(self, reason: str) -> None:
-        log.debug("message dropped", reason=reason)
+        if self._debug:
+            log.debug("message dropped", reason=reason)
