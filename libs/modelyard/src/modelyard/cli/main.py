@@ -6,6 +6,7 @@ import click
 
 from modelyard import __version__
 from modelyard.cli.broker import broker_command
+from modelyard.cli.control import CONTROL_COMMANDS
 from modelyard.cli.models import models_group
 from modelyard.cli.serve import serve_command
 
@@ -21,6 +22,8 @@ def cli() -> None:
 cli.add_command(broker_command)
 cli.add_command(serve_command)
 cli.add_command(models_group)
+for _command in CONTROL_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:
