@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from modelyard.client import StageClient
 from modelyard.control import Rollout
-from modelyard.control.topic import read_records, write_change
+from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
 from modelyard.repository.build import BuildContext
 from modelyard.stack import Stack
@@ -163,3 +167,32 @@ def test_bad_versions_are_refused_before_anything_starts(
     with pytest.raises(ConfigError, match="--version names no stage: third"):
         _stack(broker, unique, layout, Lines(), versions={"third": "1"}).start()
     assert read_records(broker, prefix=unique) == []
+
+
+def test_up_command_announces_and_stops_cleanly_on_sigterm(layout: tuple[Path, Path]) -> None:
+    """The CLI: its own embedded broker, the ready line on stdout, SIGTERM -> exit 0."""
+    repo, spec = layout
+    argv = [sys.executable, "-m", "modelyard.cli.main", "up", "--no-router", "--port", "0",
+            "--pipeline", str(spec), "--repository", str(repo), "--partitions", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # blocks until up is ready (or exits: empty line)
+        assert first.startswith("modelyard up ready bootstrap=127.0.0.1:"), first
+        assert first.rstrip().endswith(" router=off")
+        bootstrap = first.split()[3].removeprefix("bootstrap=")
+        routing = read_state(bootstrap).pipeline("shouty")
+        assert routing.stage("first").active == "2"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read()
+        assert proc.wait(60) == 0
+        assert "worker    shout:2: grpc=127.0.0.1:" in rest
+        assert rest.rstrip().endswith("modelyard up: stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -77,7 +77,7 @@ class Stack:
         self.bootstrap = self.settings.bootstrap or ""
         self.specs: list[PipelineSpec] = []
         self.failure: str | None = None
-        self._repo = ModelRepository(self.settings.repository.resolve())
+        self._repo = ModelRepository(self.settings.repository.absolute())
         self._child_env, self._cwd = dict(child_env or {}), cwd
         self._sink = on_line or _print_line
         self._broker: EmbeddedBroker | None = None
@@ -210,7 +210,7 @@ class Stack:
         s = self.settings
         for i, (path, spec) in enumerate(zip(s.pipelines, self.specs, strict=True)):
             argv = self._cli(
-                "router", str(path.resolve()), "--repository", str(self._repo.root),
+                "router", str(path.absolute()), "--repository", str(self._repo.root),
                 "--bootstrap", self.bootstrap, "--grpc-port", str(s.router_port if i == 0 else 0),
                 "--metrics-port", "0", "--topic-prefix", s.topic_prefix,
             )  # fmt: skip
