@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,17 @@ def test_up_command_announces_and_stops_cleanly_on_sigterm(layout: tuple[Path, P
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_worker_that_dies_is_restarted(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    with _stack(broker, unique, layout, Lines()) as stack:
+        old = stack.processes()["shout:2"]
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while stack.processes()["shout:2"] == old:  # probe: the monitor replaces it
+            assert time.monotonic() < deadline, "the dead worker was not restarted"
+            assert not stack.wait(0.05), stack.failure
+        stack.wait_worker("shout:2", timeout_s=60)
+        assert stack.failure is None

@@ -118,6 +118,12 @@ class Stack:
         first = next(iter(self.routers.values()), None)
         return first.get("grpc") if first else None
 
+    def processes(self) -> dict[str, int]:
+        """Child name (``router:<pipeline>``, ``<model>:<version>``) -> pid of its process."""
+        with self._lock:
+            workers = {f"{m}:{v}": w.child.pid for (m, v), w in sorted(self._workers.items())}
+        return {**{c.name: c.pid for c in self._routers.values()}, **workers}
+
     def wait_worker(self, ref: str, timeout_s: float = 60.0) -> dict[str, str]:
         """The ready fields of worker ``ref`` once it is up (started later by a change, too)."""
         model, _, version = ref.partition(":")
@@ -125,9 +131,10 @@ class Stack:
         while (remaining := deadline - time.monotonic()) > 0 and not self._failed.is_set():
             with self._lock:
                 worker = self._workers.get((model, version))
-            if worker is not None and worker.child.wait_ready(min(remaining, 0.5)):
-                return dict(worker.child.ready or {})
-            self._failed.wait(min(remaining, 0.05))  # not started yet: the monitor starts it
+            child = worker.child if worker is not None else None
+            if child is not None and child.running and child.wait_ready(min(remaining, 0.5)):
+                return dict(child.ready or {})
+            self._failed.wait(min(remaining, 0.05))  # not (re)started yet: the monitor will
         raise StackError(f"worker {ref} is not ready: {self.failure or 'timed out'}")
 
     def wait(self, timeout_s: float | None = None) -> bool:
