@@ -25,7 +25,7 @@ from typing import Any, Self
 
 import structlog
 
-from modelyard.broker import EmbeddedBroker, wait_for_kafka
+from modelyard.broker import BrokerStartError, EmbeddedBroker, wait_for_kafka
 from modelyard.control import ControlState
 from modelyard.control.topic import ControlFollower
 from modelyard.errors import ConfigError
@@ -177,10 +177,16 @@ class Stack:
 
     def _start_broker(self) -> str:
         if self.settings.bootstrap:
-            wait_for_kafka(self.settings.bootstrap, timeout_s=30)
+            try:
+                wait_for_kafka(self.settings.bootstrap, timeout_s=30)
+            except TimeoutError as exc:
+                raise StackError(str(exc)) from None
             return self.settings.bootstrap
         self._broker = EmbeddedBroker(self.settings.broker_port, self.settings.broker_host)
-        self._broker.start()
+        try:
+            self._broker.start()
+        except BrokerStartError as exc:
+            raise StackError(f"{exc} (--port 0 picks a free port)") from None
         log.info("embedded broker started", bootstrap=self._broker.bootstrap)
         return self._broker.bootstrap
 
