@@ -92,7 +92,9 @@ def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> No
     try:
         if versions:
             given["versions"] = parse_versions(versions)
-        settings = StackSettings(router=not no_router, **given)
+        if no_router:
+            given["router"] = False
+        settings = StackSettings(**given)
     except ModelyardError as exc:
         raise click.UsageError(exc.message) from None
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
@@ -108,7 +110,8 @@ def _run(stack: Any) -> int:
     stop, started = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if not started.is_set():
+        if not started.is_set() and not stop.is_set():
+            stop.set()  # once: a second signal must not interrupt the clean-up
             raise KeyboardInterrupt  # interrupts start(), which cleans up after itself
         stop.set()
 
