@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 from modelyard.cli.main import cli
 from modelyard.control.topic import read_records, read_state
@@ -41,6 +43,13 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (root / "pipelines").mkdir()
     (root / "pipelines" / "shouty.yaml").write_text(SPEC)
     return repo, root / "pipelines"
+
+
+@pytest.fixture(autouse=True)
+def restore_structlog() -> Iterator[None]:
+    """The CLI configures logging for its process; give the next tests the defaults back."""
+    yield
+    structlog.reset_defaults()
 
 
 WRITES = {"rollout", "canary", "shadow", "promote", "rollback", "save"}
