@@ -116,6 +116,9 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},  # plain log lines, no ANSI escapes
+            # its own process group: a terminal's Ctrl-C reaches our process, which stops the
+            # broker after its clients (`modelyard up` drains workers before the broker goes)
+            process_group=0,
         )
         try:
             self._wait_ready()

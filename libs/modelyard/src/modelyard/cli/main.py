@@ -6,9 +6,11 @@ import click
 
 from modelyard import __version__
 from modelyard.cli.broker import broker_command
+from modelyard.cli.control import CONTROL_COMMANDS
 from modelyard.cli.models import models_group
 from modelyard.cli.router import router_command
 from modelyard.cli.serve import serve_command
+from modelyard.cli.up import up_command
 
 __all__ = ["cli", "main"]
 
@@ -23,6 +25,9 @@ cli.add_command(broker_command)
 cli.add_command(serve_command)
 cli.add_command(models_group)
 cli.add_command(router_command)
+cli.add_command(up_command)
+for _command in CONTROL_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from modelyard.control.state import ControlRecord, decode_record
-from modelyard.errors import DecodeError
+from modelyard.errors import DecodeError, UnavailableError
 
 __all__ = ["Positioned", "control_consumer", "decode_message", "open_partition"]
 
@@ -39,9 +39,16 @@ class Positioned:
 
 
 def control_consumer(
-    bootstrap: str, kafka: Mapping[str, Any] | None = None, *, wait_ms: int = 20
+    bootstrap: str,
+    kafka: Mapping[str, Any] | None = None,
+    *,
+    wait_ms: int = 20,
+    quiet: bool = False,
 ) -> Consumer:
-    """A consumer for assign()-only reading; ``kafka`` (SASL/SSL, tuning) wins over defaults."""
+    """A consumer for assign()-only reading; ``kafka`` (SASL/SSL, tuning) wins over defaults.
+
+    ``quiet`` silences librdkafka's own log lines (one-shot reads report failures themselves).
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         # required by the client, never joined: assign() only, nothing committed
@@ -49,6 +56,7 @@ def control_consumer(
         "enable.auto.commit": False,
         "fetch.wait.max.ms": wait_ms,  # a waiting fetch is not woken by new data on every broker
         "log.connection.close": False,
+        **({"log_level": 0} if quiet else {}),
         **(kafka or {}),
         "enable.partition.eof": True,  # how a reader knows it has reached the end
     }
@@ -57,14 +65,15 @@ def control_consumer(
 
 def open_partition(consumer: Consumer, topic: str, timeout_s: float) -> int | None:
     """Assign the control partition from its first offset; the end offset seen now, or None
-    when the topic does not exist (yet)."""
+    when the topic does not exist (yet). UnavailableError when the broker does not answer."""
     tp = TopicPartition(topic, _PARTITION)
     try:
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
     except KafkaException as exc:
-        if exc.args[0].code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        err: KafkaError = exc.args[0]
+        if err.code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
             return None
-        raise
+        raise UnavailableError(f"cannot read {topic}: {err.str()}") from None
     # an explicit offset: OFFSET_BEGINNING costs an extra offset query (~0.5 s on some brokers)
     consumer.assign([TopicPartition(topic, _PARTITION, max(low, 0))])
     return int(high)

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from modelyard.control._reader import control_consumer, decode_message, open_partition
 from modelyard.control.state import ControlRecord, ControlState
+from modelyard.errors import UnavailableError
 from modelyard.topics import control_topic
 
 __all__ = ["ControlFollower"]
@@ -119,7 +120,11 @@ class ControlFollower:
     def _open(self, consumer: Consumer) -> int | None:
         """Assign the control partition once the topic exists; the end offset at that moment."""
         while not self._stop.is_set():
-            end = open_partition(consumer, self.topic, timeout_s=5.0)
+            try:
+                end = open_partition(consumer, self.topic, timeout_s=5.0)
+            except UnavailableError as exc:  # the broker is not answering yet: keep trying
+                log.warning("control topic unavailable", topic=self.topic, error=exc.message)
+                end = None
             if end is not None:
                 return end
             self._stop.wait(_TOPIC_RETRY_S)

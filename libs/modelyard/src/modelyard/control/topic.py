@@ -120,7 +120,7 @@ def _read(
     timeout_s: float,
     min_end: int = 0,
 ) -> list[Positioned] | None:
-    consumer = control_consumer(bootstrap, kafka)
+    consumer = control_consumer(bootstrap, kafka, quiet=True)
     try:
         end = open_partition(consumer, topic, timeout_s)
         if end is None:

@@ -33,7 +33,9 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared = _shared_processors()
     renderer: Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())  # no escapes in files
     )
     tail: list[Processor] = [structlog.processors.dict_tracebacks] if json else []
     structlog.configure(

@@ -1,0 +1,83 @@
+"""Plain-text views of the control plane for the CLI: status tables and history (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from modelyard.control import ControlRecord, PipelineRouting, StageRouting
+from modelyard.control.describe import describe_change, percent
+
+__all__ = ["history_table", "last_changes", "status_text", "when"]
+
+_NONE = "-"
+
+
+def when(at: datetime) -> str:
+    """``2026-12-02 14:00:01Z``: UTC, to the second."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def last_changes(records: Iterable[ControlRecord]) -> dict[str, ControlRecord]:
+    """Per stage, the last record that changed its routing (records of one pipeline, in order)."""
+    last: dict[str, ControlRecord] = {}
+    before = None
+    for record in records:
+        for stage, routing in record.state.stages.items():
+            if before is None or before.stage(stage) != routing:
+                last[stage] = record
+        before = record.state
+    return last
+
+
+def status_text(
+    routing: PipelineRouting,
+    records: Sequence[ControlRecord],
+    stage_order: Sequence[str] = (),
+) -> str:
+    """The status of one pipeline: a header line, one row per stage, its releases."""
+    head = f"pipeline {routing.pipeline} (seq {routing.seq})"
+    if records:
+        head += f" · last change: {_summary(records[-1])}"
+    stages = [*stage_order, *(s for s in routing.stages if s not in stage_order)]
+    if not stages:
+        return f"{head}\n  no stages routed yet"
+    last = last_changes(records)
+    rows = [["STAGE", "ACTIVE", "PREVIOUS", "CANARY", "SHADOW", "LAST CHANGE"]]
+    rows += [_stage_row(s, routing.stage(s), last.get(s)) for s in stages]
+    lines = [head, *_table(rows)]
+    for release in routing.releases.values():
+        pinned = ", ".join(f"{s}={v}" for s, v in release.stages.items())
+        lines.append(f"release {release.name}: {pinned}")
+    return "\n".join(lines)
+
+
+def history_table(records: Sequence[ControlRecord]) -> str:
+    """Every record: seq, when, who, what, why."""
+    rows = [["SEQ", "AT", "ACTOR", "CHANGE", "REASON"]]
+    rows += [
+        [str(r.seq), when(r.at), r.actor, describe_change(r.change), r.reason or _NONE]
+        for r in records
+    ]
+    return "\n".join(_table(rows))
+
+
+def _summary(record: ControlRecord) -> str:
+    text = f"{describe_change(record.change)} by {record.actor} at {when(record.at)}"
+    return f"{text} ({record.reason})" if record.reason else text
+
+
+def _stage_row(name: str, stage: StageRouting, last: ControlRecord | None) -> list[str]:
+    canary = f"{stage.canary.version} @ {percent(stage.canary.weight)}" if stage.canary else None
+    shadow = stage.shadow and f"{stage.shadow.version} @ {percent(stage.shadow.sample_rate)}"
+    previous = ",".join(reversed(stage.previous))  # newest first: the rollback target leads
+    change = f"{last.actor} {when(last.at)} {describe_change(last.change)}" if last else None
+    return [name, stage.active or _NONE, previous or _NONE, canary or _NONE, shadow or _NONE,
+            change or _NONE]  # fmt: skip
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]

@@ -1,0 +1,168 @@
+"""``modelyard up``: the whole stack in one command, in the foreground, until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+__all__ = ["up_command"]
+
+_READY = "modelyard up ready"
+
+
+@click.command("up")
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pipeline spec to run (repeatable)  [default: pipelines/docs.yaml]",
+)
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model repository root  [default: models]",
+)
+@click.option("--bootstrap", help="Use this running Kafka cluster instead of the embedded broker.")
+@click.option(
+    "--port",
+    "broker_port",
+    type=int,
+    default=9092,
+    show_default=True,
+    envvar="MODELYARD_UP_BROKER_PORT",
+    help="Embedded broker port (0: any free one).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="Partitions of every pipeline and model topic created  [default: 4]",
+)
+@click.option(
+    "--version",
+    "versions",
+    multiple=True,
+    metavar="STAGE=VERSION",
+    help="Initial version of a stage (or PIPELINE.STAGE) with none yet; else the latest.",
+)
+@click.option("--topic-prefix", help="Prefix of every modelyard topic  [default: yard]")
+@click.option("--no-router", is_flag=True, help="Start broker, topics and workers only.")
+@click.option(
+    "--router-port",
+    type=int,
+    default=8000,
+    show_default=True,
+    envvar="MODELYARD_UP_ROUTER_PORT",
+    help="gRPC port of the (first) router; 0: any.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    help="How children log  [default: console]",
+)
+@click.option("--log-level", help="Log level of up and its children  [default: INFO]")
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    help="Restarts of a dying worker before up stops with exit code 1  [default: 3]",
+)
+def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> None:
+    """Start the embedded broker, create topics, roll out the first versions, start one worker
+    per model version in use and one router per pipeline; stream their logs until Ctrl-C.
+
+    Prints `modelyard up ready bootstrap=HOST:PORT router=HOST:PORT` on stdout once everything
+    is ready. Workers are started for versions that come into use later (rollout, canary,
+    shadow); a worker that dies is restarted (--max-restarts), while a router or broker that
+    dies stops the stack with exit code 1. Ctrl-C or SIGTERM stops the routers, then the
+    workers (they drain and commit), then the broker, and exits 0. Every option is also an
+    environment variable MODELYARD_UP_<NAME>.
+    """
+    from modelyard.errors import ModelyardError  # noqa: PLC0415
+    from modelyard.stack import Stack, StackSettings  # noqa: PLC0415
+    from modelyard.stack.plan import parse_versions  # noqa: PLC0415
+    from modelyard.telemetry import configure_logging  # noqa: PLC0415
+
+    given = {k: v for k, v in options.items() if v not in (None, ())}
+    try:
+        if versions:
+            given["versions"] = parse_versions(versions)
+        if no_router:
+            given["router"] = False
+        settings = StackSettings(**given)
+    except ModelyardError as exc:
+        raise click.UsageError(exc.message) from None
+    configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    stack = Stack(settings)
+    code = _run(stack)
+    sys.exit(code)
+
+
+def _run(stack: Any) -> int:
+    """Start, announce, wait for a signal or a failure, stop. The exit code."""
+    from modelyard.errors import ModelyardError  # noqa: PLC0415
+
+    stop, started = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not started.is_set() and not stop.is_set():
+            stop.set()  # once: a second signal must not interrupt the clean-up
+            raise KeyboardInterrupt  # interrupts start(), which cleans up after itself
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack.start()
+        started.set()
+        _announce(stack)
+        while not stop.wait(0.2) and stack.failure is None:
+            pass
+    except KeyboardInterrupt:
+        click.echo("interrupted while starting; stopped", err=True)
+        return 0
+    except ModelyardError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        return 1
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stack.failure is not None:
+        click.echo(f"Error: {stack.failure}; stopped", err=True)
+        return 1
+    click.echo("modelyard up: stopped")
+    return 0
+
+
+def _announce(stack: Any) -> None:
+    router = stack.router_grpc or "off"
+    # one write, newline included, so interleaved logs cannot split it; scripts wait for it
+    sys.stdout.write(f"{_READY} bootstrap={stack.bootstrap} router={router}\n")
+    sys.stdout.write(_summary(stack) + "\n")
+    sys.stdout.flush()
+
+
+def _summary(stack: Any) -> str:
+    s = stack.settings
+    broker = "embedded, in memory" if stack.embedded else "external cluster"
+    lines = [f"  broker    {stack.bootstrap} ({broker})"]
+    for spec in stack.specs:
+        routing = stack.state.pipeline(spec.pipeline)
+        versions = " ".join(f"{n}={routing.stage(n).active}" for n in spec.stages)
+        lines.append(f"  pipeline  {spec.pipeline}: {versions}  (topics {s.topic_prefix}.p."
+                     f"{spec.pipeline}.*, {s.partitions} partitions)")  # fmt: skip
+        router = stack.routers.get(spec.pipeline)
+        if router:
+            lines.append(f"  router    {spec.pipeline}: grpc={router.get('grpc')} "
+                         f"metrics={router.get('metrics')}")  # fmt: skip
+    for ref, ready in stack.workers.items():
+        lines.append(f"  worker    {ref}: grpc={ready.get('grpc')} topic={ready.get('topic')}")
+    lines.append(f"  control   modelyard status --bootstrap {stack.bootstrap} "
+                 f"--topic-prefix {s.topic_prefix}")  # fmt: skip
+    lines.append("  Ctrl-C stops everything")
+    return "\n".join(lines)

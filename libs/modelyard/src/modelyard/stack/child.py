@@ -1,0 +1,123 @@
+"""One child process of ``modelyard up``: started, its output streamed with its name, its ready
+line parsed, stopped with SIGTERM (it drains) and killed only after a grace period.
+
+Children run in their own process group, so a terminal's Ctrl-C reaches ``up`` alone and ``up``
+stops them in order (router first, then workers, then the broker).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["Child", "LineSink"]
+
+LineSink = Callable[[str, str], None]  # (child name, line without newline)
+
+_TAIL = 40
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes of console log renderers
+
+
+class Child:
+    """A subprocess whose stdout+stderr is read line by line on thread ``up-<name>``.
+
+    ``plain`` strips colour codes (when up's own output is not a terminal).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        ready_prefix: str,
+        sink: LineSink,
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        plain: bool = False,
+    ) -> None:
+        self.name = name
+        self._plain = plain
+        self.ready_prefix = ready_prefix
+        self.ready: dict[str, str] | None = None
+        self._sink = sink
+        self._tail: deque[str] = deque(maxlen=_TAIL)
+        self._settled = threading.Event()  # ready line seen, or the output ended
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            text=True,
+            errors="replace",
+            process_group=0,  # the terminal's Ctrl-C goes to up, which stops children in order
+        )
+        self._reader = threading.Thread(target=self._read, name=f"up-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def tail(self) -> str:
+        """The child's last output lines, for error reports."""
+        return "\n".join(self._tail)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until the ready line is printed; False if the child exited or time ran out."""
+        self._settled.wait(max(0.0, timeout_s))
+        return self.ready is not None
+
+    def terminate(self) -> None:
+        """Ask the child to drain and exit (SIGTERM); no-op if it has exited."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Wait up to ``timeout_s`` for the child to exit; its exit code, or None."""
+        try:
+            return self.proc.wait(max(0.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """After the child exited: finish streaming its output and release the pipe."""
+        self._reader.join(timeout_s)
+        if not self._reader.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            if self._plain:
+                line = _ANSI.sub("", line)
+            self._tail.append(line)
+            if self.ready is None and line.startswith(self.ready_prefix):
+                self.ready = _fields(line)
+                self._settled.set()
+            self._sink(self.name, line)
+        self._settled.set()  # the output ended (the child exited): wake waiters
+
+
+def _fields(line: str) -> dict[str, str]:
+    """``modelyard stage ready model=ocr:1 grpc=h:p`` -> ``{"model": "ocr:1", "grpc": "h:p"}``."""
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)

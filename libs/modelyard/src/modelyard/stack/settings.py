@@ -1,0 +1,56 @@
+"""Settings of ``modelyard up``: one frozen model, parsed once and passed down.
+
+Every field can be set from the environment with the ``MODELYARD_UP_`` prefix (a prefix of its
+own, so the ``MODELYARD_BOOTSTRAP`` an operator exports for the control CLI does not turn the
+embedded broker off); command-line options win.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["StackSettings"]
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_UP_", frozen=True, extra="forbid")
+
+    pipelines: tuple[Path, ...] = Field(
+        default=(Path("pipelines/docs.yaml"),), min_length=1, description="Pipeline spec files."
+    )
+    repository: Path = Field(default=Path("models"), description="Model repository root.")
+    bootstrap: str | None = Field(
+        default=None, description="A running Kafka cluster; None starts the embedded broker."
+    )
+    broker_host: str = Field(default="127.0.0.1", description="Embedded broker address.")
+    broker_port: int = Field(default=0, ge=0, description="Embedded broker port (0: any free).")
+    topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
+    partitions: int = Field(
+        default=4, ge=1, description="Partitions of every pipeline and model topic created."
+    )
+    versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Initial versions: 'stage' or 'pipeline.stage' -> version (else the latest).",
+    )
+    router: bool = Field(default=True, description="Start one router per pipeline.")
+    router_port: int = Field(
+        default=0, ge=0, description="gRPC port of the first pipeline's router (0: any free)."
+    )
+    host: str = Field(default="127.0.0.1", description="Bind address of workers and routers.")
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="How children log (their lines are prefixed with names)."
+    )
+    log_level: str = Field(default="INFO", description="Log level of children and of up.")
+    ready_timeout_s: float = Field(
+        default=180.0, gt=0, description="How long every child may take to print its ready line."
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, description="Restarts of a worker that dies before up gives up."
+    )
+    stop_timeout_s: float = Field(
+        default=40.0, gt=0, description="How long a child may drain after SIGTERM before a kill."
+    )

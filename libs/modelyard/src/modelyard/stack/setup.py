@@ -1,0 +1,101 @@
+"""The one-off steps of bringing a stack up: topics, and the first routing of every pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import structlog
+from confluent_kafka.admin import AdminClient
+
+from modelyard.broker import create_topics
+from modelyard.control import Rollout
+from modelyard.control.deploy import check_versions
+from modelyard.control.topic import ensure_control_topic, read_state, write_change
+from modelyard.errors import ConfigError
+from modelyard.repository.store import ModelRepository
+from modelyard.router.spec import PipelineSpec
+from modelyard.stack.plan import initial_versions, model_topics, pipeline_topics
+from modelyard.stack.settings import StackSettings
+from modelyard.topics import audit_topic, pipeline_inbox_topic, pipeline_ingress_topic
+
+__all__ = ["ACTOR", "bootstrap_control", "create_stack_topics"]
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "modelyard up"
+
+
+def create_stack_topics(
+    bootstrap: str, settings: StackSettings, specs: Sequence[PipelineSpec], repo: ModelRepository
+) -> None:
+    """Every pipeline's topics, the audit and control topics, each model version's topics."""
+    prefix, partitions = settings.topic_prefix, settings.partitions
+    names = [t for spec in specs for t in pipeline_topics(prefix, spec.pipeline)]
+    models = sorted({stage.model for spec in specs for stage in spec.stages.values()})
+    names += [t for m in models for v in repo.versions(m) for t in model_topics(prefix, m, v)]
+    create_topics(bootstrap, [*names, audit_topic(prefix)], partitions=partitions)
+    ensure_control_topic(bootstrap, prefix)
+    for spec in specs:
+        _check_partitions(bootstrap, prefix, spec.pipeline)
+
+
+def _check_partitions(bootstrap: str, prefix: str, pipeline: str) -> None:
+    """Ingress and inbox must have equal counts (topics that existed before may differ)."""
+    topics = [pipeline_ingress_topic(prefix, pipeline), pipeline_inbox_topic(prefix, pipeline)]
+    counts = partition_counts(bootstrap, topics)
+    if len(set(counts.values())) != 1:
+        raise ConfigError(
+            f"pipeline {pipeline!r}: ingress and router inbox need equal partition counts, "
+            f"have {counts}"
+        )
+
+
+def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """Partitions per topic, from a metadata request (0 for a topic that does not exist)."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    return {t: len(metadata.topics[t].partitions) if t in metadata.topics else 0 for t in topics}
+
+
+def bootstrap_control(
+    bootstrap: str, settings: StackSettings, specs: Sequence[PipelineSpec], repo: ModelRepository
+) -> None:
+    """Roll out a version to every stage that has none (``--version`` or the latest), after
+    checking that the resulting routing satisfies the pipeline's tensor contract."""
+    _check_overrides(settings, specs)
+    state = read_state(bootstrap, prefix=settings.topic_prefix)
+    for spec in specs:
+        routing = state.pipeline(spec.pipeline)
+        latest = {s.model: _latest(repo, s.model) for s in spec.stages.values()}
+        chosen = initial_versions(spec, routing, latest, settings.versions)
+        _warn_ignored(spec, settings, set(spec.stages) - set(chosen))
+        if not chosen:
+            continue
+        check_versions(spec, repo, routing, chosen)
+        for stage, version in chosen.items():
+            write_change(
+                bootstrap, spec.pipeline, Rollout(stage=stage, version=version),
+                actor=ACTOR, reason="initial version", prefix=settings.topic_prefix,
+            )  # fmt: skip
+
+
+def _latest(repo: ModelRepository, model: str) -> str | None:
+    versions = repo.versions(model)
+    return versions[-1] if versions else None
+
+
+def _check_overrides(settings: StackSettings, specs: Sequence[PipelineSpec]) -> None:
+    known = {n for s in specs for n in s.stages} | {
+        f"{s.pipeline}.{n}" for s in specs for n in s.stages
+    }
+    unknown = sorted(set(settings.versions) - known)
+    if unknown:
+        raise ConfigError(
+            f"--version names no stage: {', '.join(unknown)} (stages: {sorted(known)})"
+        )
+
+
+def _warn_ignored(spec: PipelineSpec, settings: StackSettings, routed: set[str]) -> None:
+    for stage in sorted(routed):
+        if f"{spec.pipeline}.{stage}" in settings.versions or stage in settings.versions:
+            log.warning("stage already has an active version; --version ignored (use rollout)",
+                        pipeline=spec.pipeline, stage=stage)  # fmt: skip

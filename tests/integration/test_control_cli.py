@@ -1,0 +1,204 @@
+"""The control CLI against the real embedded broker, with a small pipeline of test models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from click.testing import CliRunner, Result
+from modelyard.cli.main import cli
+from modelyard.control.topic import read_records, read_state
+from modelyard.repository.build import BuildContext
+
+from tests.support.models import write_shout_version
+
+pytestmark = pytest.mark.integration
+
+SPEC = """\
+pipeline: shouty
+version: 1
+inputs:
+  text: {datatype: BYTES, shape: [-1]}
+stages:
+  first: {model: shout, inputs: {text: request.text}}
+  second: {model: shout, inputs: {text: first.shout}}
+outputs:
+  shout: second.shout
+"""
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(repository, pipelines dir): shout:1 and shout:2 fit the spec, shout:3 takes FP32 text."""
+    root = tmp_path_factory.mktemp("control-cli")
+    repo = root / "models"
+    ctx = BuildContext(root=repo, cache=root / ".cache")
+    write_shout_version(ctx, version="1")
+    write_shout_version(ctx, version="2")
+    broken = write_shout_version(ctx, version="3").model_dump(mode="json", exclude_none=True)
+    broken["inputs"] = [{"name": "text", "datatype": "FP32", "shape": [-1]}]
+    ctx.write_version({k: v for k, v in broken.items() if k != "artifacts"}, files={})
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "shouty.yaml").write_text(SPEC)
+    return repo, root / "pipelines"
+
+
+@pytest.fixture(autouse=True)
+def restore_structlog() -> Iterator[None]:
+    """The CLI configures logging for its process; give the next tests the defaults back."""
+    yield
+    structlog.reset_defaults()
+
+
+WRITES = {"rollout", "canary", "shadow", "promote", "rollback", "save"}
+
+
+@pytest.fixture
+def run(broker: str, unique: str, layout: tuple[Path, Path]):  # type: ignore[no-untyped-def]
+    """Invoke the CLI against this test's topics; ``ok`` says which exit status to expect."""
+    repo, pipelines = layout
+
+    def invoke(*args: str, ok: bool = True) -> Result:
+        options = ["--bootstrap", broker, "--topic-prefix", unique]
+        if args[0] == "status":
+            options += ["--pipelines", str(pipelines)]
+        if WRITES & set(args[:2]):
+            options += [
+                "--repository",
+                str(repo),
+                "--pipelines",
+                str(pipelines),
+                "--actor",
+                "alice",
+            ]
+        # a wrong default must not be what makes a test pass
+        result = CliRunner().invoke(cli, [*args, *options], env={"MODELYARD_BOOTSTRAP": "x:1"})
+        assert (result.exit_code == 0) == ok, result.output
+        return result
+
+    return invoke
+
+
+def test_rollout_shows_in_status(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    out = run("rollout", "shouty", "first", "1", "--reason", "first light").output
+    assert "shouty: rollout first -> 1 (seq 1, by alice at " in out
+    run("rollout", "shouty", "second", "2")
+    status = run("status", "shouty").output
+    lines = status.splitlines()
+    assert lines[0].startswith(
+        "pipeline shouty (seq 2) · last change: rollout second -> 2 by alice"
+    )
+    assert lines[1].split() == ["STAGE", "ACTIVE", "PREVIOUS", "CANARY", "SHADOW", "LAST", "CHANGE"]
+    assert lines[2].split()[:5] == ["first", "1", "-", "-", "-"]
+    assert "alice" in lines[2]
+    assert lines[2].endswith("rollout first -> 1")
+    assert lines[3].split()[:2] == ["second", "2"]
+    history = run("history", "shouty").output
+    assert "first light" in history
+    assert "rollout second -> 2" in history
+
+
+def test_rollback_of_one_stage_leaves_the_others(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    for stage in ("first", "second"):
+        run("rollout", "shouty", stage, "1")
+        run("rollout", "shouty", stage, "2")
+    run("rollback", "shouty", "first", "--reason", "bad output")
+    state = read_state(broker, prefix=unique).pipeline("shouty")
+    assert (state.stage("first").active, state.stage("first").previous) == ("1", ())
+    assert (state.stage("second").active, state.stage("second").previous) == ("2", ("1",))
+    last = read_records(broker, prefix=unique)[-1].record
+    assert (last.actor, last.reason, last.change.type) == ("alice", "bad output", "rollback")
+    run("rollback", "shouty", "first", ok=False)  # nothing left to roll back to
+
+
+def test_release_rollback_flips_every_stage_in_one_record(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    run("rollout", "shouty", "first", "1")
+    run("rollout", "shouty", "second", "1")
+    run("release", "save", "shouty", "good")
+    run("rollout", "shouty", "first", "2")
+    run("rollout", "shouty", "second", "2")
+    before = len(read_records(broker, prefix=unique))
+    out = run("rollback", "shouty", "--release", "good").output
+    assert "release rollback good" in out
+    records = read_records(broker, prefix=unique)
+    assert len(records) == before + 1
+    stages = records[-1].record.state.stages
+    assert (stages["first"].active, stages["second"].active) == ("1", "1")
+    assert "good: first=1, second=1" in run("release", "list", "shouty").output
+    assert "release good: first=1, second=1" in run("status", "shouty").output
+
+
+def test_unknown_version_is_refused(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    out = run("rollout", "shouty", "first", "9", ok=False).output
+    assert "no version '9' of model 'shout'; versions: ['1', '2', '3']" in out
+    out = run("rollout", "shouty", "third", "1", ok=False).output
+    assert "pipeline 'shouty' has no stage 'third' (stages: first, second)" in out
+    assert read_records(broker, prefix=unique) == []
+
+
+def test_contract_mismatch_is_refused(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    out = run("rollout", "shouty", "first", "3", ok=False).output
+    assert "pipeline contract violated" in out
+    assert "input 'text' of shout:3 expects FP32 [-1] but request.text is BYTES [-1]" in out
+    run("rollout", "shouty", "first", "1")
+    out = run("canary", "shouty", "first", "3", "--weight", "10%", ok=False).output
+    assert "expects FP32 [-1]" in out
+    out = run("shadow", "shouty", "first", "3", ok=False).output
+    assert "expects FP32 [-1]" in out
+    assert len(read_records(broker, prefix=unique)) == 1
+
+
+def test_canary_shadow_and_promote(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    run("rollout", "shouty", "first", "1")
+    run("canary", "shouty", "first", "2", "--weight", "10%")
+    run("shadow", "shouty", "second", "2", "--sample-rate", "0.25")
+    row = next(x for x in run("status", "shouty").output.splitlines() if x.startswith("first"))
+    assert "2 @ 10%" in row
+    row = next(x for x in run("status", "shouty").output.splitlines() if x.startswith("second"))
+    assert row.split()[:2] == ["second", "-"]
+    assert "2 @ 25%" in row
+    run("promote", "shouty", "first")
+    run("shadow", "shouty", "second", "--clear")
+    state = read_state(broker, prefix=unique).pipeline("shouty")
+    assert (state.stage("first").active, state.stage("first").canary) == ("2", None)
+    assert state.stage("second").shadow is None
+    run("canary", "shouty", "first", "--clear", ok=False)  # no canary any more
+
+
+def test_usage_errors_are_clear(run) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        "give VERSION and --weight, or --clear"
+        in run("canary", "shouty", "first", "2", ok=False).output
+    )
+    assert "give STAGE, or --release NAME" in run("rollback", "shouty", ok=False).output
+    assert (
+        "not in (0, 1]"
+        in run("canary", "shouty", "first", "2", "--weight", "150%", ok=False).output
+    )
+    assert "stage 'Bad!'" in run("rollout", "shouty", "Bad!", "1", ok=False).output
+
+
+def test_actor_defaults_to_the_environment(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    repo, pipelines = layout
+    argv = [
+        "rollout",
+        "shouty",
+        "first",
+        "1",
+        "--repository",
+        str(repo),
+        "--pipelines",
+        str(pipelines),
+    ]
+    env = {
+        "MODELYARD_BOOTSTRAP": broker,
+        "MODELYARD_TOPIC_PREFIX": unique,
+        "MODELYARD_ACTOR": "ci-bot",
+    }
+    result = CliRunner().invoke(cli, argv, env=env)
+    assert result.exit_code == 0, result.output
+    assert read_records(broker, prefix=unique)[0].record.actor == "ci-bot"
