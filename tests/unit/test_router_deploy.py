@@ -1,4 +1,4 @@
-"""Deploy-time routing checks against a model repository (test models, no I/O but files)."""
+"""The router's start-up check of a whole routing (test models, no I/O but files)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from modelyard.control import Canary, PipelineRouting, Shadow, StageRouting
+from modelyard.control.deploy import check_routing
 from modelyard.errors import ConfigError
 from modelyard.repository.build import BuildContext
 from modelyard.repository.store import ModelRepository
 from modelyard.router import ContractError, parse_spec
-from modelyard.router.deploy import check_routing, routed_versions
 
 from tests.support.models import write_shout_version
 from tests.support.onnx_models import write_affine_version
@@ -41,36 +41,21 @@ def _routing(stage: StageRouting) -> PipelineRouting:
     return PipelineRouting(pipeline="tp", stages={"first": stage})
 
 
-def test_routed_versions_lists_active_canary_shadow() -> None:
-    stage = StageRouting(
-        active="1",
-        canary=Canary(version="2", weight=0.1),
-        shadow=Shadow(version="3", sample_rate=1),
-    )
-    assert routed_versions(stage) == ["1", "2", "3"]
-    assert routed_versions(StageRouting()) == []
-
-
 def test_fitting_versions_pass(repo: ModelRepository) -> None:
-    check_routing(
-        SPEC, _routing(StageRouting(active="1", canary=Canary(version="2", weight=0.5))), repo
-    )
+    routing = _routing(StageRouting(active="1", canary=Canary(version="2", weight=0.5)))
+    check_routing(SPEC, repo, routing)
 
 
-def test_a_stage_with_no_active_version_is_checked_with_the_latest(repo: ModelRepository) -> None:
-    with pytest.raises(ContractError, match="shout:3"):  # the latest is the affine model
-        check_routing(SPEC, _routing(StageRouting()), repo)
+def test_a_stage_with_no_active_version_is_not_checked_yet(repo: ModelRepository) -> None:
+    check_routing(SPEC, repo, _routing(StageRouting()))  # the latest (shout:3) would not fit
 
 
 def test_a_version_that_breaks_the_tensor_contract_is_refused(repo: ModelRepository) -> None:
+    routing = _routing(StageRouting(active="1", shadow=Shadow(version="3", sample_rate=1)))
     with pytest.raises(ContractError, match="first"):
-        check_routing(
-            SPEC,
-            _routing(StageRouting(active="1", shadow=Shadow(version="3", sample_rate=1))),
-            repo,
-        )
+        check_routing(SPEC, repo, routing)
 
 
 def test_an_unknown_version_is_refused_with_the_stage(repo: ModelRepository) -> None:
-    with pytest.raises(ConfigError, match=r"stage 'first' routes to shout:9"):
-        check_routing(SPEC, _routing(StageRouting(active="9")), repo)
+    with pytest.raises(ConfigError, match=r"no version '9' of model 'shout'"):
+        check_routing(SPEC, repo, _routing(StageRouting(active="9")))

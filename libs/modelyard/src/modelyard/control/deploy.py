@@ -30,7 +30,7 @@ from modelyard.repository.store import ModelRepository
 from modelyard.router.contract import ContractError, check_contract
 from modelyard.router.spec import PipelineSpec
 
-__all__ = ["check_change", "check_versions", "routed_versions"]
+__all__ = ["check_change", "check_routing", "check_versions", "routed_versions"]
 
 
 def check_change(
@@ -73,6 +73,17 @@ def check_versions(
         problems.update(dict.fromkeys(_relevant(check_contract(spec, found), unrouted)))
     if problems:
         raise ContractError(list(problems))
+
+
+def check_routing(
+    spec: PipelineSpec, repository: ModelRepository, routing: PipelineRouting
+) -> None:
+    """The whole routing as it stands (a router's start-up check): every primary combination,
+    and each stage's shadow version beside the others' routed versions."""
+    check_versions(spec, repository, routing, {})
+    for stage, state in routing.stages.items():
+        if state.shadow is not None and stage in spec.stages:
+            check_versions(spec, repository, routing, {stage: state.shadow.version})
 
 
 def routed_versions(stage: StageRouting) -> list[str]:

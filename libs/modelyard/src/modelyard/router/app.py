@@ -16,11 +16,11 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from modelyard.broker import create_topics
+from modelyard.control.deploy import check_routing
 from modelyard.control.follower import ControlFollower
 from modelyard.control.topic import ensure_control_topic
 from modelyard.errors import ConfigError
 from modelyard.repository.store import ModelRepository
-from modelyard.router.deploy import check_routing
 from modelyard.router.load import load_spec
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.settings import RouterSettings
@@ -91,7 +91,7 @@ async def _serve(
         raise ConfigError("could not read the control topic within 30 s")
     if settings.check_contract:
         routing = follower.state.pipeline(spec.pipeline)
-        check_routing(spec, routing, ModelRepository(settings.repository))
+        check_routing(spec, ModelRepository(settings.repository), routing)
     registry = CollectorRegistry()
     hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging()])
     router = PipelineRouter(spec, follower, _options(settings), hooks)
