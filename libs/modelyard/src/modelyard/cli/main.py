@@ -7,7 +7,9 @@ import click
 from modelyard import __version__
 from modelyard.cli.broker import broker_command
 from modelyard.cli.models import models_group
+from modelyard.cli.send import send_command
 from modelyard.cli.serve import serve_command
+from modelyard.cli.trace import trace_command
 
 __all__ = ["cli", "main"]
 
@@ -21,6 +23,8 @@ def cli() -> None:
 cli.add_command(broker_command)
 cli.add_command(serve_command)
 cli.add_command(models_group)
+cli.add_command(send_command)
+cli.add_command(trace_command)
 
 
 def main() -> None:
