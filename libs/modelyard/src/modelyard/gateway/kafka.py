@@ -4,8 +4,10 @@ The reply topic is read with ``assign()``, not a group, so the first reply is no
 group join and nothing is committed: it belongs to this process alone and is deleted on close.
 One thread ("modelyard-gateway") drains the reply consumer and serves the producer's delivery
 reports; it decodes replies off the event loop and hands each drained batch over with one
-``loop.call_soon_threadsafe``. (Measured against an asyncio task polling the consumer
-without blocking: see bench/gateway_dispatch.py and docs/router-api.md.)
+``loop.call_soon_threadsafe``. Measured against an asyncio task polling the consumer
+without blocking (bench/gateway_dispatch.py): the same p50, a lower p99, and about a third of
+the idle CPU (3 % against 10 % of a core), since the thread blocks in a fetch instead of waking
+to poll.
 """
 
 from __future__ import annotations
@@ -160,7 +162,8 @@ def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) 
 
 
 def _admin(base: Mapping[str, Any]) -> AdminClient:
-    return AdminClient({k: v for k, v in base.items() if k != "log.connection.close"})
+    config = {k: v for k, v in base.items() if k != "log.connection.close"}
+    return AdminClient({**config, "log_level": 3})  # errors only: not its queue purge at exit
 
 
 def _create_topic(base: Mapping[str, Any], topic: str) -> None:
