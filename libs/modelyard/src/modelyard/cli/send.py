@@ -78,8 +78,9 @@ def send_command(
     ]  # fmt: skip
     deadline_ms = int((time.time() + timeout) * 1000)
     try:
-        with BlockingGateway(bootstrap, topic_prefix=topic_prefix) as gateway:
-            results = gateway.submit_many(pipeline, requests, deadline_ms=deadline_ms)
+        connect = min(timeout, 10.0)
+        with BlockingGateway(bootstrap, topic_prefix=topic_prefix, connect_timeout_s=connect) as gw:
+            results = gw.submit_many(pipeline, requests, deadline_ms=deadline_ms)
     except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
     failed = False
