@@ -9,7 +9,9 @@ from modelyard.cli.broker import broker_command
 from modelyard.cli.control import CONTROL_COMMANDS
 from modelyard.cli.models import models_group
 from modelyard.cli.router import router_command
+from modelyard.cli.send import send_command
 from modelyard.cli.serve import serve_command
+from modelyard.cli.trace import trace_command
 from modelyard.cli.up import up_command
 
 __all__ = ["cli", "main"]
@@ -26,6 +28,8 @@ cli.add_command(serve_command)
 cli.add_command(models_group)
 cli.add_command(router_command)
 cli.add_command(up_command)
+cli.add_command(send_command)
+cli.add_command(trace_command)
 for _command in CONTROL_COMMANDS:
     cli.add_command(_command)
 

@@ -40,10 +40,15 @@ class BlockingGateway:
         topic_prefix: str = "yard",
         kafka: Mapping[str, Any] | None = None,
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self._runner = asyncio.Runner()
         self.gateway = PipelineGateway(
-            bootstrap, topic_prefix=topic_prefix, kafka=kafka, default_timeout_s=default_timeout_s
+            bootstrap,
+            topic_prefix=topic_prefix,
+            kafka=kafka,
+            default_timeout_s=default_timeout_s,
+            connect_timeout_s=connect_timeout_s,
         )
         try:
             self._runner.run(self.gateway.start())

@@ -48,12 +48,15 @@ class PipelineGateway:
         reply_topic: str | None = None,
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
         reply_grace_s: float = REPLY_GRACE_S,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self.topic_prefix = topic_prefix
         self.default_timeout_s = default_timeout_s
         self.reply_grace_s = reply_grace_s
         self.reply_topic = reply_topic or f"{topic_prefix}.gw.{uuid.uuid4().hex[:16]}"
-        self._link = KafkaLink(bootstrap, self.reply_topic, kafka)
+        self._link = KafkaLink(
+            bootstrap, self.reply_topic, kafka, connect_timeout_s=connect_timeout_s
+        )
         self._pending = Pending()
         self._open = False
 

@@ -4,8 +4,10 @@ The reply topic is read with ``assign()``, not a group, so the first reply is no
 group join and nothing is committed: it belongs to this process alone and is deleted on close.
 One thread ("modelyard-gateway") drains the reply consumer and serves the producer's delivery
 reports; it decodes replies off the event loop and hands each drained batch over with one
-``loop.call_soon_threadsafe``. (Measured against an asyncio task polling the consumer
-without blocking: see bench/gateway_dispatch.py and docs/router-api.md.)
+``loop.call_soon_threadsafe``. Measured against an asyncio task polling the consumer
+without blocking (bench/gateway_dispatch.py): the same p50, a lower p99, and about a third of
+the idle CPU (3 % against 10 % of a core), since the thread blocks in a fetch instead of waking
+to poll.
 """
 
 from __future__ import annotations
@@ -43,8 +45,16 @@ OnFailed = Callable[[str, BaseException], None]
 class KafkaLink:
     """Produces requests and reads their replies for one gateway."""
 
-    def __init__(self, bootstrap: str, reply_topic: str, kafka: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        bootstrap: str,
+        reply_topic: str,
+        kafka: Mapping[str, Any] | None = None,
+        *,
+        connect_timeout_s: float = 10.0,
+    ):
         self.reply_topic = reply_topic
+        self.connect_timeout_s = connect_timeout_s
         self._base = {
             "bootstrap.servers": bootstrap,
             "log.connection.close": False,
@@ -60,12 +70,12 @@ class KafkaLink:
         self, loop: asyncio.AbstractEventLoop, on_events: OnEvents, on_failed: OnFailed
     ) -> None:
         """Create the reply topic, the clients and the reader thread (blocking: call off-loop)."""
-        _create_topic(self._base, self.reply_topic)
+        _create_topic(self._base, self.reply_topic, self.connect_timeout_s)
         self._failed = (loop, on_failed)
         # a request that cannot be delivered in this long fails as unavailable, not by timeout
         config = producer_config(self._base["bootstrap.servers"])
         self._producer = Producer({**config, "message.timeout.ms": 30_000, **self._base})
-        _probe(self._producer, self.reply_topic)
+        _probe(self._producer, self.reply_topic, self.connect_timeout_s)
         self._consumer = Consumer(
             {
                 **self._base,
@@ -123,15 +133,17 @@ class KafkaLink:
         _call(loop, on_failed, key, UnavailableError(f"request {key} not delivered: {err.str()}"))
 
 
-def _probe(producer: Producer, topic: str) -> None:
+def _probe(producer: Producer, topic: str, timeout_s: float) -> None:
     """Deliver one probe record to our own reply topic (the reader ignores it).
 
     Proves the producing path works before the first request, and lets the idempotent producer
     get its producer id now: a request produced before that waited ~0.5 s for it (measured).
     """
     producer.produce(topic, b"", headers=[(H.EVENT, _PROBE)])
-    if producer.flush(_ADMIN_TIMEOUT_S) > 0:
-        raise UnavailableError(f"cannot deliver to Kafka (probe of {topic} timed out)")
+    if producer.flush(timeout_s) > 0:
+        raise UnavailableError(
+            f"cannot deliver to Kafka within {timeout_s:.0f}s (probe of {topic})"
+        )
 
 
 def parse_reply(msg: Message) -> Event | None:
@@ -160,14 +172,22 @@ def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) 
 
 
 def _admin(base: Mapping[str, Any]) -> AdminClient:
-    return AdminClient({k: v for k, v in base.items() if k != "log.connection.close"})
+    config = {k: v for k, v in base.items() if k != "log.connection.close"}
+    return AdminClient({**config, "log_level": 3})  # errors only: not its queue purge at exit
 
 
-def _create_topic(base: Mapping[str, Any], topic: str) -> None:
+def _create_topic(base: Mapping[str, Any], topic: str, timeout_s: float) -> None:
     admin = _admin(base)  # keep a reference: a collected client fails its futures
-    futures = admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=30)
     try:
-        futures[topic].result(timeout=_ADMIN_TIMEOUT_S)
+        admin.list_topics(timeout=timeout_s)  # fail fast, and clearly, when nothing answers
+    except KafkaException:
+        where = base["bootstrap.servers"]
+        raise UnavailableError(f"Kafka at {where} did not answer within {timeout_s:.0f}s") from None
+    futures = admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=timeout_s)
+    try:
+        futures[topic].result(timeout=timeout_s)
+    except TimeoutError:
+        raise UnavailableError(f"creating reply topic {topic} took over {timeout_s:.0f}s") from None
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise UnavailableError(f"cannot create reply topic {topic}: {exc}") from exc
