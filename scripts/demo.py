@@ -1,161 +1,149 @@
-"""The one-command demo: broker, the four reference stages, sample documents, results, a trace.
+"""The one-command demo (`make demo`): the whole stack, sample documents, results, a trace.
 
-Until the router (issue 4) walks the graph, this script walks it itself, hop by hop over Kafka:
-OCR → language ID → translation (only when not English) → sentiment. Every hop carries the
-document's trace context, so the stages' spans and the demo's own form one trace per document.
+It starts what `modelyard up` starts (embedded broker, one worker per model version in use, the
+router), mirrors language ID to a shadow version, pushes seven rendered documents (two of them
+scan-like) through OCR → language ID → translate (only when not English) → sentiment over the
+router's Kafka contract, prints a results table, what the shadow saw, and one request's
+waterfall from its audit records (what `modelyard trace` prints), then stops the stack.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
-import threading
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from modelyard.broker import EmbeddedBroker, create_topics
-from modelyard.client import StageClient
-from modelyard.telemetry.tracing import inject_current
-from modelyard.topics import model_input_topic
-from modelyard.wire import Envelope
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from modelyard.audit.reader import read_request_records
+from modelyard.audit.waterfall import render_waterfall
+from modelyard.cli.control_view import status_text
+from modelyard.control import ControlRecord, ShadowChange
+from modelyard.control.topic import read_records, write_change
+from modelyard.gateway.blocking import BlockingGateway, Submission
+from modelyard.stack import Stack
+from modelyard.telemetry import configure_logging
+from modelyard.topics import audit_topic, pipeline_shadow_topic
+from modelyard.wire import Envelope, decode_envelope
 from modelyard_ocr.corpus import CORPUS
 from modelyard_ocr.samples import render
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import set_span_in_context
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"ocr": "2", "langid": "1", "translate": "1", "sentiment": "2"}
+VERSIONS = {"ocr": "2", "langid": "2", "translate": "1", "sentiment": "2"}
+SHADOW = ("langid", "1")  # the older language ID sees every document too, never served
 DOCS = [("en", 0, False), ("es", 1, True), ("fr", 2, False), ("pt", 3, True), ("it", 4, False),
         ("ca", 5, False), ("de", 6, False)]  # fmt: skip
+TRACED = "doc-es-scan"
+STAGES = ("ocr", "langid", "translate", "sentiment")
 
 
-@dataclass
-class Stage:
-    """A `modelyard serve` subprocess whose console-exported spans we collect."""
-
-    ref: str
-    proc: subprocess.Popen[str]
-    spans: list[dict[str, Any]] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-
-    def read(self) -> None:
-        assert self.proc.stdout is not None
-        buffer: list[str] = []
-        for line in self.proc.stdout:
-            if line.startswith("modelyard stage ready"):
-                self.ready.set()
-            elif line.startswith("{") or buffer:
-                buffer.append(line)
-                if line.rstrip() == "}":
-                    self.spans.append(json.loads("".join(buffer)))
-                    buffer = []
-        self.ready.set()
+def documents() -> list[Submission]:
+    subs = []
+    for lang, index, noisy in DOCS:
+        doc = f"doc-{lang}{'-scan' if noisy else ''}"
+        image = render(CORPUS[lang][index], noisy=noisy, seed=index)
+        subs.append(Submission({"image": [image]}, request_id=doc, caller="demo"))
+    return subs
 
 
-def start_stage(ref: str, bootstrap: str) -> Stage:
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "MODELYARD_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "modelyard.cli.main", "serve", ref, "--bootstrap", bootstrap,
-           "--grpc-port", "0", "--metrics-port", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    stage = Stage(ref, proc)
-    threading.Thread(target=stage.read, daemon=True).start()
-    return stage
+def text(result: Envelope, name: str) -> str:
+    value = result.fields.get(name)
+    if value is None:
+        return "-"
+    item = value.reshape(-1)[0] if hasattr(value, "reshape") else value
+    return (item.decode() if isinstance(item, bytes) else str(item)).replace("\n", " ")
 
 
-def walk(
-    client: StageClient, doc_id: str, image: bytes, carrier: list[tuple[str, bytes]]
-) -> dict[str, Any]:
-    def hop(model: str, fields: dict[str, Any]) -> Envelope:
-        topic = model_input_topic("yard", model, STAGES[model])
-        reply = client.call(topic, Envelope(f"{doc_id}.{model}", fields, caller="demo"), carrier)
-        if reply.error is not None:
-            raise RuntimeError(f"{model}: {reply.error.message}")
-        return reply
-
-    text = hop("ocr", {"image": [image]}).fields["text"][0]
-    language = hop("langid", {"text": [text]}).fields["language"][0]
-    status, english = b"passthrough", text
-    if language != b"en":
-        t = hop("translate", {"text": [text], "language": [language]}).fields
-        status, english = t["status"][0], t["translation"][0] or text
-    label = (
-        b"-"
-        if status == b"unsupported"
-        else hop("sentiment", {"text": [english]}).fields["label"][0]
-    )
-    return {"doc": doc_id, "language": language.decode(), "translation": status.decode(),
-            "sentiment": label.decode(), "text": english.decode().replace("\n", " ")}  # fmt: skip
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'document':<12} {'lang':<5} {'translation':<12} {'sentiment':<10} english text")
-    for r in rows:
-        text = r["text"] if len(r["text"]) < 70 else r["text"][:67] + "..."
-        print(
-            f"{r['doc']:<12} {r['language']:<5} {r['translation']:<12} {r['sentiment']:<10} {text}"
+def print_results(results: list[Any]) -> None:
+    head = f"{'document':<12} {'lang':<5} {'translation':<12} {'sentiment':<10} {'served by':<38}"
+    print(f"\n{head} text")
+    for sub, result in zip(documents(), results, strict=True):
+        if not isinstance(result, Envelope):
+            print(f"{sub.request_id:<12} error: {result}")
+            continue
+        if result.error is not None:
+            print(f"{sub.request_id:<12} error: {result.error.code}: {result.error.message}")
+            continue
+        translated = text(result, "translation") if "translation" in result.fields else ""
+        english = translated or text(result, "text")  # untranslated: the OCR text as read
+        english = english if len(english) < 60 else english[:57] + "..."
+        served = " ".join(f"{v}" for v in result.served_by.values()) if result.served_by else "-"
+        status = (
+            text(result, "translation_status")
+            if "translation_status" in result.fields
+            else "skipped"
         )
+        print(f"{sub.request_id:<12} {text(result, 'language'):<5} {status:<12} "
+              f"{text(result, 'sentiment'):<10} {served:<38} {english}")  # fmt: skip
 
 
-def print_waterfall(trace_id: str, spans: list[dict[str, Any]], width: int = 50) -> None:
-    mine = sorted(
-        (s for s in spans if s["context"]["trace_id"] == trace_id), key=lambda s: s["start_time"]
+def print_shadow(bootstrap: str, expected: int) -> None:
+    """Pair primary and shadow replies on the shadow topic and say how often they agree."""
+    topic = pipeline_shadow_topic("yard", "docs")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-shadow",
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})  # fmt: skip
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
+    pairs: dict[str, dict[str, Envelope]] = {}
+    done = 0
+    for _ in range(2000):
+        msg = consumer.poll(0.1)
+        if msg is None:
+            continue
+        if msg.error() is not None:
+            done += 1
+            if done >= 4 and sum(len(p) == 2 for p in pairs.values()) >= expected:
+                break
+            continue
+        role = dict(msg.headers() or []).get("shadow-role", b"").decode()
+        pairs.setdefault(msg.key().decode(), {})[role] = decode_envelope(msg.value())
+    consumer.close()
+    both = {k: p for k, p in pairs.items() if len(p) == 2}
+    agree = sum(
+        text(p["primary"], "language") == text(p["shadow"], "language") for p in both.values()
     )
-    t0 = _ts(mine[0]["start_time"])
-    total = max(_ts(s["end_time"]) for s in mine) - t0
-    print(f"\ntrace {trace_id} ({total * 1000:.1f} ms, {len(mine)} spans)")
-    for s in mine:
-        start, end = _ts(s["start_time"]) - t0, _ts(s["end_time"]) - t0
-        a = int(start / total * width)
-        bar = " " * a + "█" * max(1, int(end / total * width) - a)
-        timing = f"{start * 1000:7.1f} +{(end - start) * 1000:6.1f} ms"
-        print(f"  {s['name'][:34]:<34} {bar:<{width}} {timing}")
+    pair = f"langid:{SHADOW[1]} beside langid:{VERSIONS['langid']}"
+    print(f"\nshadow {pair}: {len(both)} requests mirrored, {agree} agree; none reached a result")
+    for doc, p in sorted(both.items()):
+        a, b = text(p["primary"], "language"), text(p["shadow"], "language")
+        if a != b:
+            print(f"  {doc}: primary says {a}, shadow says {b}")
 
 
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def read_records_of(bootstrap: str) -> list[ControlRecord]:
+    return [p.record for p in read_records(bootstrap) if p.record.key == "docs"]
+
+
+def print_trace(bootstrap: str, request_id: str) -> None:
+    scan = read_request_records(bootstrap, audit_topic("yard"), request_id, timeout_s=30)
+    print(f"\n$ modelyard trace {request_id}")
+    for line in render_waterfall(scan.records):
+        print(line)
 
 
 def main() -> int:
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("modelyard.demo")
-    with EmbeddedBroker() as broker:
-        print(f"broker: {broker.bootstrap}")
-        create_topics(
-            broker.bootstrap, [model_input_topic("yard", m, v) for m, v in STAGES.items()]
-        )
-        stages = [start_stage(f"{m}:{v}", broker.bootstrap) for m, v in STAGES.items()]
-        try:
-            for s in stages:
-                if not s.ready.wait(120) or s.proc.poll() is not None:
-                    raise RuntimeError(f"stage {s.ref} did not start")
-                print(f"stage up: {s.ref}")
-            client = StageClient(broker.bootstrap)
-            rows, traces = [], []
-            for lang, index, noisy in DOCS:
-                doc = f"doc-{lang}{'-scan' if noisy else ''}"
-                image = render(CORPUS[lang][index], noisy=noisy, seed=index)
-                with tracer.start_as_current_span(f"document {doc}") as span:
-                    carrier = inject_current([], set_span_in_context(span))
-                    rows.append(walk(client, doc, image, carrier))
-                    traces.append(f"0x{span.get_span_context().trace_id:032x}")
-            client.close()
-        finally:
-            for s in stages:
-                s.proc.send_signal(signal.SIGTERM)
-            for s in stages:
-                s.proc.wait(60)
-    print_table(rows)
-    demo_spans = [json.loads(s.to_json()) for s in exporter.get_finished_spans()]
-    print_waterfall(traces[1], demo_spans + [sp for s in stages for sp in s.spans])
+    configure_logging(json=False, level="WARNING")  # the demo's own output is the point
+    stack = Stack(
+        pipelines=(ROOT / "pipelines" / "docs.yaml",),
+        repository=ROOT / "models",
+        versions=VERSIONS,
+        broker_port=0,
+        router_port=0,
+        log_level="WARNING",
+    )
+    with stack:
+        print(f"stack up: broker {stack.bootstrap}, router gRPC {stack.router_grpc}")
+        change = ShadowChange(stage=SHADOW[0], version=SHADOW[1], sample_rate=1.0)
+        write_change(stack.bootstrap, "docs", change, actor="demo", reason="compare langid")
+        stack.wait_worker(f"{SHADOW[0]}:{SHADOW[1]}", timeout_s=120)
+        with BlockingGateway(stack.bootstrap, default_timeout_s=120) as gateway:
+            gateway.submit("docs", documents()[0].fields, request_id="warm-up")
+            # one at a time, so the waterfall shows a document's own latency, not a queue
+            results = [gateway.submit("docs", d.fields, request_id=d.request_id, caller=d.caller)
+                       for d in documents()]  # fmt: skip
+        print("\n$ modelyard status docs")
+        print(status_text(stack.state.pipeline("docs"), read_records_of(stack.bootstrap), STAGES))
+        print_results(results)
+        print_shadow(stack.bootstrap, expected=len(DOCS))
+        print_trace(stack.bootstrap, TRACED)
     return 0
 
 
