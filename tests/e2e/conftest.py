@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import broker, unique
+from tests.integration.conftest import broker, reference_repo, unique
 
-__all__ = ["broker", "unique"]
+__all__ = ["broker", "reference_repo", "unique"]

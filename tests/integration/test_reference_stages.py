@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from modelyard.broker import create_topics
-from modelyard.repository.build import BuildContext, discover_builders
 from modelyard.repository.manifest import Manifest, load_manifest
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 from modelyard.wire.headers import header_value
@@ -31,7 +30,6 @@ from tests.support.stage import running_stage
 
 pytestmark = pytest.mark.integration
 
-CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"
 MAX_CER = 0.02  # clean rendered pages read at 0.0 % (docs/models/ocr.md); room for font builds
 Fields = dict[str, Any]
 Tensors = Mapping[str, np.ndarray[Any, Any]]
@@ -193,16 +191,6 @@ CASES = {
     )
 }
 GARBAGE = b"\xc1 neither msgpack nor JSON"
-
-
-@pytest.fixture(scope="session")
-def reference_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every reference model version, built once per session."""
-    root = tmp_path_factory.mktemp("reference-models")
-    ctx = BuildContext(root=root, cache=CACHE)
-    for name in sorted({ref.split(":")[0] for ref in CASES}):
-        discover_builders()[name](ctx)
-    return root
 
 
 @dataclass(frozen=True)
