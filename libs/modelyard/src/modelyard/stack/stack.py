@@ -84,6 +84,7 @@ class Stack:
         self._follower: ControlFollower | None = None
         self._workers: dict[ModelVersion, _Worker] = {}
         self._routers: dict[str, Child] = {}
+        self._missing: set[ModelVersion] = set()
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
         self._monitor: threading.Thread | None = None
@@ -104,8 +105,8 @@ class Stack:
     def workers(self) -> dict[str, dict[str, str]]:
         """``"model:version"`` -> its ready line's fields (grpc, metrics, topic); ready ones."""
         with self._lock:
-            items = [(f"{m}:{v}", w.child.ready) for (m, v), w in sorted(self._workers.items())]
-        return {ref: ready for ref, ready in items if ready is not None}
+            items = [(f"{m}:{v}", w.child) for (m, v), w in sorted(self._workers.items())]
+        return {ref: c.ready for ref, c in items if c.ready is not None and c.running}
 
     @property
     def routers(self) -> dict[str, dict[str, str]]:
@@ -238,8 +239,9 @@ class Stack:
             if self._stopping.is_set() or self._follower is None:
                 return
             needed = versions_in_use(self._follower.state, self.specs) - set(self._workers)
-            for model, version in sorted(needed):
+            for model, version in sorted(needed - self._missing):
                 if version not in self._repo.versions(model):
+                    self._missing.add((model, version))  # said once, not every round
                     log.error("routed version not in the repository; no worker started",
                               model=model, version=version)  # fmt: skip
                     continue
