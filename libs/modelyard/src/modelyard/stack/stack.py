@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,9 +71,11 @@ class Stack:
         child_env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         on_line: LineSink | None = None,
+        cli: Sequence[str] = (sys.executable, "-m", "modelyard.cli.main"),
         **fields: Any,
     ) -> None:
         self.settings = settings or StackSettings(**fields)
+        self._cli_prefix = list(cli)
         self.bootstrap = self.settings.bootstrap or ""
         self.specs: list[PipelineSpec] = []
         self.failure: str | None = None
@@ -203,7 +205,7 @@ class Stack:
         return {**env, **self._child_env}
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "modelyard.cli.main", *args]
+        return [*self._cli_prefix, *args]
 
     def _spawn(self, name: str, argv: list[str], ready_prefix: str) -> Child:
         log.info("starting", child=name)
@@ -253,7 +255,8 @@ class Stack:
             children = [w.child for w in self._workers.values()] + list(self._routers.values())
         for child in children:
             if not child.wait_ready(deadline - time.monotonic()):
-                state = f"exited with code {child.returncode}" if not child.running else "timed out"
+                code = child.wait(1.0)  # its output ended: it is exiting, or it timed out
+                state = "timed out" if code is None else f"exited with code {code}"
                 raise StackError(f"{child.name} did not become ready ({state}); last output:\n"
                                  f"{child.tail()}")  # fmt: skip
 
