@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 STAGE_READY = "modelyard stage ready"
 ROUTER_READY = "modelyard router ready"
 _MONITOR_S = 0.5
+# stage settings that name one worker's model or topic: never shared by every child
+_PER_WORKER = frozenset({"MODELYARD_MODEL", "MODELYARD_INPUT_TOPIC", "MODELYARD_GROUP_ID"})
 
 
 class StackError(ConfigError):
@@ -194,8 +196,9 @@ class Stack:
         return self._broker.bootstrap
 
     def _env(self) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if k not in _PER_WORKER}
         env = {
-            **os.environ,
+            **inherited,
             "MODELYARD_LOG_JSON": str(self.settings.log_format == "json").lower(),
             "MODELYARD_LOG_LEVEL": self.settings.log_level,
             "PYTHONUNBUFFERED": "1",  # lines reach up as they are written
