@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from confluent_kafka import Producer
 from modelyard.control import (
@@ -140,3 +142,31 @@ def test_follower_survives_a_failing_callback(broker: str, unique: str) -> None:
         write_change(broker, "docs", Rollout(stage="ocr", version="2"), actor="a", prefix=unique)
         assert follower.wait_until(lambda s: s.pipeline("docs").seq == 2, 10)
     assert follower.failure is None
+
+
+def test_concurrent_writers_are_told_the_truth(broker: str, unique: str) -> None:
+    """Two writers race on one pipeline: every change reported written is in the final state,
+    every change reported lost is not (races may or may not happen; the reports must be true)."""
+    ensure_control_topic(broker, unique)
+    outcomes: dict[str, list[tuple[str, bool]]] = {"a": [], "b": []}
+
+    def writer(stage: str) -> None:
+        for i in range(8):  # fewer than the rollback depth: every version stays in the history
+            try:
+                change = Rollout(stage=stage, version=str(i))
+                write_change(broker, "docs", change, actor=stage, prefix=unique)
+                outcomes[stage].append((str(i), True))
+            except ConcurrentChangeError:
+                outcomes[stage].append((str(i), False))
+
+    threads = [threading.Thread(target=writer, args=(s,), name=f"writer-{s}") for s in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = read_state(broker, prefix=unique).pipeline("docs")
+    for stage, results in outcomes.items():
+        routing = final.stage(stage)
+        history = {*routing.previous, routing.active}
+        assert [v for v, ok in results if ok and v not in history] == [], stage
+        assert [v for v, ok in results if not ok and v in history] == [], stage

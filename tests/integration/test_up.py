@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from modelyard.client import StageClient
@@ -75,20 +76,19 @@ class Lines:
 
 
 def _stack(
-    broker: str, unique: str, layout: tuple[Path, Path], lines: Lines, **fields: object
+    broker: str, unique: str, layout: tuple[Path, Path], lines: Lines, **fields: Any
 ) -> Stack:
     repo, spec = layout
+    options: dict[str, Any] = {"router": False, "partitions": 3, **fields}
     return Stack(
         pipelines=[spec],
         repository=repo,
         bootstrap=broker,
         topic_prefix=unique,
-        partitions=3,
-        router=False,
         child_env={"PYTHONPATH": str(ROOT)},  # the test models live in tests.support
         cwd=ROOT,
         on_line=lines,
-        **fields,
+        **options,
     )
 
 
@@ -211,3 +211,41 @@ def test_a_worker_that_dies_is_restarted(
             assert not stack.wait(0.05), stack.failure
         stack.wait_worker("shout:2", timeout_s=60)
         assert stack.failure is None
+
+
+FAKE_CLI = (sys.executable, "-m", "tests.support.fake_router_cli")
+
+
+def test_routers_are_started_with_the_agreed_command_line(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    repo, spec = layout
+    lines = Lines()
+    stack = _stack(broker, unique, layout, lines, router=True, router_port=4321, cli=FAKE_CLI)
+    with stack:
+        assert stack.router_grpc == "127.0.0.1:4321"
+        assert stack.routers["shouty"]["pipeline"] == "shouty"
+        argv = lines.of("router:shouty")[0].removeprefix("fake router argv: ").split()
+        assert argv == [
+            str(spec.absolute()), "--repository", str(repo.absolute()), "--bootstrap", broker,
+            "--grpc-port", "4321", "--metrics-port", "0", "--topic-prefix", unique,
+        ]  # fmt: skip
+    assert stack.failure is None
+
+
+@pytest.mark.parametrize(("marker", "code"), [("router-fails", 3), ("router-exits", 4)])
+def test_a_router_that_fails_or_dies_fails_the_stack(
+    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path, marker: str, code: int
+) -> None:
+    repo, _ = layout
+    spec = tmp_path / "shouty.yaml"
+    spec.write_text(SPEC)
+    (tmp_path / marker).touch()
+    stack = _stack(broker, unique, (repo, spec), Lines(), router=True, cli=FAKE_CLI)
+    if marker == "router-fails":
+        with pytest.raises(ConfigError, match=rf"router:shouty did not become ready .*code {code}"):
+            stack.start()
+        return
+    with stack:
+        assert stack.wait(30), "the stack did not notice its router died"
+        assert stack.failure == f"router:shouty exited with code {code}"

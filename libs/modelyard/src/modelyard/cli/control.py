@@ -9,6 +9,7 @@ spec (``<pipelines>/<pipeline>.yaml``) must satisfy its tensor contract with it.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -66,19 +67,47 @@ def _default_actor() -> str:
 
 @dataclass(frozen=True)
 class _Target:
+    """Where the control topic is: bootstrap servers, topic prefix, extra client settings."""
+
     bootstrap: str
     prefix: str
+    kafka: dict[str, Any]
 
 
-def _target_options(func: F) -> F:
-    func = click.option(
-        "--topic-prefix", "prefix", envvar="MODELYARD_TOPIC_PREFIX", default="yard",
-        show_default=True, help="Prefix of modelyard topics (the control topic is PREFIX.control).",
-    )(func)  # fmt: skip
-    return click.option(
-        "--bootstrap", envvar="MODELYARD_BOOTSTRAP", default="127.0.0.1:9092", show_default=True,
-        help="Kafka bootstrap servers [env MODELYARD_BOOTSTRAP].",
-    )(func)  # fmt: skip
+def _kafka_config(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value) if value else {}
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("expected a JSON object of librdkafka settings")
+    return parsed
+
+
+def _target_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add --bootstrap, --topic-prefix and --kafka-config; the command gets ``target``."""
+
+    @functools.wraps(func)
+    def command(*args: Any, bootstrap: str, prefix: str, kafka: dict[str, Any], **kw: Any) -> None:
+        func(*args, target=_Target(bootstrap, prefix, kafka), **kw)
+
+    options = [
+        click.option(
+            "--bootstrap", envvar="MODELYARD_BOOTSTRAP", default="127.0.0.1:9092",
+            show_default=True, help="Kafka bootstrap servers [env MODELYARD_BOOTSTRAP].",
+        ),
+        click.option(
+            "--topic-prefix", "prefix", envvar="MODELYARD_TOPIC_PREFIX", default="yard",
+            show_default=True, help="Prefix of modelyard topics (control topic: PREFIX.control).",
+        ),
+        click.option(
+            "--kafka-config", "kafka", envvar="MODELYARD_KAFKA_CONFIG", callback=_kafka_config,
+            help="Extra librdkafka settings as JSON, e.g. SASL/SSL [env MODELYARD_KAFKA_CONFIG].",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _pipelines_option(func: F) -> F:
@@ -88,7 +117,7 @@ def _pipelines_option(func: F) -> F:
     )(func)  # fmt: skip
 
 
-def _write_options(func: F) -> F:
+def _write_options(func: Callable[..., None]) -> Callable[..., None]:
     func = click.option("--reason", default="", help="Why: kept in the record and the history.")(
         func
     )
@@ -140,8 +169,7 @@ def _apply(
     pipeline: str,
     change: Change,
     *,
-    bootstrap: str,
-    prefix: str,
+    target: _Target,
     pipelines: Path,
     repository: Path,
     actor: str,
@@ -152,10 +180,11 @@ def _apply(
 
     _quiet_logs()
     try:
-        _check(pipeline, change, _Target(bootstrap, prefix), pipelines, repository)
+        _check(pipeline, change, target, pipelines, repository)
         record = write_change(
-            bootstrap, pipeline, change, actor=actor, reason=reason, prefix=prefix
-        )
+            target.bootstrap, pipeline, change, actor=actor, reason=reason,
+            prefix=target.prefix, kafka=target.kafka,
+        )  # fmt: skip
     except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(_written(record))
@@ -183,7 +212,8 @@ def _check(
     spec = load_spec(path)
     if spec.pipeline != pipeline:
         raise ConfigError(f"{path} describes pipeline {spec.pipeline!r}, not {pipeline!r}")
-    routing = read_state(target.bootstrap, prefix=target.prefix).pipeline(pipeline)
+    state = read_state(target.bootstrap, prefix=target.prefix, kafka=target.kafka)
+    routing = state.pipeline(pipeline)
     check_change(spec, ModelRepository(repository), routing, change)
 
 
@@ -202,9 +232,7 @@ def _written(record: ControlRecord) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the routing state as JSON.")
 @_pipelines_option
 @_target_options
-def status_command(
-    pipeline: str | None, as_json: bool, pipelines: Path, bootstrap: str, prefix: str
-) -> None:
+def status_command(pipeline: str | None, as_json: bool, pipelines: Path, target: _Target) -> None:
     """Show each stage's active, previous, canary and shadow versions and its last change.
 
     Without PIPELINE, every pipeline on the control topic. Stages are listed in the order of
@@ -213,14 +241,14 @@ def status_command(
     from modelyard.cli.control_view import status_text  # noqa: PLC0415
     from modelyard.control import ControlState  # noqa: PLC0415
 
-    records = _records(bootstrap, prefix)
+    records = _records(target)
     state = ControlState.from_records(records)
     names = [pipeline] if pipeline else sorted(state.pipelines)
     if as_json:
         click.echo(json.dumps({n: state.pipeline(n).model_dump(mode="json") for n in names}))
         return
     if not names:
-        click.echo(f"no pipelines on {prefix}.control at {bootstrap} yet")
+        click.echo(f"no pipelines on {target.prefix}.control at {target.bootstrap} yet")
     for i, name in enumerate(names):
         mine = [r for r in records if r.key == name]
         click.echo(
@@ -232,23 +260,24 @@ def status_command(
 @click.argument("pipeline")
 @click.option("--last", type=click.IntRange(min=1), help="Only the last N records.")
 @_target_options
-def history_command(pipeline: str, last: int | None, bootstrap: str, prefix: str) -> None:
+def history_command(pipeline: str, last: int | None, target: _Target) -> None:
     """List every change of PIPELINE: seq, when, who, what and why."""
     from modelyard.cli.control_view import history_table  # noqa: PLC0415
 
-    records = [r for r in _records(bootstrap, prefix) if r.key == pipeline]
+    records = [r for r in _records(target) if r.key == pipeline]
     if not records:
-        click.echo(f"no changes of pipeline {pipeline!r} on {prefix}.control")
+        click.echo(f"no changes of pipeline {pipeline!r} on {target.prefix}.control")
         return
     click.echo(history_table(records[-last:] if last else records))
 
 
-def _records(bootstrap: str, prefix: str) -> list[ControlRecord]:
+def _records(target: _Target) -> list[ControlRecord]:
     from modelyard.control.topic import read_records  # noqa: PLC0415
 
     _quiet_logs()
     try:
-        return [p.record for p in read_records(bootstrap, prefix=prefix)]
+        found = read_records(target.bootstrap, prefix=target.prefix, kafka=target.kafka)
+        return [p.record for p in found]
     except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
 
@@ -358,11 +387,11 @@ def release_save_command(pipeline: str, name: str, **options: Any) -> None:
 @release_group.command("list")
 @click.argument("pipeline")
 @_target_options
-def release_list_command(pipeline: str, bootstrap: str, prefix: str) -> None:
+def release_list_command(pipeline: str, target: _Target) -> None:
     """List PIPELINE's saved releases."""
     from modelyard.control import ControlState  # noqa: PLC0415
 
-    releases = ControlState.from_records(_records(bootstrap, prefix)).pipeline(pipeline).releases
+    releases = ControlState.from_records(_records(target)).pipeline(pipeline).releases
     for release in releases.values():
         click.echo(f"{release.name}: " + ", ".join(f"{s}={v}" for s, v in release.stages.items()))
     if not releases:

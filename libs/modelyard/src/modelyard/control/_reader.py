@@ -12,6 +12,7 @@ watermark alone can be short of the true end, while the EOF comes from the fetch
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = ["Positioned", "control_consumer", "decode_message", "open_partition"]
 log = structlog.get_logger(__name__)
 
 _PARTITION = 0  # the control topic has one partition: one total order of every change
+_RETRY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -65,18 +67,31 @@ def control_consumer(
 
 def open_partition(consumer: Consumer, topic: str, timeout_s: float) -> int | None:
     """Assign the control partition from its first offset; the end offset seen now, or None
-    when the topic does not exist (yet). UnavailableError when the broker does not answer."""
-    tp = TopicPartition(topic, _PARTITION)
-    try:
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-    except KafkaException as exc:
-        err: KafkaError = exc.args[0]
-        if err.code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
-            return None
-        raise UnavailableError(f"cannot read {topic}: {err.str()}") from None
-    # an explicit offset: OFFSET_BEGINNING costs an extra offset query (~0.5 s on some brokers)
-    consumer.assign([TopicPartition(topic, _PARTITION, max(low, 0))])
-    return int(high)
+    when the topic does not exist (yet). UnavailableError when the broker does not answer.
+
+    Retriable errors (a leader being elected just after the topic was created) are retried
+    until ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = _watermarks(consumer, topic, max(0.1, deadline - time.monotonic()))
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                return None
+            if not err.retriable() or time.monotonic() >= deadline:
+                raise UnavailableError(f"cannot read {topic}: {err.str()}") from None
+            time.sleep(_RETRY_S)  # a retriable error comes back at once: do not spin
+            continue
+        # an explicit offset: OFFSET_BEGINNING costs an extra offset query (~0.5 s on some brokers)
+        consumer.assign([TopicPartition(topic, _PARTITION, max(low, 0))])
+        return high
+
+
+def _watermarks(consumer: Consumer, topic: str, timeout_s: float) -> tuple[int, int]:
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, _PARTITION), timeout=timeout_s)
+    return int(low), int(high)
 
 
 def decode_message(msg: Message) -> Positioned | None:

@@ -7,8 +7,8 @@
 - :func:`write_change` reads the current state, builds the record with
   :func:`~modelyard.control.make_record` (a change that does not apply raises ``ControlError``
   and writes nothing), produces it keyed by pipeline, waits for the broker's acknowledgement,
-  then re-reads to check that no concurrent writer overwrote it
-  (:class:`ConcurrentChangeError`; the caller may re-read and retry).
+  then re-reads to check that every later record of the pipeline was built on it, i.e. that no
+  concurrent writer replaced it (:class:`ConcurrentChangeError`; re-read and retry).
 - :class:`~modelyard.control.follower.ControlFollower` keeps a live snapshot (routers, ``up``).
 """
 
@@ -23,9 +23,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from modelyard.broker.admin import create_topics
 from modelyard.control._reader import Positioned, control_consumer, decode_message, open_partition
-from modelyard.control.changes import Change, ControlError
+from modelyard.control.changes import Change, ControlError, apply
 from modelyard.control.describe import describe_change
 from modelyard.control.follower import ControlFollower
+from modelyard.control.routing import PipelineRouting
 from modelyard.control.state import ControlRecord, ControlState, encode_record, make_record
 from modelyard.errors import UnavailableError
 from modelyard.kafka.config import producer_config
@@ -198,12 +199,12 @@ def confirm_record(
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
 ) -> None:
-    """Re-read the topic past ``offset``: the record there must be ``record``, and no later record
-    of its key may have been built without it (:class:`ConcurrentChangeError` otherwise).
+    """Re-read the topic past ``offset``: the record there must be ``record``, and every later
+    record of its key must descend from it (:class:`ConcurrentChangeError` otherwise).
 
-    A later record with a higher ``seq`` was built on ours (the same seq or lower was not). The
-    check cannot see a writer that built on a third record written just before ours: the last
-    record still wins the same way on every reader, only the report is missed.
+    A record descends from the state before it when applying its change to that state gives
+    exactly its state (the reducer is deterministic), so a record built on another writer's
+    state, which would replace ours for every reader, is told apart from one built on ours.
     """
     topic = control_topic(prefix)
     records = _read(bootstrap, topic, kafka, timeout_s, min_end=offset + 1) or []
@@ -211,11 +212,20 @@ def confirm_record(
     landed = next((p for p in mine if p.offset == offset), None)
     if landed is None or landed.record != record:
         raise ControlError(f"control record of {record.key!r} at offset {offset} did not read back")
-    later = [p.record for p in mine if p.offset > offset and p.record != record]
-    if later and later[0].seq <= record.seq:  # built on a state that did not have ours
-        won = later[0]
-        raise ConcurrentChangeError(
-            f"pipeline {record.key!r}: another change won: {won.actor} wrote "
-            f"{describe_change(won.change)!r} (seq {won.seq}) over this one "
-            f"({describe_change(record.change)!r}); check the status and retry"
-        )
+    state = record.state
+    for later in (p.record for p in mine if p.offset > offset and p.record != record):
+        if not _descends(state, later):
+            raise ConcurrentChangeError(
+                f"pipeline {record.key!r}: another change won: {later.actor} wrote "
+                f"{describe_change(later.change)!r} (seq {later.seq}) over this one "
+                f"({describe_change(record.change)!r}); check the status and retry"
+            )
+        state = later.state
+
+
+def _descends(state: PipelineRouting, record: ControlRecord) -> bool:
+    """Whether ``record`` was built on ``state`` (or on one equal to it)."""
+    try:
+        return apply(state, record.change) == record.state
+    except ControlError:
+        return False

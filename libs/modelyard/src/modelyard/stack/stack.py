@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 STAGE_READY = "modelyard stage ready"
 ROUTER_READY = "modelyard router ready"
 _MONITOR_S = 0.5
+# stage settings that name one worker's model or topic: never shared by every child
+_PER_WORKER = frozenset({"MODELYARD_MODEL", "MODELYARD_INPUT_TOPIC", "MODELYARD_GROUP_ID"})
 
 
 class StackError(ConfigError):
@@ -71,9 +73,11 @@ class Stack:
         child_env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         on_line: LineSink | None = None,
+        cli: Sequence[str] = (sys.executable, "-m", "modelyard.cli.main"),
         **fields: Any,
     ) -> None:
         self.settings = settings or StackSettings(**fields)
+        self._cli_prefix = list(cli)
         self.bootstrap = self.settings.bootstrap or ""
         self.specs: list[PipelineSpec] = []
         self.failure: str | None = None
@@ -84,6 +88,7 @@ class Stack:
         self._follower: ControlFollower | None = None
         self._workers: dict[ModelVersion, _Worker] = {}
         self._routers: dict[str, Child] = {}
+        self._missing: set[ModelVersion] = set()
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
         self._monitor: threading.Thread | None = None
@@ -104,8 +109,8 @@ class Stack:
     def workers(self) -> dict[str, dict[str, str]]:
         """``"model:version"`` -> its ready line's fields (grpc, metrics, topic); ready ones."""
         with self._lock:
-            items = [(f"{m}:{v}", w.child.ready) for (m, v), w in sorted(self._workers.items())]
-        return {ref: ready for ref, ready in items if ready is not None}
+            items = [(f"{m}:{v}", w.child) for (m, v), w in sorted(self._workers.items())]
+        return {ref: c.ready for ref, c in items if c.ready is not None and c.running}
 
     @property
     def routers(self) -> dict[str, dict[str, str]]:
@@ -191,8 +196,9 @@ class Stack:
         return self._broker.bootstrap
 
     def _env(self) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if k not in _PER_WORKER}
         env = {
-            **os.environ,
+            **inherited,
             "MODELYARD_LOG_JSON": str(self.settings.log_format == "json").lower(),
             "MODELYARD_LOG_LEVEL": self.settings.log_level,
             "PYTHONUNBUFFERED": "1",  # lines reach up as they are written
@@ -202,7 +208,7 @@ class Stack:
         return {**env, **self._child_env}
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "modelyard.cli.main", *args]
+        return [*self._cli_prefix, *args]
 
     def _spawn(self, name: str, argv: list[str], ready_prefix: str) -> Child:
         log.info("starting", child=name)
@@ -238,8 +244,9 @@ class Stack:
             if self._stopping.is_set() or self._follower is None:
                 return
             needed = versions_in_use(self._follower.state, self.specs) - set(self._workers)
-            for model, version in sorted(needed):
+            for model, version in sorted(needed - self._missing):
                 if version not in self._repo.versions(model):
+                    self._missing.add((model, version))  # said once, not every round
                     log.error("routed version not in the repository; no worker started",
                               model=model, version=version)  # fmt: skip
                     continue
@@ -251,7 +258,8 @@ class Stack:
             children = [w.child for w in self._workers.values()] + list(self._routers.values())
         for child in children:
             if not child.wait_ready(deadline - time.monotonic()):
-                state = f"exited with code {child.returncode}" if not child.running else "timed out"
+                code = child.wait(1.0)  # its output ended: it is exiting, or it timed out
+                state = "timed out" if code is None else f"exited with code {code}"
                 raise StackError(f"{child.name} did not become ready ({state}); last output:\n"
                                  f"{child.tail()}")  # fmt: skip
 
