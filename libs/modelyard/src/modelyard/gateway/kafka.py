@@ -71,6 +71,15 @@ class KafkaLink:
     ) -> None:
         """Create the reply topic, the clients and the reader thread (blocking: call off-loop)."""
         _create_topic(self._base, self.reply_topic, self.connect_timeout_s)
+        try:
+            self._open_clients(loop, on_events, on_failed)
+        except BaseException:
+            self.close()  # a half-open link must not leave its clients or topic behind
+            raise
+
+    def _open_clients(
+        self, loop: asyncio.AbstractEventLoop, on_events: OnEvents, on_failed: OnFailed
+    ) -> None:
         self._failed = (loop, on_failed)
         # a request that cannot be delivered in this long fails as unavailable, not by timeout
         config = producer_config(self._base["bootstrap.servers"])
@@ -110,8 +119,7 @@ class KafkaLink:
             self._consumer.close()
         if self._producer is not None:
             self._producer.flush(flush_s)
-        if self._consumer is not None:
-            _delete_topic(self._base, self.reply_topic)
+        _delete_topic(self._base, self.reply_topic)
         self._producer = self._consumer = self._thread = None
 
     def _run(self, loop: asyncio.AbstractEventLoop, on_events: OnEvents) -> None:
