@@ -25,14 +25,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from modelyard.errors import ModelyardError, ValidationError, error_class, policy_for
 from modelyard.gateway.carrier import request_carrier
 from modelyard.gateway.core import PipelineGateway
+from modelyard.gateway.messages import response, stage_result
 from modelyard.gateway.pending import STAGE
 from modelyard.gateway.principal import Metadata, PrincipalResolver, TokenPrincipals
-from modelyard.gateway.tensors import inputs_from_proto, outputs_to_proto
+from modelyard.gateway.tensors import inputs_from_proto
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.telemetry.hooks import Carrier
 from modelyard.telemetry.tracing import extract, inject_current
-from modelyard.wire import Envelope, ErrorInfo
+from modelyard.wire import ErrorInfo
 from modelyard.wire.headers import H
 
 __all__ = ["ERROR_CODE_KEY", "ERROR_STAGE_KEY", "REQUEST_ID_KEY", "PipelineServicer"]
@@ -155,36 +156,6 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
             carrier=carrier,
             trace_id=trace_id,
         )
-
-
-def response(envelope: Envelope, trace_id: str = "") -> pb.InferResponse:
-    """A final result envelope as an InferResponse."""
-    return pb.InferResponse(
-        id=envelope.request_id,
-        pipeline=envelope.pipeline or "",
-        outputs=outputs_to_proto(envelope.fields),
-        served_by=dict(envelope.served_by or {}),
-        error=_error(envelope.error),
-        trace_id=trace_id,
-    )
-
-
-def stage_result(envelope: Envelope) -> pb.StageResult:
-    """One stage's reply envelope as a StageResult."""
-    return pb.StageResult(
-        id=envelope.request_id,
-        stage=envelope.stage or "",
-        model=envelope.model or "",
-        version=envelope.version or "",
-        outputs=outputs_to_proto(envelope.fields),
-        error=_error(envelope.error),
-    )
-
-
-def _error(error: ErrorInfo | None) -> pb.Error | None:
-    if error is None:
-        return None
-    return pb.Error(code=error.code, message=error.message, stage=error.stage or "")
 
 
 def _trace_headers(metadata: Metadata) -> Carrier:
