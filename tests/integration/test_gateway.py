@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from modelyard.errors import DeadlineExceededError, ValidationError
 from modelyard.gateway import RESULT, STAGE, BlockingGateway, PipelineGateway, request_carrier
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, encode_envelope
@@ -157,3 +158,19 @@ def test_blocking_gateway_submits_many_at_once(router: FakeRouter) -> None:
         many = gw.submit_many(PIPELINE, [Submission(texts(w)) for w in (b"a", b"bb", b"ccc")])
     assert list(one.fields["upper"]) == [b"ONE"]
     assert [list(r.fields["length"]) for r in many if isinstance(r, Envelope)] == [[1], [2], [3]]
+
+
+def test_its_own_reply_topic_is_deleted_on_close_a_given_one_kept(router: FakeRouter) -> None:
+    given = f"{router.prefix}.my-replies"
+
+    async def main() -> tuple[str, str]:
+        async with gateway(router) as own, gateway(router, reply_topic=given) as kept:
+            for gw in (own, kept):
+                assert (await gw.submit(PIPELINE, texts(b"x"))).error is None
+            return own.reply_topic, kept.reply_topic
+
+    own_topic, kept_topic = run(main())
+    topics = AdminClient({"bootstrap.servers": router.bootstrap}).list_topics(timeout=10).topics
+    assert own_topic not in topics
+    assert kept_topic == given
+    assert given in topics
