@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from modelyard.errors import DeadlineExceededError, ValidationError
+from modelyard.errors import DeadlineExceededError, UnavailableError, ValidationError
 from modelyard.gateway import RESULT, STAGE, BlockingGateway, PipelineGateway, request_carrier
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, encode_envelope
 from modelyard.wire.headers import H
@@ -174,3 +174,15 @@ def test_its_own_reply_topic_is_deleted_on_close_a_given_one_kept(router: FakeRo
     assert own_topic not in topics
     assert kept_topic == given
     assert given in topics
+
+
+def test_an_undeliverable_request_fails_at_once_as_unavailable(router: FakeRouter) -> None:
+    async def main() -> None:
+        replies = f"{router.prefix}.replies"
+        async with gateway(router, reply_topic=replies) as gw:
+            gw.topic_prefix = "no$such$prefix"  # an ingress topic name the broker refuses
+            with pytest.raises(UnavailableError, match="not delivered"):
+                await gw.submit(PIPELINE, texts(b"x"), deadline_ms=int(time.time() * 1000) + 60_000)
+            assert gw.in_flight == 0
+
+    run(main())
