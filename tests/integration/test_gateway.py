@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import Producer
-from modelyard.errors import DeadlineExceededError, ValidationError
+from confluent_kafka.admin import AdminClient
+from modelyard.errors import DeadlineExceededError, UnavailableError, ValidationError
 from modelyard.gateway import RESULT, STAGE, BlockingGateway, PipelineGateway, request_carrier
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, encode_envelope
 from modelyard.wire.headers import H
@@ -157,3 +158,31 @@ def test_blocking_gateway_submits_many_at_once(router: FakeRouter) -> None:
         many = gw.submit_many(PIPELINE, [Submission(texts(w)) for w in (b"a", b"bb", b"ccc")])
     assert list(one.fields["upper"]) == [b"ONE"]
     assert [list(r.fields["length"]) for r in many if isinstance(r, Envelope)] == [[1], [2], [3]]
+
+
+def test_its_own_reply_topic_is_deleted_on_close_a_given_one_kept(router: FakeRouter) -> None:
+    given = f"{router.prefix}.my-replies"
+
+    async def main() -> tuple[str, str]:
+        async with gateway(router) as own, gateway(router, reply_topic=given) as kept:
+            for gw in (own, kept):
+                assert (await gw.submit(PIPELINE, texts(b"x"))).error is None
+            return own.reply_topic, kept.reply_topic
+
+    own_topic, kept_topic = run(main())
+    topics = AdminClient({"bootstrap.servers": router.bootstrap}).list_topics(timeout=10).topics
+    assert own_topic not in topics
+    assert kept_topic == given
+    assert given in topics
+
+
+def test_an_undeliverable_request_fails_at_once_as_unavailable(router: FakeRouter) -> None:
+    async def main() -> None:
+        replies = f"{router.prefix}.replies"
+        async with gateway(router, reply_topic=replies) as gw:
+            gw.topic_prefix = "no$such$prefix"  # an ingress topic name the broker refuses
+            with pytest.raises(UnavailableError, match="not delivered"):
+                await gw.submit(PIPELINE, texts(b"x"), deadline_ms=int(time.time() * 1000) + 60_000)
+            assert gw.in_flight == 0
+
+    run(main())

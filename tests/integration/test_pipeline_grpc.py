@@ -19,6 +19,10 @@ from modelyard.gateway.servicer import ERROR_CODE_KEY, ERROR_STAGE_KEY, REQUEST_
 from modelyard.gateway.tensors import from_proto
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.support.aio import LoopThread
 from tests.support.fake_router import SERVED_BY, FakeRouter, running_fake_router
@@ -34,6 +38,8 @@ TOKENS = {"s3cret": "svc-billing"}
 class Served:
     router: FakeRouter
     stub: pb_grpc.PipelineServiceStub
+    traced: pb_grpc.PipelineServiceStub  # the same gateway, behind a server with tracing on
+    spans: InMemorySpanExporter
 
     def seen(self, request_id: str) -> dict[str, str]:
         (found,) = [s for s in self.router.seen if s.envelope.request_id == request_id]
@@ -50,11 +56,25 @@ def served(broker: str) -> Iterator[Served]:
         loop.run(gateway.start())
         principals = TokenPrincipals(TOKENS)
         server, port = loop.run(start_pipeline_grpc(gateway, "127.0.0.1", 0, principal=principals))
+        spans, provider = InMemorySpanExporter(), TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+        traced, traced_port = loop.run(
+            start_pipeline_grpc(gateway, "127.0.0.1", 0, tracer_provider=provider)
+        )
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield Served(router, pb_grpc.PipelineServiceStub(channel))
+            with (
+                grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+                grpc.insecure_channel(f"127.0.0.1:{traced_port}") as traced_channel,
+            ):
+                yield Served(
+                    router,
+                    pb_grpc.PipelineServiceStub(channel),
+                    pb_grpc.PipelineServiceStub(traced_channel),
+                    spans,
+                )
         finally:
             loop.run(server.stop(1.0))
+            loop.run(traced.stop(1.0))
             loop.run(gateway.close())
             loop.close()
 
@@ -182,3 +202,31 @@ def test_numeric_inputs_cross_as_arrays(served: Served) -> None:
     served.stub.Infer(pb.InferRequest(id=request_id, pipeline=PIPELINE, inputs=[tensor]))
     (seen,) = [s for s in served.router.seen if s.envelope.request_id == request_id]
     np.testing.assert_array_equal(seen.envelope.fields["x"], values)
+
+
+def test_with_tracing_on_each_call_is_a_server_span_the_router_continues(served: Served) -> None:
+    served.spans.clear()
+    request_id = rid()
+    metadata = [("traceparent", f"00-{TRACE_ID}-b7ad6b7169203331-01")]
+    response = served.traced.Infer(request(b"x", request_id=request_id), metadata=metadata)
+    (span,) = served.spans.get_finished_spans()
+    assert (span.name, span.kind) == ("PipelineService/Infer", SpanKind.SERVER)
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == "b7ad6b7169203331"
+    assert f"{span.context.trace_id:032x}" == TRACE_ID == response.trace_id
+    assert span.attributes is not None
+    assert span.attributes["modelyard.request_id"] == request_id
+    assert span.attributes["modelyard.pipeline"] == PIPELINE
+    # the request on Kafka names the server span as its parent
+    parent = served.seen(request_id)["traceparent"].split("-")[2]
+    assert parent == f"{span.context.span_id:016x}"
+
+
+def test_with_tracing_on_a_failed_call_is_an_error_span(served: Served) -> None:
+    served.spans.clear()
+    with pytest.raises(grpc.RpcError):
+        served.traced.Infer(request(b"boom"))
+    (span,) = served.spans.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["modelyard.outcome"] == "model"

@@ -6,6 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from modelyard.errors import DecodeError, ValidationError
 from modelyard.gateway.tensors import from_proto, inputs_from_proto, outputs_to_proto, to_proto
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
@@ -93,3 +96,27 @@ def test_inputs_need_unique_names() -> None:
         inputs_from_proto([one, one])
     with pytest.raises(ValidationError, match="needs a name"):
         inputs_from_proto([pb.Tensor(datatype="BYTES", shape=[0])])
+
+
+NUMERIC = sorted(set(DATATYPES) - {"BYTES"})
+
+
+@given(
+    datatype=st.sampled_from(NUMERIC),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+    data=st.data(),
+)
+def test_any_numeric_array_round_trips_bit_for_bit(
+    datatype: str, shape: tuple[int, ...], data: st.DataObject
+) -> None:
+    array = data.draw(hnp.arrays(DATATYPES[datatype], shape))
+    back = from_proto(pb.Tensor.FromString(to_proto("t", array).SerializeToString()))
+    assert back.shape == array.shape
+    assert back.tobytes() == np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()
+
+
+@given(st.lists(st.binary(max_size=40), max_size=6))
+def test_any_bytes_elements_round_trip(items: list[bytes]) -> None:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    assert from_proto(to_proto("t", array)).tolist() == items

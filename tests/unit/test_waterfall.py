@@ -71,12 +71,17 @@ def test_hops_in_dispatch_order_primary_before_its_shadow() -> None:
 
 def test_bars_are_placed_and_sized_on_the_requests_timeline() -> None:
     lines = render_waterfall(RECORDS, width=20)
-    bars = [line.split("|")[1] for line in lines if "█" in line or "░" in line]
+    bars = [line.split("|")[1] for line in lines if "|" in line and ("█" in line or "░" in line)]
     assert bars == [
         "██████████          ",  # 0-50 ms of 100 ms on 20 columns
         "░░░░░░░░░░░░░░░░    ",  # the shadow: lighter
         "            ████████",  # 60-100 ms
     ]
+
+
+def test_a_legend_explains_the_shadow_bar_when_there_is_one() -> None:
+    assert "shadow copy" in render_waterfall(RECORDS)[-1]
+    assert not any("shadow copy" in line for line in render_waterfall(RECORDS[:3]))
 
 
 def test_errors_and_retries_are_shown() -> None:

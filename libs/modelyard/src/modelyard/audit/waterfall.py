@@ -37,6 +37,10 @@ def render_waterfall(records: Sequence[HopRecord | RequestRecord], width: int = 
     lines.append(f"{_COLUMNS}   |{'0 ms':<{width - 8}}{total_ms:>6.0f} ms|")
     for hop in hops:
         lines.extend(_hop_lines(hop, _ms(origin, hop.dispatched_at), total_ms, width))
+    if any(h.shadow for h in hops):
+        lines.append(
+            f"  {_SOLID} primary path   {_SHADOW} shadow copy (audited, never flows downstream)"
+        )
     return lines
 
 

@@ -37,7 +37,11 @@ _MAX_ID = 200
 
 
 class PipelineGateway:
-    """One producer, one private reply topic, and the requests waiting on it."""
+    """One producer, one private reply topic, and the requests waiting on it.
+
+    ``reply_topic`` defaults to a fresh ``<prefix>.gw.<random>``, deleted on close; a topic
+    given instead must be this gateway's alone (it is read from its start, and kept).
+    """
 
     def __init__(
         self,
@@ -55,7 +59,11 @@ class PipelineGateway:
         self.reply_grace_s = reply_grace_s
         self.reply_topic = reply_topic or f"{topic_prefix}.gw.{uuid.uuid4().hex[:16]}"
         self._link = KafkaLink(
-            bootstrap, self.reply_topic, kafka, connect_timeout_s=connect_timeout_s
+            bootstrap,
+            self.reply_topic,
+            kafka,
+            connect_timeout_s=connect_timeout_s,
+            delete_on_close=reply_topic is None,  # only a topic it named itself
         )
         self._pending = Pending()
         self._open = False

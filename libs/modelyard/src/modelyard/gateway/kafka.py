@@ -1,7 +1,8 @@
 """The gateway's Kafka adapter: one producer, and one private reply topic read by one thread.
 
 The reply topic is read with ``assign()``, not a group, so the first reply is not delayed by a
-group join and nothing is committed: it belongs to this process alone and is deleted on close.
+group join and nothing is committed: it belongs to this process alone (and, when the gateway
+named it, is deleted on close).
 One thread ("modelyard-gateway") drains the reply consumer and serves the producer's delivery
 reports; it decodes replies off the event loop and hands each drained batch over with one
 ``loop.call_soon_threadsafe``. Measured against an asyncio task polling the consumer
@@ -52,9 +53,11 @@ class KafkaLink:
         kafka: Mapping[str, Any] | None = None,
         *,
         connect_timeout_s: float = 10.0,
+        delete_on_close: bool = True,
     ):
         self.reply_topic = reply_topic
         self.connect_timeout_s = connect_timeout_s
+        self.delete_on_close = delete_on_close
         self._base = {
             "bootstrap.servers": bootstrap,
             "log.connection.close": False,
@@ -71,6 +74,15 @@ class KafkaLink:
     ) -> None:
         """Create the reply topic, the clients and the reader thread (blocking: call off-loop)."""
         _create_topic(self._base, self.reply_topic, self.connect_timeout_s)
+        try:
+            self._open_clients(loop, on_events, on_failed)
+        except BaseException:
+            self.close()  # a half-open link must not leave its clients or topic behind
+            raise
+
+    def _open_clients(
+        self, loop: asyncio.AbstractEventLoop, on_events: OnEvents, on_failed: OnFailed
+    ) -> None:
         self._failed = (loop, on_failed)
         # a request that cannot be delivered in this long fails as unavailable, not by timeout
         config = producer_config(self._base["bootstrap.servers"])
@@ -110,7 +122,7 @@ class KafkaLink:
             self._consumer.close()
         if self._producer is not None:
             self._producer.flush(flush_s)
-        if self._consumer is not None:
+        if self.delete_on_close:
             _delete_topic(self._base, self.reply_topic)
         self._producer = self._consumer = self._thread = None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry import trace
 
 from modelyard.gateway.core import PipelineGateway
 from modelyard.gateway.principal import PrincipalResolver
@@ -28,15 +29,17 @@ async def start_pipeline_grpc(
     principal: PrincipalResolver | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     options: Sequence[tuple[str, Any]] | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve PipelineService over ``gateway`` on ``host:port`` (0: the OS picks).
 
     Returns the started server and its bound port; stop it with ``await server.stop(grace)``
     before closing the gateway. ``credentials`` turns on TLS/mTLS; ``principal`` names callers
-    (default :class:`~modelyard.gateway.principal.TokenPrincipals` with no tokens).
+    (default :class:`~modelyard.gateway.principal.TokenPrincipals` with no tokens);
+    ``tracer_provider`` defaults to the global one (set by the entry point, or none).
     """
     server = grpc.aio.server(options=list(options or server_options(max_request_bytes)))
-    servicer = PipelineServicer(gateway, principal)
+    servicer = PipelineServicer(gateway, principal, tracer_provider=tracer_provider)
     pb_grpc.add_PipelineServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     bound = listen(server, host, port, credentials)
     await server.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -25,14 +25,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from modelyard.errors import ModelyardError, ValidationError, error_class, policy_for
 from modelyard.gateway.carrier import request_carrier
 from modelyard.gateway.core import PipelineGateway
+from modelyard.gateway.messages import response, stage_result
 from modelyard.gateway.pending import STAGE
 from modelyard.gateway.principal import Metadata, PrincipalResolver, TokenPrincipals
-from modelyard.gateway.tensors import inputs_from_proto, outputs_to_proto
+from modelyard.gateway.tensors import inputs_from_proto
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.telemetry.hooks import Carrier
 from modelyard.telemetry.tracing import extract, inject_current
-from modelyard.wire import Envelope, ErrorInfo
+from modelyard.wire import ErrorInfo
 from modelyard.wire.headers import H
 
 __all__ = ["ERROR_CODE_KEY", "ERROR_STAGE_KEY", "REQUEST_ID_KEY", "PipelineServicer"]
@@ -43,7 +44,6 @@ ERROR_STAGE_KEY = "x-modelyard-error-stage"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 log = structlog.get_logger(__name__)
-_tracer = trace.get_tracer("modelyard.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,28 +70,49 @@ class _Call:
 class PipelineServicer(pb_grpc.PipelineServiceServicer):
     """Serves every pipeline the routers behind ``gateway``'s broker run."""
 
-    def __init__(self, gateway: PipelineGateway, principal: PrincipalResolver | None = None):
+    def __init__(
+        self,
+        gateway: PipelineGateway,
+        principal: PrincipalResolver | None = None,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self.gateway = gateway
         self.principal = principal or TokenPrincipals()
+        self._tracer = trace.get_tracer("modelyard.gateway", tracer_provider=tracer_provider)
 
     async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
-        with _server_span("Infer", request, context) as span:
-            call = await self._decode(request, context)
-            try:
-                result = await self.gateway.submit(call.pipeline, call.fields, **call.options())
-            except ModelyardError as exc:
-                await _abort_error(context, span, call.request_id, _info(exc))
-            except Exception as exc:
-                await _abort_crash(context, span, call.request_id, exc)
-            if result.error is not None:
-                await _abort_result(context, span, result)
-            return response(result, call.trace_id)
+        try:
+            return await self._infer(request, context)
+        except _CallFailed as failed:  # aborted here, after the span has ended
+            await _abort(context, failed)
 
     async def InferStream(
         self, request: pb.InferRequest, context: Context
     ) -> AsyncIterator[pb.InferEvent]:
-        with _server_span("InferStream", request, context) as span:
-            call = await self._decode(request, context)
+        try:
+            async for event in self._stream(request, context):
+                yield event
+        except _CallFailed as failed:
+            await _abort(context, failed)
+
+    async def _infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
+        with _server_span(self._tracer, "Infer", request, context) as span:
+            call = self._decode(request, context, span)
+            try:
+                result = await self.gateway.submit(call.pipeline, call.fields, **call.options())
+            except Exception as exc:
+                raise _failure(span, call.request_id, exc) from None
+            if result.error is not None:
+                raise _failed(span, result.request_id, result.error)
+            _done(result.request_id, "ok")
+            return response(result, call.trace_id)
+
+    async def _stream(
+        self, request: pb.InferRequest, context: Context
+    ) -> AsyncGenerator[pb.InferEvent, None]:
+        with _server_span(self._tracer, "InferStream", request, context) as span:
+            call = self._decode(request, context, span)
             events = self.gateway.stream(call.pipeline, call.fields, **call.options())
             try:
                 async for kind, envelope in events:
@@ -100,25 +121,29 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
                         continue
                     yield pb.InferEvent(result=response(envelope, call.trace_id))
                     if envelope.error is not None:
-                        await _abort_result(context, span, envelope)
-            except ModelyardError as exc:
-                await _abort_error(context, span, call.request_id, _info(exc))
+                        raise _failed(span, envelope.request_id, envelope.error)
+                    _done(envelope.request_id, "ok")
+            except _CallFailed:
+                raise
             except Exception as exc:
-                await _abort_crash(context, span, call.request_id, exc)
+                raise _failure(span, call.request_id, exc) from None
             finally:
                 await events.aclose()  # stop waiting now, not when the generator is collected
 
-    async def _decode(self, request: pb.InferRequest, context: Context) -> _Call:
+    def _decode(self, request: pb.InferRequest, context: Context, span: trace.Span) -> _Call:
         request_id = request.id or uuid.uuid4().hex
         try:
             return self._call(request, request_id, context)
         except ModelyardError as exc:
-            span = trace.get_current_span()
-            await _abort_error(context, span, request_id, _info(exc))
+            raise _failed(span, request_id, _info(exc)) from None
 
     def _call(self, request: pb.InferRequest, request_id: str, context: Context) -> _Call:
         metadata: Metadata = tuple(context.invocation_metadata() or ())
         caller = self.principal(metadata)
+        structlog.contextvars.bind_contextvars(request_id=request_id, caller=caller)  # this task
+        span = trace.get_current_span()
+        span.set_attribute("modelyard.request_id", request_id)
+        span.set_attribute("modelyard.caller", caller)
         if not request.pipeline:
             raise ValidationError("the request names no pipeline")
         carrier, trace_id = request_carrier(carrier=_trace_headers(metadata))
@@ -131,36 +156,6 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
             carrier=carrier,
             trace_id=trace_id,
         )
-
-
-def response(envelope: Envelope, trace_id: str = "") -> pb.InferResponse:
-    """A final result envelope as an InferResponse."""
-    return pb.InferResponse(
-        id=envelope.request_id,
-        pipeline=envelope.pipeline or "",
-        outputs=outputs_to_proto(envelope.fields),
-        served_by=dict(envelope.served_by or {}),
-        error=_error(envelope.error),
-        trace_id=trace_id,
-    )
-
-
-def stage_result(envelope: Envelope) -> pb.StageResult:
-    """One stage's reply envelope as a StageResult."""
-    return pb.StageResult(
-        id=envelope.request_id,
-        stage=envelope.stage or "",
-        model=envelope.model or "",
-        version=envelope.version or "",
-        outputs=outputs_to_proto(envelope.fields),
-        error=_error(envelope.error),
-    )
-
-
-def _error(error: ErrorInfo | None) -> pb.Error | None:
-    if error is None:
-        return None
-    return pb.Error(code=error.code, message=error.message, stage=error.stage or "")
 
 
 def _trace_headers(metadata: Metadata) -> Carrier:
@@ -177,39 +172,69 @@ def _deadline_ms(timeout_ms: int, remaining_s: float | None) -> int | None:
     return int((time.time() + min(limits)) * 1000) if limits else None
 
 
+def _done(request_id: str, outcome: str) -> None:
+    """The one summary line per call (pipeline, method and caller are bound in contextvars)."""
+    log.info("pipeline_call", request_id=request_id, outcome=outcome)
+
+
 @contextmanager
-def _server_span(method: str, request: pb.InferRequest, context: Context) -> Iterator[trace.Span]:
+def _server_span(
+    tracer: trace.Tracer, method: str, request: pb.InferRequest, context: Context
+) -> Iterator[trace.Span]:
     metadata = [
         (k, v if isinstance(v, bytes) else v.encode())
         for k, v in context.invocation_metadata() or ()
     ]
     attributes = {"rpc.system": "grpc", "rpc.service": "modelyard.pipeline.v1.PipelineService",
                   "rpc.method": method, "modelyard.pipeline": request.pipeline}  # fmt: skip
-    with _tracer.start_as_current_span(
-        f"PipelineService/{method}",
-        context=extract(metadata),
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-        record_exception=False,  # aborts are expected outcomes, recorded as status below
-        set_status_on_exception=False,
-    ) as span:
+    with (
+        tracer.start_as_current_span(
+            f"PipelineService/{method}",
+            context=extract(metadata),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,  # aborts are expected outcomes, recorded as status below
+            set_status_on_exception=False,
+        ) as span,
+        structlog.contextvars.bound_contextvars(pipeline=request.pipeline, rpc=method),
+    ):
         yield span
 
 
-async def _abort_result(context: Context, span: trace.Span, result: Envelope) -> NoReturn:
-    assert result.error is not None
-    await _abort_error(context, span, result.request_id, result.error)
+class _CallFailed(Exception):
+    """A call that ends with a non-OK status; raised through the span, aborted outside it."""
+
+    def __init__(self, request_id: str, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.request_id = request_id
+        self.error = error
 
 
-async def _abort_error(
-    context: Context, span: trace.Span, request_id: str, error: ErrorInfo
-) -> NoReturn:
+def _failed(span: trace.Span, request_id: str, error: ErrorInfo) -> _CallFailed:
+    """Record ``error`` on the span and the log; the exception that ends the call."""
+    _done(request_id, error.code)
+    span.set_attribute("modelyard.outcome", error.code)
+    span.set_status(Status(StatusCode.ERROR, error.code))
+    return _CallFailed(request_id, error)
+
+
+def _failure(span: trace.Span, request_id: str, exc: Exception) -> _CallFailed:
+    """The gateway's own failure (a ModelyardError), or a bug: INTERNAL, traceback to the log."""
+    if isinstance(exc, ModelyardError):
+        return _failed(span, request_id, _info(exc))
+    log.exception("pipeline_grpc_crashed", request_id=request_id)
+    span.record_exception(exc)
+    message = f"internal error ({type(exc).__name__}) in request {request_id}"
+    return _failed(span, request_id, ErrorInfo("internal", message))
+
+
+async def _abort(context: Context, failed: _CallFailed) -> NoReturn:
+    """End the call with the status of the error's code, and its details as trailing metadata."""
+    error = failed.error
     status = getattr(
         grpc.StatusCode, policy_for(error_class(error.code)(error.message)).grpc_status
     )
-    span.set_attribute("modelyard.outcome", error.code)
-    span.set_status(Status(StatusCode.ERROR, error.code))
-    trailing = [(REQUEST_ID_KEY, request_id), (ERROR_CODE_KEY, error.code)]
+    trailing = [(REQUEST_ID_KEY, failed.request_id), (ERROR_CODE_KEY, error.code)]
     message = error.message
     if error.stage:
         trailing.append((ERROR_STAGE_KEY, error.stage))
@@ -220,12 +245,3 @@ async def _abort_error(
 
 def _info(exc: ModelyardError) -> ErrorInfo:
     return ErrorInfo(exc.code, exc.message)
-
-
-async def _abort_crash(
-    context: Context, span: trace.Span, request_id: str, exc: Exception
-) -> NoReturn:
-    """A bug: INTERNAL with a readable line; the traceback goes to the log."""
-    log.exception("pipeline_grpc_crashed", request_id=request_id)
-    message = f"internal error ({type(exc).__name__}) in request {request_id}"
-    await _abort_error(context, span, request_id, ErrorInfo("internal", message))
