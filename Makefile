@@ -62,6 +62,7 @@ test: setup check-generated lint ## Everything CI runs: setup, generated-code ch
 
 .PHONY: bench
 bench: setup ## Benchmarks with side-by-side baselines, printed as ratios
+	@test -f models/.complete || $(MAKE) --no-print-directory models
 	bash bench/setup_peers.sh
 	$(UV) python -m bench.run
 

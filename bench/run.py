@@ -1,5 +1,7 @@
 """`make bench`: modelyard against its peers, in one run, printed as figures and ratios.
 
+Router: per-hop latency against a direct produce→consume, the four-stage reference pipeline end
+to end, and primary-path throughput with a shadow on and off (``bench.router_bench``).
 Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
 (20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
 vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Models: items/s of
@@ -8,7 +10,7 @@ child process of its own, building ``models/`` first where it lacks a version). 
 test: the exit code is 0 whatever the figures; a target that fails to start is reported as an
 error.
 
-    python -m bench.run [--only kafka|grpc|models] [--quick]
+    python -m bench.run [--only kafka|grpc|models|router] [--quick]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 
 from modelyard.broker import EmbeddedBroker
 
+from bench import router_bench
 from bench.grpc_bench import (
     GrpcResult,
     bare_target,
@@ -111,6 +114,11 @@ def run_models(errors: dict[str, str]) -> list[dict[str, Any]] | None:
     return _attempt("models", measure, errors)
 
 
+def run_router(quick: bool, errors: dict[str, str]) -> dict[str, Any] | None:
+    """Router hop latency, the reference pipeline, shadow cost (``bench.router_bench``)."""
+    return _attempt("router", lambda: router_bench.run(quick), errors)
+
+
 def print_models(rows: list[dict[str, Any]]) -> None:
     # imported late: the module sets BLAS thread limits, which the peers above must not inherit
     from bench.models_bench import print_table  # noqa: PLC0415
@@ -188,7 +196,7 @@ def print_checks(rows: list[tuple[str, float | None, str, bool | None]]) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="modelyard benchmarks against peers")
-    parser.add_argument("--only", choices=["kafka", "grpc", "models"])
+    parser.add_argument("--only", choices=["kafka", "grpc", "models", "router"])
     parser.add_argument("--quick", action="store_true", help="smaller burst, shorter runs")
     args = parser.parse_args()
     errors: dict[str, str] = {}
@@ -196,18 +204,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
         work = Path(tmp)
         repo = work / "models"
-        wanted = {args.only} if args.only else {"kafka", "grpc", "models"}
+        wanted = {args.only} if args.only else {"kafka", "grpc", "models", "router"}
         if wanted & {"kafka", "grpc"}:
             write_noop_repo(repo)
         kafka = run_kafka(repo, work, args.quick, errors) if "kafka" in wanted else None
         grpc_res = run_grpc(repo, work, args.quick, errors) if "grpc" in wanted else None
         models = run_models(errors) if "models" in wanted else None
+        router = run_router(args.quick, errors) if "router" in wanted else None
         if kafka is not None:
             rows += print_kafka(kafka)
         if grpc_res is not None:
             rows += print_grpc(grpc_res)
         if models is not None:
             print_models(models)
+        if router is not None:
+            rows += router_bench.report(router)
         if rows:
             print_checks(rows)
     for what, err in errors.items():
