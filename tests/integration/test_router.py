@@ -241,3 +241,17 @@ def test_shadow_replies_are_captured_and_never_served(stack: Stack) -> None:
         if dict(m.headers())["shadow-role"] == b"shadow" and m.key().decode() in ids
     ]
     assert {(r.model, r.version, r.stage) for r in shadow_replies} == {("shout", "2", "second")}
+
+
+def test_a_stopped_shadow_never_holds_up_the_primary_path(stack: Stack) -> None:
+    stack.routing.set(
+        first=StageRouting(active="1", shadow=Shadow(version="9", sample_rate=1.0)),  # no worker
+        second=StageRouting(active="1"),
+    )
+    ids = {f"noshadow-{i}" for i in range(10)}
+    stack.send(*[(rid, rid) for rid in sorted(ids)])
+    results = stack.results(ids)
+    assert all(r[0].error is None for r in results.values())
+    assert all(
+        r[0].served_by == {"first": "shout:1", "second": "shout:1"} for r in results.values()
+    )
