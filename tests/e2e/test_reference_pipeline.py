@@ -6,15 +6,25 @@ following the real control topic while the tests change versions under traffic.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Message
-from modelyard.control import CanaryChange, Rollback, Rollout, ShadowChange, should_shadow
+from modelyard.control import (
+    CanaryChange,
+    Rollback,
+    Rollout,
+    Shadow,
+    ShadowChange,
+    StageRouting,
+    should_shadow,
+)
 from modelyard.control.topic import write_change
 from modelyard.gateway.blocking import BlockingGateway, Submission
 from modelyard.stack import Stack
@@ -37,7 +47,13 @@ class Docs:
         self.stack, self.gateway, self.prefix = stack, gateway, prefix
 
     def change(self, change: Any) -> None:
-        write_change(self.stack.bootstrap, "docs", change, actor="e2e", prefix=self.prefix)
+        """Write ``change`` and wait until the router applies it (its control-seq gauge)."""
+        record = write_change(self.stack.bootstrap, "docs", change, actor="e2e", prefix=self.prefix)
+        metrics = f"http://{self.stack.routers['docs']['metrics']}/metrics"
+        deadline = time.monotonic() + 30
+        while _router_seq(metrics) < record.seq:
+            assert time.monotonic() < deadline, "the router did not apply the change"
+            threading.Event().wait(0.05)  # polling a probe, bounded
 
     def run(self, docs: list[tuple[str, str]], **options: Any) -> dict[str, Envelope]:
         """Submit (request id, language) documents at once; their results by id."""
@@ -84,6 +100,13 @@ def docs(
     assert stack.failure is None
 
 
+def _router_seq(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r'^modelyard_router_control_seq\{pipeline="docs"\} (\S+)$', text, re.M)
+    return float(found[1]) if found else -1.0
+
+
 def _text(result: Envelope, name: str) -> str:
     return result.fields[name].reshape(-1)[0].decode()
 
@@ -110,13 +133,9 @@ def test_shadow_results_are_captured_for_every_sampled_request_and_never_served(
 ) -> None:
     docs.change(ShadowChange(stage="langid", version="2", sample_rate=0.5))
     docs.stack.wait_worker("langid:2", timeout_s=120)
-    # a probe until the router follows the change: a shadow reply for a sampled request
     ids = [f"sh-{i}" for i in range(24)]
-    sampled = {
-        r
-        for r in ids
-        if should_shadow(docs.stack.state.stage("docs", "langid"), r, scope="docs/langid")
-    }
+    shadowing = StageRouting(active="1", shadow=Shadow(version="2", sample_rate=0.5))
+    sampled = {r for r in ids if should_shadow(shadowing, r, scope="docs/langid")}
     assert 0 < len(sampled) < len(ids)
     results = docs.run([(rid, "es" if i % 2 else "en") for i, rid in enumerate(ids)])
     assert {r.served_by["langid"] for r in results.values()} == {"langid:1"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from modelyard.broker import create_topics
 from modelyard.control.deploy import check_routing
@@ -93,6 +93,13 @@ async def _serve(
         routing = follower.state.pipeline(spec.pipeline)
         check_routing(spec, ModelRepository(settings.repository), routing)
     registry = CollectorRegistry()
+    seq = Gauge(
+        "modelyard_router_control_seq",
+        "Sequence number of the pipeline's routing this router applies (see modelyard status).",
+        ["pipeline"],
+        registry=registry,
+    )
+    seq.labels(spec.pipeline).set_function(lambda: follower.state.pipeline(spec.pipeline).seq)
     hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging()])
     router = PipelineRouter(spec, follower, _options(settings), hooks)
     router.start()
