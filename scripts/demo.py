@@ -10,10 +10,12 @@ waterfall from its audit records (what `modelyard trace` prints), then stops the
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from modelyard.audit import HopRecord
 from modelyard.audit.reader import read_request_records
 from modelyard.audit.waterfall import render_waterfall
 from modelyard.cli.control_view import status_text
@@ -93,7 +95,10 @@ def print_shadow(bootstrap: str, expected: int) -> None:
             if done >= 4 and sum(len(p) == 2 for p in pairs.values()) >= expected:
                 break
             continue
-        role = dict(msg.headers() or []).get("shadow-role", b"").decode()
+        headers = dict(msg.headers() or [])
+        role = (
+            "shadow" if headers.get("shadow") == b"1" else headers.get("shadow-role", b"").decode()
+        )
         pairs.setdefault(msg.key().decode(), {})[role] = decode_envelope(msg.value())
     consumer.close()
     both = {k: p for k, p in pairs.items() if len(p) == 2}
@@ -113,7 +118,11 @@ def read_records_of(bootstrap: str) -> list[ControlRecord]:
 
 
 def print_trace(bootstrap: str, request_id: str) -> None:
-    scan = read_request_records(bootstrap, audit_topic("yard"), request_id, timeout_s=30)
+    for _ in range(100):  # the shadow auditor runs at a lower priority: let it catch up
+        scan = read_request_records(bootstrap, audit_topic("yard"), request_id, timeout_s=30)
+        if any(isinstance(r, HopRecord) and r.shadow for r in scan.records):
+            break
+        time.sleep(0.1)
     print(f"\n$ modelyard trace {request_id}")
     for line in render_waterfall(scan.records):
         print(line)

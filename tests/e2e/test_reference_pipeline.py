@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from modelyard.audit import HopRecord
+from modelyard.audit.reader import read_request_records
 from modelyard.control import (
     CanaryChange,
     Rollback,
@@ -28,7 +30,12 @@ from modelyard.control import (
 from modelyard.control.topic import write_change
 from modelyard.gateway.blocking import BlockingGateway, Submission
 from modelyard.stack import Stack
-from modelyard.topics import pipeline_inbox_topic, pipeline_results_topic, pipeline_shadow_topic
+from modelyard.topics import (
+    audit_topic,
+    pipeline_inbox_topic,
+    pipeline_results_topic,
+    pipeline_shadow_topic,
+)
 from modelyard.wire import Envelope, decode_envelope
 from modelyard_ocr.corpus import CORPUS
 from modelyard_ocr.samples import render
@@ -107,6 +114,18 @@ def _router_seq(url: str) -> float:
     return float(found[1]) if found else -1.0
 
 
+def _shadow_hop(docs: Docs, request_id: str) -> HopRecord:
+    deadline = time.monotonic() + 60
+    while True:
+        records = read_request_records(
+            docs.stack.bootstrap, audit_topic(docs.prefix), request_id
+        ).records
+        found = [r for r in records if isinstance(r, HopRecord) and r.shadow]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no shadow hop record for {request_id}"
+
+
 def _text(result: Envelope, name: str) -> str:
     return result.fields[name].reshape(-1)[0].decode()
 
@@ -141,16 +160,20 @@ def test_shadow_results_are_captured_for_every_sampled_request_and_never_served(
     assert {r.served_by["langid"] for r in results.values()} == {"langid:1"}
 
     def shadow_ids(ms: list[Message]) -> set[str]:
-        return {m.key().decode() for m in ms if dict(m.headers())["shadow-role"] == b"shadow"}
+        return {m.key().decode() for m in ms if dict(m.headers() or []).get("shadow") == b"1"}
 
     topic = pipeline_shadow_topic(docs.prefix, "docs")
     messages = docs.read(topic, lambda ms: sampled <= shadow_ids(ms))
     mine = [m for m in messages if m.key().decode() in ids]
     assert shadow_ids(mine) == sampled  # every sampled request, and only those
     replies = [
-        decode_envelope(m.value()) for m in mine if dict(m.headers())["shadow-role"] == b"shadow"
+        decode_envelope(m.value()) for m in mine if dict(m.headers() or []).get("shadow") == b"1"
     ]
     assert {(r.model, r.version) for r in replies} == {("langid", "2")}
+    rid = sorted(sampled)[0]  # the shadow auditor audits and compares it
+    hop = _shadow_hop(docs, rid)
+    assert (hop.stage, hop.model, hop.version, hop.outcome) == ("langid", "langid", "2", "ok")
+    assert hop.agrees is not None
     docs.change(ShadowChange(stage="langid", version=None))
 
 

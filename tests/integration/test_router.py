@@ -17,6 +17,7 @@ from modelyard.control import Shadow, StageRouting
 from modelyard.repository.build import BuildContext
 from modelyard.router import parse_spec
 from modelyard.router.service import PipelineRouter, RouterOptions
+from modelyard.shadows.auditor import ShadowAuditor
 from modelyard.topics import (
     audit_topic,
     model_input_topic,
@@ -79,12 +80,27 @@ class Stack:
         finally:
             collector.close()
 
+    def shadow_hops(self, ids: set[str]) -> dict[str, HopRecord]:
+        """The shadow hop record of each request, once the auditor wrote them all."""
+
+        def shadow_hops(ms: list[Message]) -> dict[str, HopRecord]:
+            records = (decode_audit(m.value()) for m in ms if m.key().decode() in ids)
+            return {r.request_id: r for r in records if isinstance(r, HopRecord) and r.shadow}
+
+        return shadow_hops(self.collect("audit", lambda ms: len(shadow_hops(ms)) == len(ids)))
+
     def results(self, ids: set[str]) -> dict[str, list[Envelope]]:
         messages = self.collect("out", lambda ms: ids <= {m.key().decode() for m in ms})
         found: dict[str, list[Envelope]] = {}
         for m in messages:
             found.setdefault(m.key().decode(), []).append(decode_envelope(m.value()))
         return {k: v for k, v in found.items() if k in ids}
+
+
+def _role(message: Message) -> str:
+    """Shadow replies carry `shadow: 1`; the router's copies of primaries `shadow-role`."""
+    headers = dict(message.headers() or [])
+    return "shadow" if headers.get("shadow") == b"1" else headers.get("shadow-role", b"").decode()
 
 
 def _request(rid: str, text: str, **extra: Any) -> bytes:
@@ -115,17 +131,22 @@ def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     ]
     routing = StaticRouting("tp", first=StageRouting(active="1"), second=StageRouting(active="1"))
     router = PipelineRouter(SPEC, routing, RouterOptions(bootstrap=broker, prefix=prefix))
+    auditor = ShadowAuditor(broker, "tp", prefix=prefix, ttl_s=2.0)
     try:
         for stage in stages:
             stage.wait_ready(60)
         router.start()
+        auditor.start()
         assert router.wait_joined(60)
+        assert auditor.wait_joined(60)
         yield Stack(prefix, broker, routing)
     finally:
         router.stop()
+        auditor.stop()
         for stage in stages:
             stage.terminate()
     assert router.failure is None
+    assert auditor.failure is None
 
 
 @pytest.fixture(autouse=True)
@@ -227,20 +248,22 @@ def test_shadow_replies_are_captured_and_never_served(stack: Stack) -> None:
     )
 
     def pairs(ms: list[Message]) -> set[tuple[str, str]]:
-        return {
-            (m.key().decode(), dict(m.headers())["shadow-role"].decode())
-            for m in ms
-            if m.key().decode() in ids
-        }
+        return {(m.key().decode(), _role(m)) for m in ms if m.key().decode() in ids}
 
     shadow = stack.collect("shadow", lambda ms: len(pairs(ms)) == 2 * len(ids))
     assert pairs(shadow) == {(rid, role) for rid in ids for role in ("primary", "shadow")}
     shadow_replies = [
         decode_envelope(m.value())
         for m in shadow
-        if dict(m.headers())["shadow-role"] == b"shadow" and m.key().decode() in ids
+        if _role(m) == "shadow" and m.key().decode() in ids
     ]
     assert {(r.model, r.version, r.stage) for r in shadow_replies} == {("shout", "2", "second")}
+    # the shadow auditor pairs them: one hop record per shadow run, compared with the primary
+    hops = stack.shadow_hops(ids)
+    assert {(h.stage, h.model, h.version, h.outcome, h.agrees) for h in hops.values()} == {
+        ("second", "shout", "2", "ok", True)
+    }
+    assert all(h.input_digest and h.latency_ms >= 0 for h in hops.values())
 
 
 def test_a_stopped_shadow_never_holds_up_the_primary_path(stack: Stack) -> None:
@@ -255,3 +278,7 @@ def test_a_stopped_shadow_never_holds_up_the_primary_path(stack: Stack) -> None:
     assert all(
         r[0].served_by == {"first": "shout:1", "second": "shout:1"} for r in results.values()
     )
+    hops = stack.shadow_hops(ids)  # after the auditor's TTL: recorded as never answered
+    assert {(h.stage, h.model, h.version, h.outcome) for h in hops.values()} == {
+        ("first", "shout", "9", "no_reply")
+    }

@@ -60,6 +60,9 @@ class HopRecord(_Record):
     latency_ms: float = Field(description="Dispatch to reply, as the router saw it.")
     input_digest: str = Field(description="sha256 of the stage input fields (msgpack).")
     output_digest: str | None = None
+    agrees: bool | None = Field(
+        default=None, description="Shadow hops: whether its outputs equal the primary's."
+    )
 
 
 class RequestRecord(_Record):

@@ -11,6 +11,7 @@ from modelyard.cli.models import models_group
 from modelyard.cli.router import router_command
 from modelyard.cli.send import send_command
 from modelyard.cli.serve import serve_command
+from modelyard.cli.shadow_audit import shadow_audit_command
 from modelyard.cli.trace import trace_command
 from modelyard.cli.up import up_command
 
@@ -30,6 +31,7 @@ cli.add_command(router_command)
 cli.add_command(up_command)
 cli.add_command(send_command)
 cli.add_command(trace_command)
+cli.add_command(shadow_audit_command)
 for _command in CONTROL_COMMANDS:
     cli.add_command(_command)
 

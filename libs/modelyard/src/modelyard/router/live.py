@@ -69,7 +69,7 @@ class LiveRequest:
     received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     hops: dict[str, Hop] = field(default_factory=dict)
-    shadowed: set[str] = field(default_factory=set)
+    shadowed: dict[str, Hop] = field(default_factory=dict)  # stage -> its shadow copy
     trace_id: str | None = None
     scratch: dict[str, Any] = field(default_factory=dict)
 

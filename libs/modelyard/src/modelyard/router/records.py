@@ -29,7 +29,6 @@ from modelyard.wire.oip_json import encode_oip_json_error, encode_oip_json_respo
 __all__ = ["Record", "RecordBuilder"]
 
 Record = tuple[str, str | None, bytes, Headers]  # topic, key, value, headers
-SHADOW_ROLE = "shadow-role"  # on the shadow topic: "primary" or "shadow"
 
 
 class RecordBuilder:
@@ -85,10 +84,23 @@ class RecordBuilder:
         headers = encode_headers([(H.EVENT, "stage"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)])
         return (reply_to, live.request_id, reply_value, headers)
 
-    def shadow_copy(self, msg: Message, role: str) -> Record:
-        """A stage reply, as it came, on the shadow topic, marked primary or shadow."""
+    def primary_copy(self, msg: Message, shadow: Hop) -> Record:
+        """A primary stage reply on the shadow topic, with what the shadow auditor needs to
+        write the shadow's hop record: when the copy was sent, on what input, in which trace."""
         headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
-        headers.append((SHADOW_ROLE, role.encode()))
+        headers += encode_headers([
+            (H.SHADOW_ROLE, "primary"),
+            (H.SHADOW_SENT_AT, f"{shadow.dispatched_at:.6f}"),
+            (H.SHADOW_INPUT, shadow.input_digest),
+            (H.SHADOW_TRACE, shadow.trace_id),
+            (H.SHADOW_SPAN, shadow.scratch.get("span_id")),
+            (H.SHADOW_VERSION, shadow.dispatch.served_by),
+        ])  # fmt: skip
+        return (self._shadow, shadow.request_id, msg.value() or b"", headers)
+
+    def moved_to_shadow(self, msg: Message) -> Record:
+        """A shadow reply that came to the inbox, passed on unchanged to the shadow topic."""
+        headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
         key = msg.key()
         return (self._shadow, key.decode() if key else None, msg.value() or b"", headers)
 

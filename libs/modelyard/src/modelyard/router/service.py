@@ -38,6 +38,7 @@ from modelyard.topics import (
     model_input_topic,
     pipeline_inbox_topic,
     pipeline_ingress_topic,
+    pipeline_shadow_topic,
     router_group,
 )
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, decode_envelope, encode_envelope
@@ -82,13 +83,12 @@ class PipelineRouter:
         self.hooks = hooks or RouterHooks()
         self._ingress = pipeline_ingress_topic(options.prefix, spec.pipeline)
         self._inbox = pipeline_inbox_topic(options.prefix, spec.pipeline)
+        self._shadow_topic = pipeline_shadow_topic(options.prefix, spec.pipeline)
         self._specs = request_specs(spec)
         self._tracker = OffsetTracker()
         self._live: dict[str, LiveRequest] = {}
-        self._shadows: dict[tuple[str, str], Hop] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._deadlines: list[tuple[float, str]] = []
-        self._shadow_deadlines: list[tuple[float, str, str]] = []
         self._undelivered: list[tuple[str, str]] = []  # (request id, why) from delivery callbacks
         self._stop, self._joined = threading.Event(), threading.Event()
         self._failure: BaseException | None = None
@@ -247,31 +247,42 @@ class PipelineRouter:
 
     def _dispatch(self, live: LiveRequest, dispatch: Dispatch) -> None:
         hop = live.hop(dispatch)
-        if dispatch.shadow:
-            live.shadowed.add(dispatch.stage)
-            self._shadows[(live.request_id, dispatch.stage)] = hop
-            heapq.heappush(self._shadow_deadlines, (hop.deadline_at, *hop_key(hop)))
-        else:
-            live.hops[dispatch.stage] = hop
         request = live.flow.request
         envelope = Envelope(
             request.request_id, dispatch.fields, self.spec.pipeline, dispatch.stage,
             request.caller, request.deadline_ms,
         )  # fmt: skip
+        topic = model_input_topic(self.opts.prefix, dispatch.model, dispatch.version)
+        if dispatch.shadow:
+            self._dispatch_shadow(live, hop, topic, encode_envelope(envelope))
+            return
+        live.hops[dispatch.stage] = hop
         headers = encode_headers([
             (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK),
             (H.REPLY_TO, self._inbox),
             (H.REPLY_PARTITION, str(live.partition)),
             (H.ATTEMPT, str(dispatch.attempt)),
-            (H.SHADOW, "1" if dispatch.shadow else None),
         ])  # fmt: skip
         _copy_trace(live.incoming.headers, headers)
         self.hooks.hop_started(live, hop, headers)
-        topic = model_input_topic(self.opts.prefix, dispatch.model, dispatch.version)
-        on_delivery = (
-            self._logged if dispatch.shadow else partial(self._dispatched, live.request_id)
-        )
+        on_delivery = partial(self._dispatched, live.request_id)
         self._produce((topic, live.request_id, encode_envelope(envelope), headers), on_delivery)
+
+    def _dispatch_shadow(self, live: LiveRequest, hop: Hop, topic: str, value: bytes) -> None:
+        """Send a copy whose reply goes straight to the shadow topic: the router never waits
+        for it, reads it or holds state for it, so a shadow cannot slow or fail the request.
+        The shadow auditor pairs it with the primary reply the router copies there."""
+        live.shadowed[hop.dispatch.stage] = hop
+        headers = encode_headers([
+            (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK),
+            (H.REPLY_TO, self._shadow_topic),
+            (H.ATTEMPT, str(hop.dispatch.attempt)),
+            (H.SHADOW, "1"),
+        ])  # fmt: skip
+        _copy_trace(live.incoming.headers, headers)
+        self.hooks.hop_started(live, hop, headers)
+        self.hooks.hop_finished(hop, "sent")  # its span marks the send; the stage's nests under it
+        self._produce((topic, live.request_id, value, headers))
 
     def _dispatched(self, request_id: str, error: KafkaError | None, msg: Message) -> None:
         if error is not None:  # handled in the loop: a callback must not produce
@@ -295,8 +306,8 @@ class PipelineRouter:
             return
         meta = parse_meta(msg.headers())
         stage = reply.stage or ""
-        if meta.shadow:
-            self._on_shadow_reply(msg, reply, stage)
+        if meta.shadow:  # shadows reply to the shadow topic; this one lost its way
+            self._produce(self._records.moved_to_shadow(msg))
             return
         live = self._live.get(reply.request_id)
         if live is None or not live.flow.accept(stage, reply, meta.attempt):
@@ -309,19 +320,10 @@ class PipelineRouter:
         progress = self._records.progress(live, msg.value() or b"") if live.progress else None
         if progress is not None:
             self._produce(progress)
-        if stage in live.shadowed:  # beside the shadow's reply, for comparison
-            self._produce(self._records.shadow_copy(msg, "primary"))
+        shadow = live.shadowed.pop(stage, None)
+        if shadow is not None:  # beside the shadow's reply, for the shadow auditor
+            self._produce(self._records.primary_copy(msg, shadow))
         self._advance(live)
-
-    def _on_shadow_reply(self, msg: Message, reply: Envelope, stage: str) -> None:
-        self._produce(self._records.shadow_copy(msg, "shadow"))  # captured, never downstream
-        hop = self._shadows.pop((reply.request_id, stage), None)
-        if hop is None:
-            self.hooks.dropped("shadow reply past its deadline")
-            return
-        outcome = reply.error.code if reply.error is not None else "ok"
-        self.hooks.hop_finished(hop, outcome)
-        self._produce(self._records.hop(hop, reply, outcome))
 
     # results, deadlines ------------------------------------------------------------------
     def _finish(self, live: LiveRequest) -> None:
@@ -350,12 +352,6 @@ class PipelineRouter:
                 waiting = ", ".join(sorted(live.hops)) or "nothing"
                 live.flow.fail("deadline", f"deadline passed while waiting for {waiting}")
                 self._finish(live)
-        while self._shadow_deadlines and self._shadow_deadlines[0][0] <= now:
-            _, request_id, stage = heapq.heappop(self._shadow_deadlines)
-            hop = self._shadows.pop((request_id, stage), None)
-            if hop is not None:  # still unanswered
-                self.hooks.hop_finished(hop, "deadline")
-                self._produce(self._records.hop(hop, None, "deadline"))
 
     # Kafka plumbing ----------------------------------------------------------------------
     def _send_gated(self, pending: Pending, records: list[Record]) -> None:
@@ -442,10 +438,6 @@ class PipelineRouter:
             self._commit_if_due(force=True)
         self._consumer.close()
         log.info("router stopped", clean=self._failure is None)
-
-
-def hop_key(hop: Hop) -> tuple[str, str]:
-    return hop.request_id, hop.dispatch.stage
 
 
 def _flag(headers: list[tuple[str, bytes]], name: str) -> bool:

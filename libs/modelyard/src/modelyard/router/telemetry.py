@@ -199,6 +199,8 @@ class RouterMetrics(RouterHooks):
         )  # fmt: skip
 
     def hop_finished(self, hop: Hop, outcome: str) -> None:
+        if outcome == "sent":  # a shadow copy: its outcome is the shadow auditor's to count
+            return
         d = hop.dispatch
         labels = (hop.pipeline, d.stage, d.model, d.version, d.role)
         self._child(self._hops, (*labels, outcome)).inc()

@@ -43,6 +43,7 @@ log = structlog.get_logger(__name__)
 
 STAGE_READY = "modelyard stage ready"
 ROUTER_READY = "modelyard router ready"
+SHADOW_AUDIT_READY = "modelyard shadow-audit ready"
 _MONITOR_S = 0.5
 # stage settings that name one worker's model or topic: never shared by every child
 _PER_WORKER = frozenset({"MODELYARD_MODEL", "MODELYARD_INPUT_TOPIC", "MODELYARD_GROUP_ID"})
@@ -88,6 +89,7 @@ class Stack:
         self._follower: ControlFollower | None = None
         self._workers: dict[ModelVersion, _Worker] = {}
         self._routers: dict[str, Child] = {}
+        self._auditors: dict[str, Child] = {}
         self._missing: set[ModelVersion] = set()
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
@@ -127,7 +129,8 @@ class Stack:
         """Child name (``router:<pipeline>``, ``<model>:<version>``) -> pid of its process."""
         with self._lock:
             workers = {f"{m}:{v}": w.child.pid for (m, v), w in sorted(self._workers.items())}
-        return {**{c.name: c.pid for c in self._routers.values()}, **workers}
+        services = [*self._routers.values(), *self._auditors.values()]
+        return {**{c.name: c.pid for c in services}, **workers}
 
     def wait_worker(self, ref: str, timeout_s: float = 60.0) -> dict[str, str]:
         """The ready fields of worker ``ref`` once it is up (started later by a change, too)."""
@@ -236,6 +239,17 @@ class Stack:
             self._routers[spec.pipeline] = self._spawn(
                 f"router:{spec.pipeline}", argv, ROUTER_READY
             )
+            self._auditors[spec.pipeline] = self._spawn_auditor(path)
+
+    def _spawn_auditor(self, path: Path) -> Child:
+        s = self.settings
+        argv = self._cli(
+            "shadow-audit", str(path.absolute()), "--bootstrap", self.bootstrap,
+            "--topic-prefix", s.topic_prefix, "--metrics-host", s.host,
+        )  # fmt: skip
+        # shadows are best effort: comparing them must never take CPU from the primary path
+        name = f"shadow-audit:{path.stem}"
+        return self._spawn(name, ["nice", "-n", "10", *argv], SHADOW_AUDIT_READY)
 
     def _reconcile(self) -> None:
         """Start a worker for every version in use that has none (workers are never retired
@@ -255,7 +269,8 @@ class Stack:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout_s
         with self._lock:
-            children = [w.child for w in self._workers.values()] + list(self._routers.values())
+            children = [w.child for w in self._workers.values()]
+        children += [*self._routers.values(), *self._auditors.values()]
         for child in children:
             if not child.wait_ready(deadline - time.monotonic()):
                 code = child.wait(1.0)  # its output ended: it is exiting, or it timed out
@@ -277,9 +292,9 @@ class Stack:
     def _check_children(self) -> None:
         if self._broker is not None and not self._broker.running:
             self._fail(f"the embedded broker on {self.bootstrap} exited")
-        for pipeline, router in self._routers.items():
-            if not router.running:
-                self._fail(f"router:{pipeline} exited with code {router.returncode}")
+        for service in [*self._routers.values(), *self._auditors.values()]:
+            if not service.running:
+                self._fail(f"{service.name} exited with code {service.returncode}")
         with self._lock:
             dead = [(mv, w) for mv, w in self._workers.items() if not w.child.running]
         for (model, version), worker in dead:
@@ -314,7 +329,7 @@ class Stack:
             self._monitor.join()
         if self._follower is not None:
             self._follower.stop()
-        self._stop_children(list(self._routers.values()))
+        self._stop_children([*self._routers.values(), *self._auditors.values()])
         with self._lock:
             workers = [w.child for w in self._workers.values()]
         self._stop_children(workers)

@@ -24,6 +24,13 @@ class H:
         "progress"  # on ingress: "1" asks for every stage's reply on reply-to, not just the result
     )
     EVENT = "event"  # on what the router sends to reply-to: "stage" or "result"
+    # on primary replies the router copies to a pipeline's shadow topic, for the shadow auditor
+    SHADOW_ROLE = "shadow-role"  # "primary" (shadow replies carry `shadow: 1` instead)
+    SHADOW_SENT_AT = "shadow-sent-at"  # unix seconds when the shadow copy was dispatched
+    SHADOW_INPUT = "shadow-input-digest"  # sha256 of the stage input both got
+    SHADOW_TRACE = "shadow-trace-id"  # the request's trace
+    SHADOW_SPAN = "shadow-span-id"  # the router's span of the shadow send
+    SHADOW_VERSION = "shadow-version"  # model:version the shadow copy went to
     # added to dead letters, beside the original headers
     DLQ_ERROR = "dlq-error"
     DLQ_ERROR_CODE = "dlq-error-code"

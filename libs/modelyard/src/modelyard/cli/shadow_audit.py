@@ -1,0 +1,66 @@
+"""`modelyard shadow-audit`: audit and compare a pipeline's shadow replies."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["shadow_audit_command"]
+
+
+@click.command("shadow-audit")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--bootstrap", envvar="MODELYARD_BOOTSTRAP", default="127.0.0.1:9092",
+              show_default=True, help="Kafka bootstrap servers.")  # fmt: skip
+@click.option("--topic-prefix", envvar="MODELYARD_TOPIC_PREFIX", default="yard", show_default=True)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--metrics-port", type=int, default=0, show_default=True, help="0: any free port.")
+@click.option("--ttl-s", type=float, default=60.0, show_default=True,
+              help="How long a reply waits for its other half.")  # fmt: skip
+def shadow_audit_command(spec: Path, **options: Any) -> None:
+    """Pair the shadow replies of pipeline SPEC with their primary replies.
+
+    Reads yard.p.<pipeline>.shadow, where shadow versions reply and the router copies each
+    primary reply of a shadowed stage, and writes one hop record per shadow execution to
+    yard.audit (role shadow; `agrees` says whether its outputs match the primary's; a shadow
+    that never answered is recorded as no_reply). Serves modelyard_shadow_runs on /metrics.
+    `modelyard up` runs one per pipeline at a lower CPU priority.
+    """
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415  # keeps --help fast
+
+    from modelyard.router.load import load_spec  # noqa: PLC0415
+    from modelyard.shadows.auditor import ShadowAuditor  # noqa: PLC0415
+    from modelyard.telemetry import (  # noqa: PLC0415
+        configure_logging,
+        start_http_server,
+        stop_http_server,
+    )
+
+    configure_logging(json=None, level="INFO")
+    pipeline = load_spec(spec).pipeline
+    registry = CollectorRegistry()
+    auditor = ShadowAuditor(
+        options["bootstrap"], pipeline, prefix=options["topic_prefix"], ttl_s=options["ttl_s"],
+        registry=registry,
+    )  # fmt: skip
+    host = options["metrics_host"]
+    auditor.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    http, port = start_http_server(
+        host, options["metrics_port"], registry, lambda: {"kafka": auditor.running}
+    )
+    auditor.wait_joined(60)
+    sys.stdout.write(f"modelyard shadow-audit ready pipeline={pipeline} metrics={host}:{port}\n")
+    sys.stdout.flush()
+    while not stop.wait(0.5) and auditor.running:
+        pass
+    auditor.stop()
+    stop_http_server(http)
+    sys.exit(0 if auditor.failure is None else 1)

@@ -1,0 +1,138 @@
+"""The shadow auditor: reads a pipeline's shadow topic, writes one hop record per shadow run.
+
+Its own process (``modelyard shadow-audit``; ``modelyard up`` runs one per pipeline at a lower
+CPU priority), so pairing and comparing shadow replies costs the router nothing. Offsets are
+committed after the records written so far are acknowledged; pairs still waiting for their
+other half when the auditor stops are not recorded (at most ``ttl_s`` worth).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from prometheus_client import CollectorRegistry, Counter
+
+from modelyard.audit import encode_audit_values
+from modelyard.errors import DecodeError
+from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.shadows.pairs import Pair, ShadowPairs, Side, shadow_hop_record
+from modelyard.topics import audit_topic, pipeline_shadow_topic
+from modelyard.wire import decode_envelope
+from modelyard.wire.headers import H
+
+__all__ = ["ShadowAuditor"]
+
+log = structlog.get_logger("modelyard.shadows")
+
+
+class ShadowAuditor:
+    def __init__(
+        self,
+        bootstrap: str,
+        pipeline: str,
+        *,
+        prefix: str = "yard",
+        ttl_s: float = 60.0,
+        registry: CollectorRegistry | None = None,
+        kafka: dict[str, Any] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self._topic = pipeline_shadow_topic(prefix, pipeline)
+        self._audit = audit_topic(prefix)
+        self._pairs = ShadowPairs(ttl_s)
+        group = f"{prefix}.g.p.{pipeline}.shadow-audit"
+        self._consumer = Consumer(consumer_config(bootstrap, group, kafka))
+        self._producer = Producer(producer_config(bootstrap, kafka))
+        self._stop, self._joined = threading.Event(), threading.Event()
+        self._last_commit = 0.0
+        self.failure: BaseException | None = None
+        self._runs = Counter(
+            "modelyard_shadow_runs", "Shadow executions audited, by outcome and agreement.",
+            ["pipeline", "stage", "model", "version", "outcome", "agrees"],
+            registry=registry or CollectorRegistry(),
+        )  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._run, name="modelyard-shadow-audit", daemon=True
+        )
+
+    def start(self) -> None:
+        self._consumer.subscribe([self._topic], on_assign=lambda *_: self._joined.set())
+        self._thread.start()
+
+    def wait_joined(self, timeout_s: float) -> bool:
+        return self._joined.wait(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for msg in self._consumer.consume(500, 0) or self._poll():
+                    self._take(msg)
+                for pair in self._pairs.expire():
+                    self._record(pair)
+                self._producer.poll(0)
+                self._commit_if_due()
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("shadow auditor stopped on failure")
+        finally:
+            self._producer.flush(10)
+            self._consumer.close()
+
+    def _poll(self) -> list[Message]:
+        msg = self._consumer.poll(0.1)
+        return [msg] if msg is not None else []
+
+    def _take(self, msg: Message) -> None:
+        if msg.error() is not None:
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", error=str(msg.error()))
+            return
+        headers = {k: v.decode("utf-8", "replace") for k, v in msg.headers() or [] if v is not None}
+        try:
+            envelope = decode_envelope(msg.value() or b"")
+        except DecodeError as exc:
+            log.warning("undecodable record on the shadow topic", error=exc.message)
+            return
+        role = "shadow" if headers.get(H.SHADOW) == "1" else headers.get(H.SHADOW_ROLE, "")
+        if role not in ("primary", "shadow"):
+            return
+        side = Side(envelope, headers, msg.timestamp()[1] / 1000)
+        pair = self._pairs.add((envelope.request_id, envelope.stage or ""), role, side)
+        if pair is not None:
+            self._record(pair)
+
+    def _record(self, pair: Pair) -> None:
+        values = shadow_hop_record(self.pipeline, pair)
+        if values is None:
+            return
+        self._producer.produce(
+            self._audit, encode_audit_values("hop", values), values["request_id"]
+        )
+        agrees = values["agrees"]
+        labels = (values["stage"], values["model"], values["version"], values["outcome"])
+        self._runs.labels(
+            self.pipeline, *labels, "-" if agrees is None else str(agrees).lower()
+        ).inc()
+
+    def _commit_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_commit < 1.0:
+            return
+        self._last_commit = now
+        if self._producer.flush(5) == 0:  # what is recorded so far is acknowledged
+            try:
+                self._consumer.commit(asynchronous=True)
+            except Exception as exc:  # nothing consumed yet, or the broker is busy: next time
+                log.debug("commit skipped", error=str(exc))
