@@ -365,9 +365,8 @@ def report(results: dict[str, Any]) -> list[tuple[str, float | None, str, bool |
     print("\nShadow on the second stage of a 2-stage no-op pipeline, burst throughput (median)")
     for mode, rate in SHADOW_MODES.items():
         runs = [round(x) for x in shadow[mode]]
-        print(
-            f"  {f'shadow {rate:.0%}' if rate else 'no shadow':<12}{median[mode]:>8,.0f} req/s  runs {runs}"
-        )
+        label = f"shadow {rate:.0%}" if rate else "no shadow"
+        print(f"  {label:<12}{median[mode]:>8,.0f} req/s  runs {runs}")
     return [
         ("router hop p50 / direct hop p50", per_hop / direct, "", None),
         ("per stage added, ms (3 vs 1 stage)", per_stage, "", None),
