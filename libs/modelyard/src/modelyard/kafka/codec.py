@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from modelyard.wire.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from modelyard.wire.headers import H, Headers, MessageMeta, parse_meta
+from modelyard.wire.headers import H, Headers, MessageMeta, encode_headers, parse_meta
 from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_error, encode_oip_json_response
 
 __all__ = ["Incoming", "decode_message", "encode_reply"]
@@ -54,7 +55,18 @@ class Incoming:
 
     @property
     def is_json(self) -> bool:
-        return (self.meta.content_type or "").split(";")[0].strip() == CONTENT_TYPE_JSON
+        content_type = self.meta.content_type
+        return content_type is not None and _is_json(content_type)
+
+
+@functools.lru_cache(maxsize=64)  # asked several times per message, of a handful of values
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", maxsplit=1)[0].strip() == CONTENT_TYPE_JSON
+
+
+@functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics
+def _is_topic_name(name: str) -> bool:
+    return _TOPIC_NAME.fullmatch(name) is not None
 
 
 def decode_message(
@@ -81,7 +93,7 @@ def decode_message(
     except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
         incoming.error = DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
     reply_to = incoming.meta.reply_to
-    if reply_to is not None and not _TOPIC_NAME.fullmatch(reply_to):
+    if reply_to is not None and not _is_topic_name(reply_to):
         incoming.replyable = False  # producing there would fail and stop the partition
         incoming.error = incoming.error or DecodeError(f"reply-to {reply_to!r} is not a topic name")
     return incoming
@@ -105,13 +117,26 @@ def encode_reply(
     return encode_envelope(base.reply(outcome, model, version))  # type: ignore[arg-type]
 
 
-def reply_content_type(incoming: Incoming) -> str:
-    return CONTENT_TYPE_JSON if incoming.is_json else CONTENT_TYPE_MSGPACK
-
-
 def reply_headers(incoming: Incoming) -> list[tuple[str, str | None]]:
+    return _reply_pairs(incoming.is_json, incoming.meta.shadow, incoming.meta.attempt)
+
+
+def encoded_reply_headers(incoming: Incoming) -> Headers:
+    """``reply_headers`` encoded, as a new list (hooks append trace context to it)."""
+    meta = incoming.meta
+    return list(_encoded_reply_pairs(incoming.is_json, meta.shadow, meta.attempt))
+
+
+def _reply_pairs(is_json: bool, shadow: bool, attempt: int) -> list[tuple[str, str | None]]:
     return [
-        (H.CONTENT_TYPE, reply_content_type(incoming)),
-        (H.SHADOW, "1" if incoming.meta.shadow else None),
-        (H.ATTEMPT, str(incoming.meta.attempt)),
+        (H.CONTENT_TYPE, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_MSGPACK),
+        (H.SHADOW, "1" if shadow else None),
+        (H.ATTEMPT, str(attempt)),
     ]
+
+
+@functools.lru_cache(maxsize=256)  # the same few header sets on nearly every reply
+def _encoded_reply_pairs(
+    is_json: bool, shadow: bool, attempt: int
+) -> tuple[tuple[str, bytes], ...]:
+    return tuple(encode_headers(_reply_pairs(is_json, shadow, attempt)))

@@ -18,7 +18,7 @@ from modelyard.model import Model, Outcome, Outputs
 from modelyard.repository.manifest import Manifest
 from modelyard.stage.batcher import Batcher, WorkItem
 from modelyard.telemetry.hooks import RequestContext, StageHooks
-from modelyard.tensors import validate_inputs
+from modelyard.tensors import InputValidator
 
 __all__ = ["StageCore", "outcome_code"]
 
@@ -35,6 +35,7 @@ class StageCore:
         self.model = model
         self.batcher = batcher
         self.hooks = hooks
+        self._validate_inputs = InputValidator(model.manifest.inputs)
 
     @property
     def manifest(self) -> Manifest:
@@ -45,7 +46,7 @@ class StageCore:
 
     def validate(self, fields: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Inputs as tensors matching the manifest, within its limits (raises ValidationError)."""
-        tensors = validate_inputs(self.manifest.inputs, fields)
+        tensors = self._validate_inputs(fields)
         max_chars = self.manifest.limits.max_text_chars
         if max_chars is not None:
             for name, tensor in tensors.items():
