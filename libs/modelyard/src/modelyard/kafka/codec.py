@@ -15,7 +15,7 @@ from modelyard.wire.envelope import (
     Envelope,
     ErrorInfo,
     decode_envelope,
-    encode_envelope,
+    encode_reply_envelope,
 )
 from modelyard.wire.headers import H, Headers, MessageMeta, encode_headers, parse_meta
 from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_error, encode_oip_json_response
@@ -113,30 +113,22 @@ def encode_reply(
     base = incoming.envelope or Envelope(request_id)
     if error is not None:
         info = ErrorInfo(error.code, error.message, stage)
-        return encode_envelope(base.reply({}, model, version, info))
-    return encode_envelope(base.reply(outcome, model, version))  # type: ignore[arg-type]
+        return encode_reply_envelope(base, {}, model, version, info)
+    return encode_reply_envelope(base, outcome, model, version)  # type: ignore[arg-type]
 
 
-def reply_headers(incoming: Incoming) -> list[tuple[str, str | None]]:
-    return _reply_pairs(incoming.is_json, incoming.meta.shadow, incoming.meta.attempt)
-
-
-def encoded_reply_headers(incoming: Incoming) -> Headers:
-    """``reply_headers`` encoded, as a new list (hooks append trace context to it)."""
+def reply_headers(incoming: Incoming) -> Headers:
+    """Content type, shadow flag and attempt of the reply, as a new list (hooks append the
+    trace context to it)."""
     meta = incoming.meta
-    return list(_encoded_reply_pairs(incoming.is_json, meta.shadow, meta.attempt))
+    return list(_reply_headers(incoming.is_json, meta.shadow, meta.attempt))
 
 
-def _reply_pairs(is_json: bool, shadow: bool, attempt: int) -> list[tuple[str, str | None]]:
-    return [
+@functools.lru_cache(maxsize=256)  # the same few header sets on nearly every reply
+def _reply_headers(is_json: bool, shadow: bool, attempt: int) -> tuple[tuple[str, bytes], ...]:
+    pairs = [
         (H.CONTENT_TYPE, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_MSGPACK),
         (H.SHADOW, "1" if shadow else None),
         (H.ATTEMPT, str(attempt)),
     ]
-
-
-@functools.lru_cache(maxsize=256)  # the same few header sets on nearly every reply
-def _encoded_reply_pairs(
-    is_json: bool, shadow: bool, attempt: int
-) -> tuple[tuple[str, bytes], ...]:
-    return tuple(encode_headers(_reply_pairs(is_json, shadow, attempt)))
+    return tuple(encode_headers(pairs))

@@ -133,21 +133,31 @@ class StageConsumer:
 
     # intake ------------------------------------------------------------------------------
     def _handle(self, msgs: Sequence[Message]) -> None:
-        items: list[WorkItem] = []
-        for msg in msgs:
-            if msg.error() is not None:
-                self._on_consume_error(msg.error())
-                continue
-            item = self._admit(msg)
+        consumed = [msg for msg in msgs if self._is_data(msg)]
+        if not consumed:
+            return
+        # bookkeeping once per batch: one lock each instead of one per message
+        pending = self._tracker.begin_many(
+            [((msg.topic(), msg.partition()), msg.offset()) for msg in consumed]
+        )
+        with self._count_lock:
+            self._unanswered += len(consumed)
+        items = []
+        for msg, one in zip(consumed, pending, strict=True):
+            item = self._admit(msg, one)
             if item is not None:
                 items.append(item)
         if items:
             self.core.submit(items)
 
-    def _admit(self, msg: Message) -> WorkItem | None:
-        pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
-        with self._count_lock:
-            self._unanswered += 1
+    def _is_data(self, msg: Message) -> bool:
+        error = msg.error()
+        if error is None:
+            return True
+        self._on_consume_error(error)
+        return False
+
+    def _admit(self, msg: Message, pending: Pending) -> WorkItem | None:
         incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
         request = self._context(incoming)
         self.hooks.request_received(request)
@@ -230,7 +240,7 @@ class StageConsumer:
             self.hooks.dead_lettered(request, topic, outcome)
         if incoming.request_id and incoming.replyable:
             value = encode_reply(incoming, outcome, self._model, self._version, incoming.stage)
-            headers = encode_headers(reply_headers(incoming))
+            headers = reply_headers(incoming)
             self.hooks.inject(request, headers)
             if incoming.meta.reply_to:
                 records.append(

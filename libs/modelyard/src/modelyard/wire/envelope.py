@@ -35,6 +35,7 @@ __all__ = [
     "ErrorInfo",
     "decode_envelope",
     "encode_envelope",
+    "encode_reply_envelope",
     "pack_fields",
 ]
 
@@ -95,25 +96,47 @@ class Envelope:
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    body: dict[str, Any] = {
-        "v": envelope.schema,
-        "id": envelope.request_id,
-        "fields": envelope.fields,
-    }
+    return _pack_envelope(
+        envelope, envelope.fields, envelope.model, envelope.version, envelope.error
+    )
+
+
+def encode_reply_envelope(
+    request: Envelope,
+    fields: Mapping[str, Any],
+    model: str,
+    version: str,
+    error: ErrorInfo | None = None,
+) -> bytes:
+    """``encode_envelope(request.reply(...))`` without building the reply (runs per message)."""
+    return _pack_envelope(request, fields, model, version, error, with_served_by=False)
+
+
+def _pack_envelope(
+    head: Envelope,
+    fields: Mapping[str, Any],
+    model: str | None,
+    version: str | None,
+    error: ErrorInfo | None,
+    *,
+    with_served_by: bool = True,
+) -> bytes:
+    """The envelope with ``head``'s identity (id, pipeline, stage, caller, deadline, schema)."""
+    body: dict[str, Any] = {"v": head.schema, "id": head.request_id, "fields": fields}
     for key, value in (
-        ("pipeline", envelope.pipeline),
-        ("stage", envelope.stage),
-        ("caller", envelope.caller),
-        ("deadline", envelope.deadline_ms),
-        ("model", envelope.model),
-        ("version", envelope.version),
+        ("pipeline", head.pipeline),
+        ("stage", head.stage),
+        ("caller", head.caller),
+        ("deadline", head.deadline_ms),
+        ("model", model),
+        ("version", version),
     ):
         if value is not None:
             body[key] = value
-    if envelope.error is not None:
-        body["error"] = envelope.error.to_wire()
-    if envelope.served_by is not None:
-        body["served_by"] = dict(envelope.served_by)
+    if error is not None:
+        body["error"] = error.to_wire()
+    if with_served_by and head.served_by is not None:
+        body["served_by"] = dict(head.served_by)
     return pack_fields(body)
 
 
