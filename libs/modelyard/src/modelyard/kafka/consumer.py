@@ -33,6 +33,7 @@ __all__ = ["ConsumerOptions", "StageConsumer"]
 log = structlog.get_logger(__name__)
 
 _Record = tuple[str, int, bytes, list[tuple[str, bytes]]]  # topic, partition (-1: by key), ...
+_IDLE_FLUSH_S = 0.01  # the longest an idle consumer waits for its replies' acks before polling
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,18 @@ class StageConsumer:
         msgs = self._consumer.consume(room, 0)  # drain what is queued without waiting
         if msgs:
             return list(msgs)
+        self._flush_replies()
         msg = self._consumer.poll(self.opts.poll_timeout_s)
         return [msg] if msg is not None else []
+
+    def _flush_replies(self) -> None:
+        """Nothing left to read: send lingering replies now instead of after ``linger.ms``.
+
+        Under load replies still go out in batches (intake never runs dry); idle, a request is
+        answered without waiting for more replies to share its batch.
+        """
+        if len(self._producer):
+            self._producer.flush(_IDLE_FLUSH_S)
 
     # intake ------------------------------------------------------------------------------
     def _handle(self, msgs: Sequence[Message]) -> None:
