@@ -13,6 +13,7 @@ count the broker's throughput figures in BROKER.md were measured with.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -26,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from modelyard.broker import create_topics
 from modelyard.wire import Envelope, encode_envelope
 
-from bench.kafka_peers import CONSUMER_SETTINGS
+from bench.kafka_peers import CONSUMER_SETTINGS, PRODUCER_SETTINGS
 from bench.procs import ServiceProcess, python_module
 
 __all__ = [
@@ -74,7 +75,12 @@ def peer_target(peer: str) -> KafkaTarget:
 
 
 def modelyard_target(repository: Path, model: str = "noop:1") -> KafkaTarget:
-    """``modelyard serve`` on the no-op model; replies go to each request's ``reply-to``."""
+    """``modelyard serve`` on the no-op model; replies go to each request's ``reply-to``.
+
+    It gets the client settings the peers and the reply reader get (through its documented
+    ``MODELYARD_KAFKA_CONFIG``), so every target is measured with the same fetch wait and linger.
+    """
+    env = {"MODELYARD_KAFKA_CONFIG": json.dumps({**CONSUMER_SETTINGS, **PRODUCER_SETTINGS})}
 
     def start(run: KafkaRun) -> ServiceProcess:
         cmd = python_module(
@@ -83,7 +89,7 @@ def modelyard_target(repository: Path, model: str = "noop:1") -> KafkaTarget:
             "--input-topic", run.input_topic, "--group", run.group,
             "--topic-prefix", run.group,  # its DLQ and other topics stay private to the run
         )  # fmt: skip
-        proc = ServiceProcess("modelyard", cmd, run.workdir / f"modelyard-{run.group}.log")
+        proc = ServiceProcess("modelyard", cmd, run.workdir / f"modelyard-{run.group}.log", env=env)
         try:
             proc.wait_for_line(r"^modelyard stage ready", timeout_s=120)
         except BaseException:

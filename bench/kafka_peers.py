@@ -5,9 +5,11 @@
   wait for delivery, then commit (at least once).
 * ``quix``: a quixstreams application doing the same no-op, at-least-once.
 
-Both copy the request bytes (key, value, headers) unchanged to a fixed reply topic and use the
-settings the stage uses: ``fetch.wait.max.ms=10``, ``session.timeout.ms=6000``, classic group
-protocol, ``linger.ms=5``. Run: ``python -m bench.kafka_peers bare|quix --bootstrap ... ``.
+Both copy the request bytes (key, value, headers) unchanged to a fixed reply topic. Every
+target, the modelyard stage included, and the reply reader get the same client settings
+(``CONSUMER_SETTINGS``, ``PRODUCER_SETTINGS``): ``fetch.wait.max.ms=10``,
+``session.timeout.ms=6000``, classic group protocol, ``linger.ms=5``. Run:
+``python -m bench.kafka_peers bare|quix --bootstrap ... ``.
 """
 
 from __future__ import annotations

@@ -132,3 +132,28 @@ def test_failing_callback_does_not_stop_the_inference_thread() -> None:
     batcher.submit([WorkItem(RequestContext("b", "grpc"), x, lambda *_: delivered.set())])
     assert delivered.wait(10)
     batcher.stop()
+
+
+@pytest.mark.parametrize(("flaky", "ok"), [(2, True), (3, False)])
+def test_inline_transient_failure_moves_to_the_inference_thread_within_budget(
+    flaky: int, ok: bool
+) -> None:
+    model = FakeModel(flaky=flaky)
+    batcher = Batcher(model, Batching(max_batch_size=1), StageHooks(), RetryPolicy(3, 0.001))
+    outcomes: list[tuple[str, Outcome]] = []
+    finished = threading.Event()
+
+    def done(_w: WorkItem, outcome: Outcome) -> None:
+        outcomes.append((threading.current_thread().name, outcome))
+        finished.set()
+
+    item = WorkItem(RequestContext("r", "kafka"), {"x": np.ones(1, "f4")}, done)
+    assert batcher.run_inline([item])
+    assert outcomes == []  # nothing waited on the calling thread
+    batcher.start()
+    assert finished.wait(10)
+    batcher.stop()
+    [(thread, outcome)] = outcomes
+    assert thread == "modelyard-infer"
+    assert isinstance(outcome, dict) is ok
+    assert model.batch_sizes == [1] * min(flaky + 1, 3)  # three attempts in all, not more

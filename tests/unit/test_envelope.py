@@ -133,3 +133,25 @@ def test_served_by_round_trips_and_must_map_text_to_text() -> None:
 def test_reply_partition_header(raw: bytes | None, expected: int) -> None:
     headers = [("reply-partition", raw)] if raw is not None else []
     assert parse_meta(headers).reply_partition == expected
+
+
+def test_arrays_in_other_byte_orders_and_layouts_travel_little_endian_c_order() -> None:
+    big = np.arange(6, dtype=">i4").reshape(2, 3)
+    for array in (big, np.arange(6, dtype="<f8").reshape(2, 3).T):
+        ext = msgpack.unpackb(encode_envelope(Envelope("r", {"a": array})), raw=False)["fields"]
+        datatype, shape, data = msgpack.unpackb(ext["a"].data, raw=False)
+        expected = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        assert (shape, data) == (list(array.shape), expected), datatype
+
+
+def test_a_value_that_cannot_be_packed_leaves_the_encoder_usable() -> None:
+    with pytest.raises(TypeError):
+        encode_envelope(Envelope("r", {"x": object()}))
+    assert decode_envelope(encode_envelope(Envelope("r", {"x": 1}))).fields == {"x": 1}
+
+
+def test_meta_headers_are_case_insensitive_and_the_last_value_wins() -> None:
+    headers = [("Reply-To", b"a"), ("attempt", b"1"), ("reply-to", b"b"), ("shadow", None)]
+    meta = parse_meta(headers)
+    assert (meta.reply_to, meta.attempt, meta.shadow) == ("b", 1, False)
+    assert parse_meta(None) == parse_meta([("other", b"x")]) == parse_meta([])

@@ -50,3 +50,14 @@ def test_rollback_makes_offsets_committable_again() -> None:
     offsets = tracker.to_commit()
     tracker.rollback(offsets)
     assert tracker.to_commit() == offsets
+
+
+def test_begin_many_keeps_the_order_of_each_partition() -> None:
+    tracker = OffsetTracker()
+    other = ("t", 1)
+    pending = tracker.begin_many([(TP, 0), (other, 7), (TP, 1)])
+    assert [(p.tp, p.offset) for p in pending] == [(TP, 0), (other, 7), (TP, 1)]
+    assert tracker.inflight == 3
+    for p in reversed(pending):
+        tracker.expect(p, 0)
+    assert sorted(tracker.to_commit()) == [("t", 0, 2), ("t", 1, 8)]

@@ -17,6 +17,7 @@ from modelyard.errors import ValidationError
 
 __all__ = [
     "DATATYPES",
+    "InputValidator",
     "TensorSpec",
     "as_tensor",
     "bytes_items",
@@ -126,17 +127,39 @@ def validate_inputs(
     specs: Sequence[TensorSpec], fields: Mapping[str, Any]
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Coerce ``fields`` to tensors and check them against ``specs``; unknown names are refused."""
-    known = {s.name for s in specs}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValidationError(f"unknown input(s) {unknown}; the model takes {sorted(known)}")
-    tensors: dict[str, np.ndarray[Any, Any]] = {}
-    for spec in specs:
-        if spec.name not in fields:
-            if spec.optional:
-                continue
-            raise ValidationError(f"missing input {spec.name!r}")
-        tensor = as_tensor(fields[spec.name])
-        spec.check(tensor)
-        tensors[spec.name] = tensor
-    return tensors
+    return InputValidator(specs)(fields)
+
+
+class InputValidator:
+    """``validate_inputs`` for one fixed list of specs, prepared once (a stage validates every
+    request against the same manifest)."""
+
+    def __init__(self, specs: Sequence[TensorSpec]) -> None:
+        self._specs = tuple((spec, DATATYPES.get(spec.datatype)) for spec in specs)
+        self._known = frozenset(spec.name for spec in specs)
+
+    def __call__(self, fields: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        if not fields.keys() <= self._known:
+            unknown = sorted(set(fields) - self._known)
+            raise ValidationError(
+                f"unknown input(s) {unknown}; the model takes {sorted(self._known)}"
+            )
+        tensors: dict[str, np.ndarray[Any, Any]] = {}
+        for spec, dtype in self._specs:
+            if spec.name not in fields:
+                if spec.optional:
+                    continue
+                raise ValidationError(f"missing input {spec.name!r}")
+            tensors[spec.name] = _checked(spec, dtype, fields[spec.name])
+        return tensors
+
+
+def _checked(spec: TensorSpec, dtype: np.dtype[Any] | None, value: Any) -> np.ndarray[Any, Any]:
+    # the common case first: already an array of the spec's dtype, so only the shape is left
+    if type(value) is np.ndarray and value.dtype == dtype:
+        if not shape_matches(spec.shape, value.shape):
+            spec.check(value)  # raises with the readable message
+        return value
+    tensor = as_tensor(value)
+    spec.check(tensor)
+    return tensor

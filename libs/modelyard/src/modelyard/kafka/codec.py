@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,9 @@ from modelyard.wire.envelope import (
     Envelope,
     ErrorInfo,
     decode_envelope,
-    encode_envelope,
+    encode_reply_envelope,
 )
-from modelyard.wire.headers import H, Headers, MessageMeta, parse_meta
+from modelyard.wire.headers import H, Headers, MessageMeta, encode_headers, parse_meta
 from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_error, encode_oip_json_response
 
 __all__ = ["Incoming", "decode_message", "encode_reply"]
@@ -54,7 +55,18 @@ class Incoming:
 
     @property
     def is_json(self) -> bool:
-        return (self.meta.content_type or "").split(";")[0].strip() == CONTENT_TYPE_JSON
+        content_type = self.meta.content_type
+        return content_type is not None and _is_json(content_type)
+
+
+@functools.lru_cache(maxsize=64)  # asked several times per message, of a handful of values
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", maxsplit=1)[0].strip() == CONTENT_TYPE_JSON
+
+
+@functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics
+def _is_topic_name(name: str) -> bool:
+    return _TOPIC_NAME.fullmatch(name) is not None
 
 
 def decode_message(
@@ -81,7 +93,7 @@ def decode_message(
     except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
         incoming.error = DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
     reply_to = incoming.meta.reply_to
-    if reply_to is not None and not _TOPIC_NAME.fullmatch(reply_to):
+    if reply_to is not None and not _is_topic_name(reply_to):
         incoming.replyable = False  # producing there would fail and stop the partition
         incoming.error = incoming.error or DecodeError(f"reply-to {reply_to!r} is not a topic name")
     return incoming
@@ -101,17 +113,22 @@ def encode_reply(
     base = incoming.envelope or Envelope(request_id)
     if error is not None:
         info = ErrorInfo(error.code, error.message, stage)
-        return encode_envelope(base.reply({}, model, version, info))
-    return encode_envelope(base.reply(outcome, model, version))  # type: ignore[arg-type]
+        return encode_reply_envelope(base, {}, model, version, info)
+    return encode_reply_envelope(base, outcome, model, version)  # type: ignore[arg-type]
 
 
-def reply_content_type(incoming: Incoming) -> str:
-    return CONTENT_TYPE_JSON if incoming.is_json else CONTENT_TYPE_MSGPACK
+def reply_headers(incoming: Incoming) -> Headers:
+    """Content type, shadow flag and attempt of the reply, as a new list (hooks append the
+    trace context to it)."""
+    meta = incoming.meta
+    return list(_reply_headers(incoming.is_json, meta.shadow, meta.attempt))
 
 
-def reply_headers(incoming: Incoming) -> list[tuple[str, str | None]]:
-    return [
-        (H.CONTENT_TYPE, reply_content_type(incoming)),
-        (H.SHADOW, "1" if incoming.meta.shadow else None),
-        (H.ATTEMPT, str(incoming.meta.attempt)),
+@functools.lru_cache(maxsize=256)  # the same few header sets on nearly every reply
+def _reply_headers(is_json: bool, shadow: bool, attempt: int) -> tuple[tuple[str, bytes], ...]:
+    pairs = [
+        (H.CONTENT_TYPE, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_MSGPACK),
+        (H.SHADOW, "1" if shadow else None),
+        (H.ATTEMPT, str(attempt)),
     ]
+    return tuple(encode_headers(pairs))

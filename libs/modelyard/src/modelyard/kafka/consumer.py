@@ -33,6 +33,7 @@ __all__ = ["ConsumerOptions", "StageConsumer"]
 log = structlog.get_logger(__name__)
 
 _Record = tuple[str, int, bytes, list[tuple[str, bytes]]]  # topic, partition (-1: by key), ...
+_IDLE_FLUSH_S = 0.01  # the longest an idle consumer waits for its replies' acks before polling
 
 
 @dataclass(frozen=True)
@@ -128,26 +129,46 @@ class StageConsumer:
         msgs = self._consumer.consume(room, 0)  # drain what is queued without waiting
         if msgs:
             return list(msgs)
+        self._flush_replies()
         msg = self._consumer.poll(self.opts.poll_timeout_s)
         return [msg] if msg is not None else []
 
+    def _flush_replies(self) -> None:
+        """Nothing left to read: send lingering replies now instead of after ``linger.ms``.
+
+        Under load replies still go out in batches (intake never runs dry); idle, a request is
+        answered without waiting for more replies to share its batch.
+        """
+        if len(self._producer):
+            self._producer.flush(_IDLE_FLUSH_S)
+
     # intake ------------------------------------------------------------------------------
     def _handle(self, msgs: Sequence[Message]) -> None:
-        items: list[WorkItem] = []
-        for msg in msgs:
-            if msg.error() is not None:
-                self._on_consume_error(msg.error())
-                continue
-            item = self._admit(msg)
+        consumed = [msg for msg in msgs if self._is_data(msg)]
+        if not consumed:
+            return
+        # bookkeeping once per batch: one lock each instead of one per message
+        pending = self._tracker.begin_many(
+            [((msg.topic(), msg.partition()), msg.offset()) for msg in consumed]
+        )
+        with self._count_lock:
+            self._unanswered += len(consumed)
+        items = []
+        for msg, one in zip(consumed, pending, strict=True):
+            item = self._admit(msg, one)
             if item is not None:
                 items.append(item)
         if items:
             self.core.submit(items)
 
-    def _admit(self, msg: Message) -> WorkItem | None:
-        pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
-        with self._count_lock:
-            self._unanswered += 1
+    def _is_data(self, msg: Message) -> bool:
+        error = msg.error()
+        if error is None:
+            return True
+        self._on_consume_error(error)
+        return False
+
+    def _admit(self, msg: Message, pending: Pending) -> WorkItem | None:
         incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
         request = self._context(incoming)
         self.hooks.request_received(request)
@@ -230,7 +251,7 @@ class StageConsumer:
             self.hooks.dead_lettered(request, topic, outcome)
         if incoming.request_id and incoming.replyable:
             value = encode_reply(incoming, outcome, self._model, self._version, incoming.stage)
-            headers = encode_headers(reply_headers(incoming))
+            headers = reply_headers(incoming)
             self.hooks.inject(request, headers)
             if incoming.meta.reply_to:
                 records.append(

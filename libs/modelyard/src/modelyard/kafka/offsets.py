@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["OffsetTracker", "Pending"]
@@ -57,11 +58,20 @@ class OffsetTracker:
                     self._inflight -= len(part.order)
 
     def begin(self, tp: TopicPartition, offset: int) -> Pending:
+        return self.begin_many([(tp, offset)])[0]
+
+    def begin_many(self, messages: Sequence[tuple[TopicPartition, int]]) -> list[Pending]:
+        """``begin`` for each consumed (partition, offset), in order, under one lock."""
+        pending = []
         with self._lock:
-            part = self._parts.setdefault(tp, _Partition())
-            part.order.append(offset)
-            self._inflight += 1
-        return Pending(tp, offset)
+            for tp, offset in messages:
+                part = self._parts.get(tp)
+                if part is None:
+                    part = self._parts[tp] = _Partition()
+                part.order.append(offset)
+                pending.append(Pending(tp, offset))
+            self._inflight += len(pending)
+        return pending
 
     def expect(self, pending: Pending, acks: int) -> None:
         """Record how many broker acks ``pending`` needs; with none it finishes now."""

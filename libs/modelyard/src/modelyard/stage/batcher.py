@@ -43,6 +43,7 @@ class WorkItem:
     done: Callable[[WorkItem, Outcome], None]
     deadline_ms: int | None = None
     token: Any = None  # the adapter's own handle (e.g. the Kafka message)
+    tries: int = 0  # predict calls already spent on it by an inline run (transient failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,10 @@ class Batcher:
         """Run ``items`` on the calling thread if the model is fast, idle and nothing is queued.
 
         Saves the hand-off to the inference thread (and the GIL ping-pong it costs) for fast
-        models; slow ones always go through the queue, so callers can pause their intake.
+        models; slow ones always go through the queue, so callers can pause their intake. An
+        inline run does not wait out retry backoffs (the caller may be an event loop): a batch
+        that fails transiently moves to the inference thread, which retries it within the same
+        attempt budget.
         """
         if self._seconds_per_item > max_item_s or self._queue.items:
             return False
@@ -98,7 +102,7 @@ class Batcher:
         try:
             size = self.batching.max_batch_size
             for start in range(0, len(items), size):
-                self._process(list(items[start : start + size]))
+                self._process(list(items[start : start + size]), inline=True)
         finally:
             self._model_lock.release()
         return True
@@ -134,11 +138,14 @@ class Batcher:
                 q.cond.wait(left)
             return [q.items.popleft() for _ in range(min(size, len(q.items)))]
 
-    def _process(self, batch: list[WorkItem]) -> None:
+    def _process(self, batch: list[WorkItem], *, inline: bool = False) -> None:
         live = self._drop_expired(batch)
         if not live:
             return
-        outcomes = self._predict_with_retry(live)
+        outcomes = self._predict_with_retry(live, inline=inline)
+        if outcomes is None:  # an inline run met a transient failure: retry on our thread
+            self.submit(live)
+            return
         for item, outcome in zip(live, outcomes, strict=True):
             _deliver(item, outcome)
 
@@ -152,13 +159,23 @@ class Batcher:
                 live.append(item)
         return live
 
-    def _predict_with_retry(self, batch: list[WorkItem]) -> list[Outcome]:
-        for attempt in range(1, self.retry.max_attempts + 1):
+    def _predict_with_retry(
+        self, batch: list[WorkItem], *, inline: bool = False
+    ) -> list[Outcome] | None:
+        """Outcomes, or None when ``inline`` and a retry (with its backoff) is due."""
+        spent = max(item.tries for item in batch)
+        if spent:
+            time.sleep(self.retry.delay(spent))  # the backoff the inline run did not wait
+        for attempt in range(spent + 1, self.retry.max_attempts + 1):
             try:
                 return self._predict(batch)
             except RetryableError as exc:
                 if attempt == self.retry.max_attempts:
                     return [exc] * len(batch)
+                if inline:
+                    for item in batch:
+                        item.tries = attempt
+                    return None
                 time.sleep(self.retry.delay(attempt))  # inference thread only: also slows intake
             except Exception as exc:  # model code may raise anything
                 return self._isolate(batch, exc)
@@ -168,7 +185,13 @@ class Batcher:
         """A batch raised: run each item alone so only the poison one fails."""
         if len(batch) == 1:
             return [_as_model_error(error)]
-        return [self._predict_with_retry([item])[0] for item in batch]
+        return [self._predict_alone(item) for item in batch]
+
+    def _predict_alone(self, item: WorkItem) -> Outcome:
+        item.tries = 0  # isolation starts a fresh budget per item
+        outcomes = self._predict_with_retry([item])
+        assert outcomes is not None  # not inline: retries happen here
+        return outcomes[0]
 
     def _predict(self, batch: list[WorkItem]) -> list[Outcome]:
         requests = [item.request for item in batch]

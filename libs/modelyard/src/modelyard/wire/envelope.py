@@ -15,6 +15,7 @@ little-endian bytes (for BYTES tensors, a list of byte strings).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ import msgpack
 import numpy as np
 
 from modelyard.errors import DecodeError
-from modelyard.tensors import bytes_items, datatype_of, numpy_dtype
+from modelyard.tensors import DATATYPES, bytes_items, datatype_of, numpy_dtype
 
 __all__ = [
     "CONTENT_TYPE_JSON",
@@ -34,6 +35,7 @@ __all__ = [
     "ErrorInfo",
     "decode_envelope",
     "encode_envelope",
+    "encode_reply_envelope",
     "pack_fields",
 ]
 
@@ -94,31 +96,53 @@ class Envelope:
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    body: dict[str, Any] = {
-        "v": envelope.schema,
-        "id": envelope.request_id,
-        "fields": envelope.fields,
-    }
+    return _pack_envelope(
+        envelope, envelope.fields, envelope.model, envelope.version, envelope.error
+    )
+
+
+def encode_reply_envelope(
+    request: Envelope,
+    fields: Mapping[str, Any],
+    model: str,
+    version: str,
+    error: ErrorInfo | None = None,
+) -> bytes:
+    """``encode_envelope(request.reply(...))`` without building the reply (runs per message)."""
+    return _pack_envelope(request, fields, model, version, error, with_served_by=False)
+
+
+def _pack_envelope(
+    head: Envelope,
+    fields: Mapping[str, Any],
+    model: str | None,
+    version: str | None,
+    error: ErrorInfo | None,
+    *,
+    with_served_by: bool = True,
+) -> bytes:
+    """The envelope with ``head``'s identity (id, pipeline, stage, caller, deadline, schema)."""
+    body: dict[str, Any] = {"v": head.schema, "id": head.request_id, "fields": fields}
     for key, value in (
-        ("pipeline", envelope.pipeline),
-        ("stage", envelope.stage),
-        ("caller", envelope.caller),
-        ("deadline", envelope.deadline_ms),
-        ("model", envelope.model),
-        ("version", envelope.version),
+        ("pipeline", head.pipeline),
+        ("stage", head.stage),
+        ("caller", head.caller),
+        ("deadline", head.deadline_ms),
+        ("model", model),
+        ("version", version),
     ):
         if value is not None:
             body[key] = value
-    if envelope.error is not None:
-        body["error"] = envelope.error.to_wire()
-    if envelope.served_by is not None:
-        body["served_by"] = dict(envelope.served_by)
-    return msgpack.packb(body, default=_pack_ndarray, use_bin_type=True)  # type: ignore[no-any-return]
+    if error is not None:
+        body["error"] = error.to_wire()
+    if with_served_by and head.served_by is not None:
+        body["served_by"] = dict(head.served_by)
+    return pack_fields(body)
 
 
 def pack_fields(fields: object) -> bytes:
     """Fields (or any value) as the envelope encodes them; digests are taken over this."""
-    return msgpack.packb(fields, default=_pack_ndarray, use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKERS.outer.pack(fields)  # type: ignore[no-any-return]
 
 
 def decode_envelope(data: bytes) -> Envelope:
@@ -146,6 +170,15 @@ def _envelope_from_map(body: dict[str, Any]) -> Envelope:
     fields = body.get("fields", {})
     if not isinstance(fields, dict):
         raise DecodeError("'fields' must be a map of name to value")
+    if body.keys() <= _REQUIRED:  # a plain request, the common case: nothing optional to check
+        return Envelope(request_id, fields, schema=schema)
+    return _full_envelope(body, request_id, fields, schema)
+
+
+_REQUIRED = frozenset(("v", "id", "fields"))
+
+
+def _full_envelope(body: dict[str, Any], request_id: str, fields: Any, schema: int) -> Envelope:
     error = body.get("error")
     served_by = body.get("served_by")
     if served_by is not None and not (
@@ -184,13 +217,33 @@ def _pack_ndarray(obj: Any) -> msgpack.ExtType:
         obj = np.asarray(obj)
     if not isinstance(obj, np.ndarray):
         raise TypeError(f"cannot put {type(obj).__name__} in an envelope")
-    datatype = datatype_of(obj)
-    if datatype == "BYTES":
-        data: Any = bytes_items(obj.reshape(-1).tolist())
+    datatype = _WIRE_DTYPES.get(obj.dtype)
+    if datatype is not None:  # already the wire's little-endian dtype: its C-order bytes as is
+        data: Any = obj.tobytes()
     else:
-        data = np.ascontiguousarray(obj, dtype=numpy_dtype(datatype)).tobytes()
-    payload = msgpack.packb([datatype, list(obj.shape), data], use_bin_type=True)
+        datatype = datatype_of(obj)
+        if datatype == "BYTES":
+            data = bytes_items(obj.reshape(-1).tolist())
+        else:
+            data = np.ascontiguousarray(obj, dtype=numpy_dtype(datatype)).tobytes()
+    payload = _PACKERS.inner.pack([datatype, list(obj.shape), data])
     return msgpack.ExtType(NDARRAY_EXT, payload)
+
+
+# numeric dtypes whose bytes go on the wire unconverted (== is by value: '<f4' is float32 here)
+_WIRE_DTYPES = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
+
+
+class _Packers(threading.local):
+    """Reused per thread: ``msgpack.packb`` builds (and allocates a buffer for) a new Packer on
+    every call, a large part of encoding a small reply; a Packer is not thread-safe."""
+
+    def __init__(self) -> None:
+        self.outer = msgpack.Packer(default=_pack_ndarray, use_bin_type=True)
+        self.inner = msgpack.Packer(use_bin_type=True)  # ndarray payloads, packed mid-outer
+
+
+_PACKERS = _Packers()
 
 
 def _unpack_ext(code: int, payload: bytes) -> np.ndarray[Any, Any]:

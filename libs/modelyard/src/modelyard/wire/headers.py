@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -58,19 +59,52 @@ def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) 
     for key, raw in headers:
         if key.lower() == name and raw is not None:
             value = raw
-    return value.decode("utf-8", "replace") if value is not None else None
+    return _text(value)
 
 
 def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMeta:
-    attempt = header_value(headers, H.ATTEMPT)
-    partition = header_value(headers, H.REPLY_PARTITION)
-    return MessageMeta(
-        content_type=header_value(headers, H.CONTENT_TYPE),
-        reply_to=header_value(headers, H.REPLY_TO),
-        reply_partition=int(partition) if partition and partition.isdigit() else -1,
-        shadow=(header_value(headers, H.SHADOW) or "").lower() in ("1", "true", "yes"),
-        attempt=int(attempt) if attempt and attempt.isdigit() else 0,
+    # one pass over the headers (this runs per message), the parsing itself cached per value set
+    found: dict[str, bytes] = {}
+    for key, raw in headers or ():
+        if raw is not None:
+            name = key.lower()
+            if name in _META_HEADERS:
+                found[name] = raw  # the last value wins, as in header_value
+    if not found:
+        return _NO_META
+    get = found.get
+    return _meta(
+        get(H.CONTENT_TYPE), get(H.REPLY_TO), get(H.REPLY_PARTITION), get(H.SHADOW), get(H.ATTEMPT)
     )
+
+
+_META_HEADERS = frozenset((H.CONTENT_TYPE, H.REPLY_TO, H.REPLY_PARTITION, H.SHADOW, H.ATTEMPT))
+_NO_META = MessageMeta()
+
+
+@functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics and attempts
+def _meta(
+    content_type: bytes | None,
+    reply_to: bytes | None,
+    partition: bytes | None,
+    shadow: bytes | None,
+    attempt: bytes | None,
+) -> MessageMeta:
+    number = _text(attempt)
+    reply_partition = _text(partition)
+    return MessageMeta(
+        content_type=_text(content_type),
+        reply_to=_text(reply_to),
+        reply_partition=int(reply_partition)
+        if reply_partition and reply_partition.isdigit()
+        else -1,
+        shadow=(_text(shadow) or "").lower() in ("1", "true", "yes"),
+        attempt=int(number) if number and number.isdigit() else 0,
+    )
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw is not None else None
 
 
 def encode_headers(pairs: Iterable[tuple[str, str | None]]) -> Headers:
