@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -282,3 +283,28 @@ def test_a_stopped_shadow_never_holds_up_the_primary_path(stack: Stack) -> None:
     assert {(h.stage, h.model, h.version, h.outcome) for h in hops.values()} == {
         ("first", "shout", "9", "no_reply")
     }
+
+
+def test_an_oip_json_request_gets_an_oip_json_result_on_its_reply_to(stack: Stack) -> None:
+    reply_to = f"{stack.prefix}.json-replies"
+    create_topics(stack.bootstrap, [reply_to])
+    body = {
+        "id": "json-1",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}],
+    }
+    headers = [("content-type", b"application/json"), ("reply-to", reply_to.encode())]
+    produce_all(
+        stack.bootstrap, stack.topic("in"), [("json-1", json.dumps(body).encode(), headers)]
+    )
+    collector = Collector(stack.bootstrap, reply_to)
+    try:
+        [message] = collector.until(lambda ms: len(ms) >= 1, 60)
+    finally:
+        collector.close()
+    reply = json.loads(message.value())
+    assert dict(message.headers())["content-type"] == b"application/json"
+    assert (reply["id"], reply["model_name"]) == ("json-1", "tp")
+    assert reply["outputs"] == [{"name": "loud", "datatype": "BYTES", "shape": [1], "data": ["HI"]}]
+    assert reply["parameters"]["served_by"] == {"first": "shout:1", "second": "shout:1"}
+    [result] = stack.results({"json-1"})["json-1"]  # and the results topic has the envelope
+    assert result.fields["loud"].tolist() == [b"HI"]

@@ -6,8 +6,8 @@ acks a request's ingress offset waits for before producing anything.
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any
 
 from confluent_kafka import Message
 
@@ -159,7 +159,11 @@ class RecordBuilder:
 
 
 def _json_result(result: Envelope) -> bytes:
+    """The OIP v2 JSON response of a pipeline (``model_name`` is the pipeline), with the
+    versions that served it in ``parameters.served_by``."""
     if result.error is not None:
         return encode_oip_json_error(result.request_id, result.error.code, result.error.message)
-    base: Any = result
-    return encode_oip_json_response(base.reply({}, result.pipeline or "", ""), result.fields)
+    response = result.reply({}, result.pipeline or "", "")
+    body = json.loads(encode_oip_json_response(response, result.fields))
+    body["parameters"] = {"served_by": dict(result.served_by or {})}
+    return json.dumps(body).encode()
