@@ -84,6 +84,18 @@ class Bench:
         return self.service(f"worker-{model}", *args, ready=r"^modelyard stage ready")
 
     @contextmanager
+    def fresh(self, *models: str) -> Iterator[Bench]:
+        """A bench on new topics (a new prefix) with its own workers: Tansu's fetch cost grows
+        with the batches a partition holds, so no measurement may inherit another's topics."""
+        bench = Bench(self.bootstrap, self.work, self.repo, f"rb{uuid.uuid4().hex[:6]}")
+        workers = [bench.worker(model) for model in models]
+        try:
+            yield bench
+        finally:
+            for worker in workers:
+                worker.stop()
+
+    @contextmanager
     def router(self, spec: str, pipeline: str) -> Iterator[None]:
         path = self.work / f"{pipeline}.yaml"
         path.write_text(spec)
@@ -229,15 +241,16 @@ def _pct(values: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-def measure_hops(bench: Bench, n: int, rate: float) -> dict[str, tuple[float, float]]:
-    topic = f"{bench.prefix}.direct"
-    create_topics(bench.bootstrap, [topic], partitions=PARTITIONS)
-    out = {"direct": _pct(list(_paced(bench.bootstrap, topic, topic, n, rate).values()))}
+def measure_hops(base: Bench, n: int, rate: float) -> dict[str, tuple[float, float]]:
+    topic = f"{base.prefix}.direct"
+    create_topics(base.bootstrap, [topic], partitions=PARTITIONS)
+    out = {"direct": _pct(list(_paced(base.bootstrap, topic, topic, n, rate).values()))}
     for stages in (1, 3):
         name = f"chain{stages}"
-        bench.rollout(name, {f"s{i}": "1" for i in range(stages)})
-        with bench.router(_chain(name, stages), name):
-            lat = _paced(bench.bootstrap, _in(bench, name), _out(bench, name), n, rate)
+        with base.fresh("noop:1") as bench:
+            bench.rollout(name, {f"s{i}": "1" for i in range(stages)})
+            with bench.router(_chain(name, stages), name):
+                lat = _paced(bench.bootstrap, _in(bench, name), _out(bench, name), n, rate)
         out[name] = _pct(list(lat.values()))
     return out
 
@@ -245,17 +258,19 @@ def measure_hops(bench: Bench, n: int, rate: float) -> dict[str, tuple[float, fl
 SHADOW_MODES = {"off": 0.0, "on": 1.0, "on10": 0.1}  # mode -> share of requests mirrored
 
 
-def measure_shadow(bench: Bench, n: int, rounds: int) -> dict[str, list[float]]:
+def measure_shadow(base: Bench, n: int, rounds: int) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {mode: [] for mode in SHADOW_MODES}
     for r in range(rounds):
         for mode, rate in SHADOW_MODES.items():
             name = f"shadow_{mode}_{r}"
-            bench.rollout(name, {"s0": "1", "s1": "1"})
-            if rate:
-                change = ShadowChange(stage="s1", version="2", sample_rate=rate)
-                write_change(bench.bootstrap, name, change, actor="bench", prefix=bench.prefix)
-            with bench.router(_chain(name, 2), name), bench.shadow_audit(name, rate > 0):
-                rates[mode].append(_burst(bench.bootstrap, _in(bench, name), _out(bench, name), n))
+            with base.fresh("noop:1", *(["noop:2"] if rate else [])) as bench:
+                bench.rollout(name, {"s0": "1", "s1": "1"})
+                if rate:
+                    change = ShadowChange(stage="s1", version="2", sample_rate=rate)
+                    write_change(bench.bootstrap, name, change, actor="bench", prefix=bench.prefix)
+                with bench.router(_chain(name, 2), name), bench.shadow_audit(name, rate > 0):
+                    burst = _burst(bench.bootstrap, _in(bench, name), _out(bench, name), n)
+            rates[mode].append(burst)
     return rates
 
 
@@ -326,15 +341,10 @@ def run(quick: bool) -> dict[str, Any]:
         )
         with EmbeddedBroker(log_file=work / "broker.log") as broker:
             bench = Bench(broker.bootstrap, work, repo, f"rb{uuid.uuid4().hex[:6]}")
-            workers = [bench.worker("noop:1"), bench.worker("noop:2")]
-            try:
-                print("router: hop latency ...", flush=True)
-                results["hops"] = measure_hops(bench, n, rate)
-                print("router: shadow on/off bursts ...", flush=True)
-                results["shadow"] = measure_shadow(bench, burst, rounds)
-            finally:
-                for w in workers:
-                    w.stop()
+            print("router: hop latency ...", flush=True)
+            results["hops"] = measure_hops(bench, n, rate)
+            print("router: shadow on/off bursts ...", flush=True)
+            results["shadow"] = measure_shadow(bench, burst, rounds)
             print("router: reference pipeline ...", flush=True)
             results["reference"] = measure_reference(work, broker.bootstrap, repeats)
     return results

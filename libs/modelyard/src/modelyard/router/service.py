@@ -47,6 +47,7 @@ from modelyard.wire.headers import H, encode_headers, header_value, parse_meta
 __all__ = ["PipelineRouter", "RouterOptions", "RoutingSource"]
 
 log = structlog.get_logger("modelyard.router")
+_IDLE_FLUSH_S = 0.01  # the longest an idle router waits for acks before it polls again
 
 
 class RoutingSource(Protocol):
@@ -161,6 +162,8 @@ class PipelineRouter:
         msgs: list[Message] = self._consumer.consume(500, 0)  # what is queued, no waiting
         if msgs:
             return msgs
+        if len(self._producer):  # idle: send what lingers now rather than after linger.ms
+            self._producer.flush(_IDLE_FLUSH_S)
         msg = self._consumer.poll(self.opts.poll_timeout_s)
         return [msg] if msg is not None else []
 
