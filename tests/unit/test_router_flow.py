@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from modelyard.control import Canary, ControlState, PipelineRouting, Shadow, StageRouting
-from modelyard.router import load_spec
+from modelyard.router import load_spec, parse_spec
 from modelyard.router.flow import Dispatch, RequestFlow
 from modelyard.wire import Envelope, ErrorInfo
 
@@ -139,3 +139,33 @@ def test_rollback_between_stages_applies_to_stages_not_reached_yet() -> None:
     [langid] = _reply(flow, ocr, rolled_back, text=_b("Hi"))
     assert langid.served_by == "langid:2"
     assert flow.served_by["ocr"] == "ocr:2"
+
+
+FAN_OUT_AND_JOIN = parse_spec(
+    """
+pipeline: fan
+version: 1
+inputs: {x: {datatype: BYTES, shape: [1]}}
+stages:
+  a: {model: m, inputs: {x: request.x}}
+  b: {model: m, inputs: {x: a.y}}
+  c: {model: m, inputs: {x: a.y}}
+  d: {model: j, inputs: {left: b.y, right: c.y}}
+outputs: {left: b.y, joined: d.y}
+"""
+)
+
+
+def test_fan_out_dispatches_both_branches_and_the_join_waits_for_both() -> None:
+    stages = {s: StageRouting(active="1") for s in "abcd"}
+    routing = ControlState({"fan": PipelineRouting(pipeline="fan", stages=stages)})
+    flow = RequestFlow(FAN_OUT_AND_JOIN, Envelope("r", {"x": _b("in")}), sticky_key="r")
+    [a] = flow.advance(routing)
+    b, c = _reply(flow, a, routing, y=_b("A"))
+    assert {b.stage, c.stage} == {"b", "c"}  # both branches at once
+    assert _reply(flow, b, routing, y=_b("B")) == []  # the join waits for the other branch
+    [d] = _reply(flow, c, routing, y=_b("C"))
+    assert (d.fields["left"].tolist(), d.fields["right"].tolist()) == ([b"B"], [b"C"])
+    assert _reply(flow, d, routing, y=_b("D")) == []
+    assert flow.finished
+    assert flow.result().fields["joined"].tolist() == [b"D"]
