@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from modelyard.errors import Disposition, ModelyardError, ValidationError, policy_for
 from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
+from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
 from modelyard.kafka.offsets import OffsetTracker, Pending
 from modelyard.model import Outcome
@@ -311,16 +312,9 @@ class StageConsumer:
         if not force and now - self._last_commit < self.opts.commit_interval_s:
             return
         self._last_commit = now
-        offsets = self._tracker.to_commit()
-        if not offsets:
-            return
-        tps = [TopicPartition(t, p, o) for t, p, o in offsets]
-        try:
-            self._consumer.commit(offsets=tps, asynchronous=not force)
-            self.hooks.committed(offsets)
-        except KafkaException as exc:
-            self._tracker.rollback(offsets)
-            log.warning("commit failed; will retry", error=str(exc))
+        committed = commit_finished(self._consumer, self._tracker, asynchronous=not force)
+        if committed:
+            self.hooks.committed(committed)
 
     def _report_lag_if_due(self) -> None:
         now = time.monotonic()

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from modelyard.control import ControlState
 from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationError
 from modelyard.kafka.codec import Incoming, decode_message
+from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
 from modelyard.kafka.offsets import OffsetTracker, Pending
 from modelyard.router.flow import Dispatch, RequestFlow, request_specs
@@ -390,15 +391,7 @@ class PipelineRouter:
         if not force and now - self._last_commit < self.opts.commit_interval_s:
             return
         self._last_commit = now
-        offsets = self._tracker.to_commit()
-        if not offsets:
-            return
-        try:
-            tps = [TopicPartition(t, p, o) for t, p, o in offsets]
-            self._consumer.commit(offsets=tps, asynchronous=not force)
-        except KafkaException as exc:
-            self._tracker.rollback(offsets)
-            log.warning("commit failed; will retry", error=str(exc))
+        commit_finished(self._consumer, self._tracker, asynchronous=not force)
 
     def _apply_backpressure(self) -> None:
         # only the ingress pauses: replies must keep flowing for requests to finish
