@@ -52,7 +52,7 @@ def restore_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-WRITES = {"rollout", "canary", "shadow", "promote", "rollback", "save"}
+WRITES = {"rollout", "canary", "shadow", "promote", "rollback", "save", "guard"}
 
 
 @pytest.fixture
@@ -202,3 +202,17 @@ def test_actor_defaults_to_the_environment(
     result = CliRunner().invoke(cli, argv, env=env)
     assert result.exit_code == 0, result.output
     assert read_records(broker, prefix=unique)[0].record.actor == "ci-bot"
+
+
+def test_guard_sets_and_clears_a_stages_rules(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    run(
+        "guard", "shouty", "first", "--error-rate", "0.1", "--p99-ms", "500", "--min-requests", "20"
+    )
+    rules = read_state(broker, prefix=unique).stage("shouty", "first").guards
+    assert [(r.metric, r.max, r.min_requests) for r in rules] == [
+        ("error_rate", 0.1, 20), ("p99_latency_ms", 500.0, 20),
+    ]  # fmt: skip
+    assert read_records(broker, prefix=unique)[-1].record.actor == "alice"
+    run("guard", "shouty", "first", ok=False)  # neither a bound nor --clear
+    run("guard", "shouty", "first", "--clear")
+    assert read_state(broker, prefix=unique).stage("shouty", "first").guards == ()

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 from confluent_kafka import Message, Producer
-from modelyard.control import CanaryChange, Rollback, Rollout
-from modelyard.control.topic import write_change
+from modelyard.control import CanaryChange, GuardRule, GuardsChange, Rollback, Rollout
+from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.repository.build import BuildContext
@@ -19,7 +19,7 @@ from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 
 from tests.support.kafka_io import Collector
-from tests.support.models import write_shout_version
+from tests.support.models import write_broken_version, write_shout_version
 from tests.support.stage import RouterProcess, StageProcess
 
 pytestmark = pytest.mark.integration
@@ -59,6 +59,7 @@ def running(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     ctx = BuildContext(root=root, cache=root / ".cache")
     for version in ("1", "2"):
         write_shout_version(ctx, version)
+    write_broken_version(ctx, "9")
     spec = root / "tp.yaml"
     spec.write_text(SPEC)
     prefix = f"rp-{uuid.uuid4().hex[:8]}"
@@ -67,7 +68,7 @@ def running(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             broker, "tp", Rollout(stage=stage, version=version), actor="test", prefix=prefix
         )
     common = ("--bootstrap", broker, "--topic-prefix", prefix)
-    stages = [StageProcess(f"shout:{v}", root, *common, "--no-grpc") for v in ("1", "2")]
+    stages = [StageProcess(f"shout:{v}", root, *common, "--no-grpc") for v in ("1", "2", "9")]
     router = RouterProcess(str(spec), root, *common, "--partitions", str(PARTITIONS),
                            "--canary-key", "request")  # fmt: skip
     try:
@@ -176,3 +177,31 @@ def test_grpc_error_result_is_a_grpc_status(running: Running) -> None:
             stub.Infer(pb.InferRequest(id="grpc-boom", pipeline="tp", inputs=[boom]), timeout=60)
     assert raised.value.code() == grpc.StatusCode.INTERNAL  # a model error, by errors.POLICY
     assert "first" in (raised.value.details() or "")
+
+
+def test_a_guard_rolls_a_failing_canary_back_by_itself(running: Running) -> None:
+    rule = GuardRule(metric="error_rate", max=0.2, window_s=60, min_requests=10)
+    running.change(GuardsChange(stage="first", rules=(rule,)))
+    running.change(CanaryChange(stage="first", version="9", weight=0.5))  # a broken release
+    producer = Producer({"bootstrap.servers": running.bootstrap, "linger.ms": 5})
+    tripped, batch = None, 0
+    while tripped is None:  # traffic until the router writes its rollback
+        ids = [f"guard-{batch}-{i}" for i in range(20)]
+        running.send(producer, ids)
+        _results(running, set(ids))
+        records = read_records(running.bootstrap, prefix=running.prefix)
+        tripped = next((p.record for p in records if p.record.actor == "router:guard"), None)
+        batch += 1
+        assert batch < 30, "the guard never tripped"
+    assert tripped.change == CanaryChange(stage="first", version=None)
+    assert "error_rate" in tripped.reason
+    assert read_state(running.bootstrap, prefix=running.prefix).stage("tp", "first").canary is None
+    clean = False
+    while not clean:  # the router follows its own record: the broken canary gets nothing more
+        ids = [f"after-guard-{batch}-{i}" for i in range(20)]
+        running.send(producer, ids)
+        results = _results(running, set(ids)).values()
+        clean = all(r.error is None and r.served_by["first"] == "shout:1" for r in results)
+        batch += 1
+        assert batch < 60, "requests still reach the rolled-back canary"
+    running.change(GuardsChange(stage="first", rules=()))

@@ -11,7 +11,7 @@ from modelyard.model import Inputs, Model, Outcome
 from modelyard.repository.build import BuildContext
 from modelyard.repository.manifest import Manifest
 
-__all__ = ["Shout", "write_shout_version"]
+__all__ = ["Broken", "Shout", "write_broken_version", "write_shout_version"]
 
 
 class Shout(Model):
@@ -53,3 +53,17 @@ def write_shout_version(ctx: BuildContext, version: str = "1", **batching: Any) 
         },
         files={},
     )
+
+
+class Broken(Shout):
+    """Shout's contract, but every prediction fails: a bad release, for guard rules."""
+
+    def predict(self, batch: Sequence[Inputs]) -> list[Outcome]:
+        raise RuntimeError("this version is broken")
+
+
+def write_broken_version(ctx: BuildContext, version: str) -> Manifest:
+    """``shout:<version>`` served by :class:`Broken` (same tensors as the good versions)."""
+    manifest = write_shout_version(ctx, version)
+    data = manifest.model_dump(mode="json", exclude={"artifacts"})
+    return ctx.write_version({**data, "entrypoint": "tests.support.models:Broken"}, files={})

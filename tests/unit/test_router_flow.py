@@ -7,9 +7,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from modelyard.control import Canary, ControlState, PipelineRouting, Shadow, StageRouting
+from modelyard.control import (
+    Canary,
+    ControlState,
+    GuardRule,
+    PipelineRouting,
+    Shadow,
+    StageRouting,
+)
 from modelyard.router import load_spec, parse_spec
 from modelyard.router.flow import Dispatch, RequestFlow
+from modelyard.router.guards import GuardWatch
 from modelyard.wire import Envelope, ErrorInfo
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "pipelines" / "docs.yaml")
@@ -169,3 +177,29 @@ def test_fan_out_dispatches_both_branches_and_the_join_waits_for_both() -> None:
     assert _reply(flow, d, routing, y=_b("D")) == []
     assert flow.finished
     assert flow.result().fields["joined"].tolist() == [b"D"]
+
+
+def test_guard_watch_trips_on_error_rate_only_with_enough_requests_in_the_window() -> None:
+    rule = GuardRule(metric="error_rate", max=0.2, window_s=10, min_requests=10)
+    watch = GuardWatch()
+    for i in range(9):
+        watch.add("s", "2", ok=i % 2 == 0, latency_ms=1.0, now=100.0 + i)
+    assert watch.crossed("s", "2", (rule,), now=109.0) is None  # 9 < min_requests
+    watch.add("s", "2", ok=False, latency_ms=1.0, now=109.5)
+    trip = watch.crossed("s", "2", (rule,), now=109.5)
+    assert trip is not None
+    assert trip.value == pytest.approx(0.5)
+    assert "error_rate 0.5 > 0.2" in trip.reason
+    assert watch.crossed("s", "2", (rule,), now=125.0) is None  # the window moved past them
+
+
+def test_guard_watch_trips_on_p99_latency() -> None:
+    rule = GuardRule(metric="p99_latency_ms", max=50, window_s=60, min_requests=5)
+    watch = GuardWatch()
+    for latency in (10.0, 12.0, 11.0, 9.0):
+        watch.add("s", "2", ok=True, latency_ms=latency, now=1.0)
+    assert watch.crossed("s", "2", (rule,), now=2.0) is None
+    watch.add("s", "2", ok=True, latency_ms=900.0, now=2.0)
+    trip = watch.crossed("s", "2", (rule,), now=2.0)
+    assert trip is not None
+    assert trip.rule.metric == "p99_latency_ms"

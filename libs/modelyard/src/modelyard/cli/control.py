@@ -29,6 +29,8 @@ from modelyard.control import (
     CanaryChange,
     Change,
     ControlRecord,
+    GuardRule,
+    GuardsChange,
     Promote,
     ReleaseRollback,
     ReleaseSave,
@@ -327,6 +329,32 @@ def canary_command(
     _apply(pipeline, change, **options)
 
 
+@click.command("guard")
+@click.argument("pipeline")
+@click.argument("stage")
+@click.option("--error-rate", type=float, help="Roll the canary back above this error share.")
+@click.option("--p99-ms", type=float, help="Roll the canary back above this p99 latency (ms).")
+@click.option("--window-s", type=float, default=60.0, show_default=True, help="Window of both.")
+@click.option("--min-requests", type=int, default=50, show_default=True,
+              help="No verdict on fewer canary requests in the window.")  # fmt: skip
+@click.option("--clear", is_flag=True, help="Remove the stage's guard rules.")
+@_write_options
+def guard_command(pipeline: str, stage: str, clear: bool, **options: Any) -> None:
+    """Set STAGE's guard rules: every router rolls the stage's canary back by itself (one
+    control record by router:guard, with the figure) when its error rate or p99 latency over
+    the window crosses the bound; --clear removes them."""
+    bounds = {"error_rate": options.pop("error_rate"), "p99_latency_ms": options.pop("p99_ms")}
+    window_s, min_requests = options.pop("window_s"), options.pop("min_requests")
+    given = {metric: bound for metric, bound in bounds.items() if bound is not None}
+    if clear == bool(given):
+        raise click.UsageError("give --error-rate and/or --p99-ms, or --clear")
+    rules = [
+        _make(GuardRule, metric=metric, max=bound, window_s=window_s, min_requests=min_requests)
+        for metric, bound in given.items()
+    ]
+    _apply(pipeline, _make(GuardsChange, stage=stage, rules=tuple(rules)), **options)
+
+
 @click.command("shadow")
 @click.argument("pipeline")
 @click.argument("stage")
@@ -400,6 +428,7 @@ def release_list_command(pipeline: str, target: _Target) -> None:
 
 CONTROL_COMMANDS: tuple[click.Command, ...] = (
     status_command,
+    guard_command,
     history_command,
     rollout_command,
     canary_command,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -16,11 +17,13 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Gauge
 
 from modelyard.broker import create_topics
+from modelyard.control import CanaryChange
 from modelyard.control.deploy import check_routing
 from modelyard.control.follower import ControlFollower
-from modelyard.control.topic import ensure_control_topic
+from modelyard.control.topic import ensure_control_topic, write_change
 from modelyard.errors import ConfigError
 from modelyard.repository.store import ModelRepository
+from modelyard.router.guards import GuardHook, Trip
 from modelyard.router.load import load_spec
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.settings import RouterSettings
@@ -100,7 +103,10 @@ async def _serve(
         registry=registry,
     )
     seq.labels(spec.pipeline).set_function(lambda: follower.state.pipeline(spec.pipeline).seq)
-    hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging()])
+    guard = GuardHook(
+        spec.pipeline, lambda: follower.state, _canary_clearer(settings, spec), registry
+    )
+    hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging(), guard])
     router = PipelineRouter(spec, follower, _options(settings), hooks)
     router.start()
     http, metrics_port = start_http_server(
@@ -118,9 +124,23 @@ async def _serve(
             await grpc_server.stop(grace=5.0)
             await gateway.close()
         await asyncio.to_thread(router.stop)
+        await asyncio.to_thread(guard.join)
         stop_http_server(http)
     log.info("stopped", clean=router.failure is None)
     return 1 if router.failure is not None else 0
+
+
+def _canary_clearer(settings: RouterSettings, spec: PipelineSpec) -> Callable[[Trip], None]:
+    """How a tripped guard rolls its canary back: one audited control record."""
+
+    def clear(trip: Trip) -> None:
+        write_change(
+            settings.bootstrap, spec.pipeline, CanaryChange(stage=trip.stage, version=None),
+            actor="router:guard", reason=trip.reason, prefix=settings.topic_prefix,
+            kafka=settings.kafka_extra(),
+        )  # fmt: skip
+
+    return clear
 
 
 def _options(settings: RouterSettings) -> RouterOptions:
