@@ -295,7 +295,14 @@ def test_metrics_count_outcomes_and_observe_histograms() -> None:
     assert value("modelyard_requests_total", **mv, transport="kafka", outcome="ok") == 2
     assert value("modelyard_requests_total", **mv, transport="grpc", outcome="validation") == 1
     assert value("modelyard_request_latency_seconds_count", **mv, transport="kafka") == 2
-    assert value("modelyard_request_latency_seconds_bucket", **mv, transport="kafka", le="0.005")
+    latency = "modelyard_request_latency_seconds_bucket"
+    assert value(latency, **mv, transport="kafka", le="0.0025") == 0
+    assert value(latency, **mv, transport="kafka", le="0.005") == 2  # a bound is inclusive
+    assert value(latency, **mv, transport="kafka", le="+Inf") == 2
+    assert value("modelyard_request_latency_seconds_sum", **mv, transport="kafka") == pytest.approx(
+        0.008
+    )
+    assert value("modelyard_batch_size_bucket", **mv, le="2.0") == 1
     assert value("modelyard_batch_size_sum", **mv) == 2
     assert value("modelyard_batch_seconds_count", **mv) == 1
     assert value("modelyard_dead_letters_total", **mv) == 1
