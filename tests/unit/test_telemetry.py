@@ -382,3 +382,21 @@ def test_configure_logging_renders_json_for_structlog_and_stdlib(
     assert lines[0]["request_id"] == lines[1]["request_id"] == "r9"
     assert lines[0]["timestamp"].endswith("Z")
     assert lines[1]["logger"] == "librdkafka"
+
+
+def test_chain_calls_only_overriding_hooks_and_survives_a_failing_one() -> None:
+    seen: list[str] = []
+
+    class Broken(StageHooks):
+        def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
+            raise RuntimeError("exporter down")
+
+    class Recorder(StageHooks):
+        def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
+            seen.append(outcome)
+
+    chain = HookChain([Broken(), Recorder()])
+    request = RequestContext("r", "kafka")
+    chain.request_finished(request, "ok", 0.1)
+    chain.request_received(request)  # nobody observes it: a no-op
+    assert seen == ["ok"]
