@@ -45,6 +45,7 @@ from bench.kafka_bench import (
     modelyard_target,
     peer_target,
 )
+from bench.kafka_peers import CONSUMER_SETTINGS, PRODUCER_SETTINGS
 from bench.noop_repo import write_noop_repo
 
 T = TypeVar("T")
@@ -137,6 +138,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def print_kafka(res: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
     print(f"\nKafka, embedded broker, {PARTITIONS} partitions, ~200-byte requests")
+    shared = {**CONSUMER_SETTINGS, **PRODUCER_SETTINGS}
+    print("client settings, every target:", ", ".join(f"{k}={v}" for k, v in shared.items()))
     print(f"{'target':<11}{'burst req/s':>14}{'p50 ms':>10}{'p99 ms':>10}{'answered':>12}")
     for name in KAFKA_TARGETS:
         tput: ThroughputResult | None = res.get(f"{name}.tput")

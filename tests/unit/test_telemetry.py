@@ -295,7 +295,14 @@ def test_metrics_count_outcomes_and_observe_histograms() -> None:
     assert value("modelyard_requests_total", **mv, transport="kafka", outcome="ok") == 2
     assert value("modelyard_requests_total", **mv, transport="grpc", outcome="validation") == 1
     assert value("modelyard_request_latency_seconds_count", **mv, transport="kafka") == 2
-    assert value("modelyard_request_latency_seconds_bucket", **mv, transport="kafka", le="0.005")
+    latency = "modelyard_request_latency_seconds_bucket"
+    assert value(latency, **mv, transport="kafka", le="0.0025") == 0
+    assert value(latency, **mv, transport="kafka", le="0.005") == 2  # a bound is inclusive
+    assert value(latency, **mv, transport="kafka", le="+Inf") == 2
+    assert value("modelyard_request_latency_seconds_sum", **mv, transport="kafka") == pytest.approx(
+        0.008
+    )
+    assert value("modelyard_batch_size_bucket", **mv, le="2.0") == 1
     assert value("modelyard_batch_size_sum", **mv) == 2
     assert value("modelyard_batch_seconds_count", **mv) == 1
     assert value("modelyard_dead_letters_total", **mv) == 1
@@ -375,3 +382,21 @@ def test_configure_logging_renders_json_for_structlog_and_stdlib(
     assert lines[0]["request_id"] == lines[1]["request_id"] == "r9"
     assert lines[0]["timestamp"].endswith("Z")
     assert lines[1]["logger"] == "librdkafka"
+
+
+def test_chain_calls_only_overriding_hooks_and_survives_a_failing_one() -> None:
+    seen: list[str] = []
+
+    class Broken(StageHooks):
+        def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
+            raise RuntimeError("exporter down")
+
+    class Recorder(StageHooks):
+        def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
+            seen.append(outcome)
+
+    chain = HookChain([Broken(), Recorder()])
+    request = RequestContext("r", "kafka")
+    chain.request_finished(request, "ok", 0.1)
+    chain.request_received(request)  # nobody observes it: a no-op
+    assert seen == ["ok"]

@@ -19,10 +19,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 
+from modelyard.telemetry._tally import Tally
 from modelyard.telemetry.hooks import RequestContext, StageHooks
 
 __all__ = ["HealthCheck", "MetricsHooks", "MetricsServer", "start_http_server", "stop_http_server"]
@@ -44,30 +44,24 @@ class MetricsHooks(StageHooks):
         self.registry = registry if registry is not None else CollectorRegistry()
         self._mv = (model, version)
         r = self.registry
-        self.requests = Counter(
-            "modelyard_requests", "Requests by outcome.", [*_MV, "transport", "outcome"], registry=r
+        # what every request or batch records: cheap plain numbers (see _tally)
+        self._tally = Tally(_MV, self._mv)
+        self._requests = self._tally.counter(
+            "modelyard_requests", "Requests by outcome.", ["transport", "outcome"]
         )
-        self.latency = Histogram(
+        self._latency = self._tally.histogram(
             "modelyard_request_latency_seconds",
             "Arrival to reply ready.",
-            [*_MV, "transport"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            ["transport"],
+            LATENCY_BUCKETS,
         )
-        self.batch_size = Histogram(
-            "modelyard_batch_size",
-            "Requests per predict call.",
-            _MV,
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=r,
+        self._batch_size = self._tally.histogram(
+            "modelyard_batch_size", "Requests per predict call.", [], BATCH_SIZE_BUCKETS
         )
-        self.batch_seconds = Histogram(
-            "modelyard_batch_seconds",
-            "Seconds per predict call.",
-            _MV,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self._batch_seconds = self._tally.histogram(
+            "modelyard_batch_seconds", "Seconds per predict call.", [], LATENCY_BUCKETS
         )
+        r.register(self._tally)
         self.dead_letters = Counter("modelyard_dead_letters", "Dead letters.", _MV, registry=r)
         self.send_errors = Counter("modelyard_send_errors", "Failed produces.", _MV, registry=r)
         self.commits = Counter("modelyard_commits", "Offset commits.", _MV, registry=r)
@@ -77,7 +71,6 @@ class MetricsHooks(StageHooks):
         self.paused_gauge = Gauge("modelyard_intake_paused", "1 while paused.", _MV, registry=r)
         # labelled children cached: .labels() takes a lock and a dict lookup per call
         self._children: dict[tuple[int | str, ...], Any] = {}
-        self._pairs: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key: tuple[int | str, ...] = (id(metric), *labels)
@@ -89,18 +82,14 @@ class MetricsHooks(StageHooks):
     def batch_finished(
         self, batch: Sequence[RequestContext], seconds: float, error: BaseException | None
     ) -> None:
-        self._child(self.batch_size).observe(len(batch))
-        self._child(self.batch_seconds).observe(seconds)
+        with self._tally.lock:
+            self._batch_size.observe((), len(batch))
+            self._batch_seconds.observe((), seconds)
 
     def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
-        pair = self._pairs.get((request.transport, outcome))
-        if pair is None:  # the hot path: one lookup per request once warm
-            pair = self._pairs[(request.transport, outcome)] = (
-                self.requests.labels(*self._mv, request.transport, outcome),
-                self.latency.labels(*self._mv, request.transport),
-            )
-        pair[0].inc()
-        pair[1].observe(seconds)
+        with self._tally.lock:
+            self._requests.inc((request.transport, outcome))
+            self._latency.observe((request.transport,), seconds)
 
     def dead_lettered(
         self, request: RequestContext | None, topic: str, error: BaseException

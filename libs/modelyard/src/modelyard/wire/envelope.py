@@ -227,7 +227,9 @@ def _pack_ndarray(obj: Any) -> msgpack.ExtType:
         else:
             data = np.ascontiguousarray(obj, dtype=numpy_dtype(datatype)).tobytes()
     payload = _PACKERS.inner.pack([datatype, list(obj.shape), data])
-    return msgpack.ExtType(NDARRAY_EXT, payload)
+    # ExtType is a named tuple whose __new__ only checks types that are right by construction
+    # here; building the tuple directly saves a Python call per array
+    return tuple.__new__(msgpack.ExtType, (NDARRAY_EXT, payload))
 
 
 # numeric dtypes whose bytes go on the wire unconverted (== is by value: '<f4' is float32 here)
