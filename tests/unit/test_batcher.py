@@ -157,3 +157,11 @@ def test_inline_transient_failure_moves_to_the_inference_thread_within_budget(
     assert thread == "modelyard-infer"
     assert isinstance(outcome, dict) is ok
     assert model.batch_sizes == [1] * min(flaky + 1, 3)  # three attempts in all, not more
+
+
+def test_measured_only_waits_until_the_model_has_been_timed() -> None:
+    batcher = Batcher(FakeModel(), Batching(), StageHooks())
+    item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, lambda *_: None)
+    assert not batcher.run_inline([item], measured_only=True)  # might be slow: never on a loop
+    assert batcher.run_inline([item])  # timed now, and fast
+    assert batcher.run_inline([item], measured_only=True)

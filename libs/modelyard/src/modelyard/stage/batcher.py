@@ -75,6 +75,7 @@ class Batcher:
         self._queue = _Queue()
         self._model_lock = threading.Lock()  # one predict at a time, whichever thread runs it
         self._seconds_per_item = 0.0  # moving average: decides whether inline runs pay
+        self._measured = False  # whether any predict call has been timed yet
         self._thread = threading.Thread(target=self._run, name="modelyard-infer", daemon=True)
 
     def start(self) -> None:
@@ -86,16 +87,21 @@ class Batcher:
             self._queue.items.extend(items)
             self._queue.cond.notify()
 
-    def run_inline(self, items: Sequence[WorkItem], max_item_s: float = 0.001) -> bool:
+    def run_inline(
+        self, items: Sequence[WorkItem], max_item_s: float = 0.001, *, measured_only: bool = False
+    ) -> bool:
         """Run ``items`` on the calling thread if the model is fast, idle and nothing is queued.
 
         Saves the hand-off to the inference thread (and the GIL ping-pong it costs) for fast
         models; slow ones always go through the queue, so callers can pause their intake. An
         inline run does not wait out retry backoffs (the caller may be an event loop): a batch
         that fails transiently moves to the inference thread, which retries it within the same
-        attempt budget.
+        attempt budget. ``measured_only`` refuses until a predict call has been timed, for
+        callers that must not block on a model that may turn out slow (an event loop).
         """
         if self._seconds_per_item > max_item_s or self._queue.items:
+            return False
+        if measured_only and not self._measured:
             return False
         if not self._model_lock.acquire(blocking=False):
             return False
@@ -208,6 +214,7 @@ class Batcher:
         finally:
             seconds = time.perf_counter() - started
             self._seconds_per_item += 0.2 * (seconds / len(batch) - self._seconds_per_item)
+            self._measured = True
             self.hooks.batch_finished(requests, seconds, error)
 
 

@@ -72,8 +72,8 @@ class StageCore:
     ) -> Outputs:
         """Serve one request from asyncio code; raises the ModelyardError it failed with.
 
-        Like Kafka intake, a fast and idle model runs the request right here on the event loop,
-        saving two thread hand-offs; otherwise the inference thread runs it.
+        Like Kafka intake, a model measured fast and idle runs the request right here on the
+        event loop, saving two thread hand-offs; otherwise the inference thread runs it.
         """
         self.hooks.request_received(request)
         loop = asyncio.get_running_loop()
@@ -84,7 +84,9 @@ class StageCore:
             self._finish(request, exc)
             raise
         done = functools.partial(_hand_back, loop, threading.get_ident(), future)
-        self.submit([WorkItem(request, inputs, done, deadline_ms)])
+        item = WorkItem(request, inputs, done, deadline_ms)
+        if not self.batcher.run_inline([item], measured_only=True):
+            self.batcher.submit([item])
         try:
             outcome = await future  # already done when the model ran inline
         except asyncio.CancelledError:  # the caller went away; still report the request
