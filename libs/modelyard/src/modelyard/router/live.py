@@ -31,15 +31,10 @@ class Hop:
     pipeline: str
     caller: str | None
     trace_id: str | None
-    deadline_at: float  # monotonic; a shadow hop is forgotten after it
     dispatched_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     input_digest: str = ""
     scratch: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.input_digest:
-            self.input_digest = digest_fields(self.dispatch.fields)
 
     def record(self, outcome: str, error: str | None, output: Any = None) -> bytes:
         """The audit record (JSON) of this hop, ending now."""
@@ -77,8 +72,8 @@ class LiveRequest:
     def request_id(self) -> str:
         return self.flow.request_id
 
-    def hop(self, dispatch: Dispatch) -> Hop:
-        """A new hop of this request for ``dispatch``."""
+    def hop(self, dispatch: Dispatch, input_digest: str) -> Hop:
+        """A new hop of this request for ``dispatch`` (its input's digest computed once)."""
         request = self.flow.request
         return Hop(
             dispatch,
@@ -86,7 +81,7 @@ class LiveRequest:
             self.flow.spec.pipeline,
             request.caller,
             self.trace_id,
-            self.deadline_at,
+            input_digest=input_digest,
         )
 
     def record(self, outcome: str, error: str | None) -> bytes:

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from modelyard.audit import digest_fields
 from modelyard.control import ControlState
 from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationError
 from modelyard.kafka.codec import Incoming, decode_message
@@ -244,21 +245,22 @@ class PipelineRouter:
         return Envelope(env.request_id, fields, self.spec.pipeline, None, env.caller, deadline_ms)
 
     def _advance(self, live: LiveRequest) -> None:
+        encoded: dict[str, tuple[bytes, str]] = {}  # a stage and its shadow send the same bytes
         for dispatch in live.flow.advance(self.routing.state):
-            self._dispatch(live, dispatch)
+            self._dispatch(live, dispatch, encoded)
         if live.flow.finished:
             self._finish(live)
 
-    def _dispatch(self, live: LiveRequest, dispatch: Dispatch) -> None:
-        hop = live.hop(dispatch)
-        request = live.flow.request
-        envelope = Envelope(
-            request.request_id, dispatch.fields, self.spec.pipeline, dispatch.stage,
-            request.caller, request.deadline_ms,
-        )  # fmt: skip
+    def _dispatch(
+        self, live: LiveRequest, dispatch: Dispatch, encoded: dict[str, tuple[bytes, str]]
+    ) -> None:
+        if dispatch.stage not in encoded:
+            encoded[dispatch.stage] = (self._encode(live, dispatch), digest_fields(dispatch.fields))
+        value, digest = encoded[dispatch.stage]
+        hop = live.hop(dispatch, digest)
         topic = model_input_topic(self.opts.prefix, dispatch.model, dispatch.version)
         if dispatch.shadow:
-            self._dispatch_shadow(live, hop, topic, encode_envelope(envelope))
+            self._dispatch_shadow(live, hop, topic, value)
             return
         live.hops[dispatch.stage] = hop
         headers = encode_headers([
@@ -270,7 +272,14 @@ class PipelineRouter:
         _copy_trace(live.incoming.headers, headers)
         self.hooks.hop_started(live, hop, headers)
         on_delivery = partial(self._dispatched, live.request_id)
-        self._produce((topic, live.request_id, encode_envelope(envelope), headers), on_delivery)
+        self._produce((topic, live.request_id, value, headers), on_delivery)
+
+    def _encode(self, live: LiveRequest, dispatch: Dispatch) -> bytes:
+        request = live.flow.request
+        return encode_envelope(Envelope(
+            request.request_id, dispatch.fields, self.spec.pipeline, dispatch.stage,
+            request.caller, request.deadline_ms,
+        ))  # fmt: skip
 
     def _dispatch_shadow(self, live: LiveRequest, hop: Hop, topic: str, value: bytes) -> None:
         """Send a copy whose reply goes straight to the shadow topic: the router never waits
