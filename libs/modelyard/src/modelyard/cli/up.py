@@ -74,7 +74,8 @@ _READY = "modelyard up ready"
 )
 def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> None:
     """Start the embedded broker, create topics, roll out the first versions, start one worker
-    per model version in use and one router per pipeline; stream their logs until Ctrl-C.
+    per model version in use and one router (and shadow auditor) per pipeline; stream their logs
+    until Ctrl-C.
 
     Prints `modelyard up ready bootstrap=HOST:PORT router=HOST:PORT` on stdout once everything
     is ready. Workers are started for versions that come into use later (rollout, canary,
