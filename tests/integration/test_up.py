@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modelyard.broker import partition_counts
 from modelyard.client import StageClient
 from modelyard.control import Rollout
 from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
 from modelyard.repository.build import BuildContext
 from modelyard.stack import Stack
-from modelyard.stack.setup import partition_counts
 from modelyard.topics import (
     audit_topic,
     control_topic,

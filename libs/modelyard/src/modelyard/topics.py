@@ -13,6 +13,7 @@ __all__ = [
     "pipeline_ingress_topic",
     "pipeline_results_topic",
     "pipeline_shadow_topic",
+    "pipeline_topics",
     "router_group",
 ]
 
@@ -68,3 +69,19 @@ def audit_topic(prefix: str) -> str:
 
 def control_topic(prefix: str) -> str:
     return f"{prefix}.control"
+
+
+def pipeline_topics(prefix: str, pipeline: str) -> list[str]:
+    """Ingress, router inbox, results, dead letters and shadow results of one pipeline.
+
+    Created with one partition count: the router pins a request's replies to the inbox
+    partition numbered like its ingress partition.
+    """
+    makers = (
+        pipeline_ingress_topic,
+        pipeline_inbox_topic,
+        pipeline_results_topic,
+        pipeline_dlq_topic,
+        pipeline_shadow_topic,
+    )
+    return [make(prefix, pipeline) for make in makers]

@@ -6,7 +6,20 @@ work against any Kafka-protocol cluster.
 
 from __future__ import annotations
 
-from modelyard.broker.admin import create_topics, wait_for_kafka
+from modelyard.broker.admin import (
+    create_topics,
+    ensure_pipeline_topics,
+    partition_counts,
+    wait_for_kafka,
+)
 from modelyard.broker.embedded import BrokerStartError, EmbeddedBroker, free_port
 
-__all__ = ["BrokerStartError", "EmbeddedBroker", "create_topics", "free_port", "wait_for_kafka"]
+__all__ = [
+    "BrokerStartError",
+    "EmbeddedBroker",
+    "create_topics",
+    "ensure_pipeline_topics",
+    "free_port",
+    "partition_counts",
+    "wait_for_kafka",
+]

@@ -8,7 +8,10 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["create_topics", "wait_for_kafka"]
+from modelyard.errors import ConfigError
+from modelyard.topics import audit_topic, pipeline_topics
+
+__all__ = ["create_topics", "ensure_pipeline_topics", "partition_counts", "wait_for_kafka"]
 
 _PROBE_TIMEOUT_S = 0.5
 
@@ -60,3 +63,22 @@ def create_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"creating topic {name!r} failed: {exc}") from exc
+
+
+def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """Partitions per topic, from a metadata request (0 for a topic that does not exist)."""
+    metadata = _admin(bootstrap).list_topics(timeout=10)
+    return {t: len(metadata.topics[t].partitions) if t in metadata.topics else 0 for t in topics}
+
+
+def ensure_pipeline_topics(bootstrap: str, prefix: str, pipeline: str, partitions: int) -> None:
+    """Create a pipeline's topics (and the audit topic) where missing; ConfigError unless its
+    ingress and router inbox have equal partition counts (topics that existed may differ)."""
+    topics = pipeline_topics(prefix, pipeline)
+    create_topics(bootstrap, [*topics, audit_topic(prefix)], partitions=partitions)
+    counts = partition_counts(bootstrap, topics[:2])  # ingress, inbox
+    if len(set(counts.values())) != 1:
+        raise ConfigError(
+            f"pipeline {pipeline!r}: ingress and router inbox need equal partition counts, "
+            f"have {counts}"
+        )

@@ -13,10 +13,9 @@ from contextlib import suppress
 from typing import Any
 
 import structlog
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Gauge
 
-from modelyard.broker import create_topics
+from modelyard.broker import ensure_pipeline_topics
 from modelyard.control import CanaryChange
 from modelyard.control.deploy import check_routing
 from modelyard.control.follower import ControlFollower
@@ -30,41 +29,10 @@ from modelyard.router.settings import RouterSettings
 from modelyard.router.spec import PipelineSpec
 from modelyard.router.telemetry import RouterHookChain, RouterLogging, RouterMetrics, RouterTracing
 from modelyard.telemetry import start_http_server, stop_http_server
-from modelyard.topics import (
-    audit_topic,
-    pipeline_dlq_topic,
-    pipeline_inbox_topic,
-    pipeline_ingress_topic,
-    pipeline_results_topic,
-    pipeline_shadow_topic,
-)
 
-__all__ = ["ensure_pipeline_topics", "run_router"]
+__all__ = ["run_router"]
 
 log = structlog.get_logger("modelyard.router")
-
-
-def ensure_pipeline_topics(bootstrap: str, prefix: str, pipeline: str, partitions: int) -> None:
-    """Create the pipeline's topics where missing; ConfigError unless ingress and inbox agree.
-
-    The router pins each request's replies to the inbox partition numbered like its ingress
-    partition, so the two must have the same partition count.
-    """
-    keyed = [
-        pipeline_ingress_topic(prefix, pipeline),
-        pipeline_inbox_topic(prefix, pipeline),
-        pipeline_results_topic(prefix, pipeline),
-        pipeline_shadow_topic(prefix, pipeline),
-        pipeline_dlq_topic(prefix, pipeline),
-        audit_topic(prefix),
-    ]
-    create_topics(bootstrap, keyed, partitions=partitions)
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-    ingress, inbox = (len(metadata.topics[t].partitions) for t in keyed[:2])
-    if ingress != inbox:
-        raise ConfigError(
-            f"{keyed[0]} has {ingress} partitions but {keyed[1]} has {inbox}: they must match"
-        )
 
 
 async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None) -> int:

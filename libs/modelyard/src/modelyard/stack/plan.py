@@ -7,42 +7,17 @@ from collections.abc import Iterable, Mapping
 from modelyard.control import ControlState, PipelineRouting
 from modelyard.errors import ConfigError
 from modelyard.router.spec import PipelineSpec
-from modelyard.topics import (
-    model_dlq_topic,
-    model_input_topic,
-    pipeline_dlq_topic,
-    pipeline_inbox_topic,
-    pipeline_ingress_topic,
-    pipeline_results_topic,
-    pipeline_shadow_topic,
-)
+from modelyard.topics import model_dlq_topic, model_input_topic
 
 __all__ = [
     "ModelVersion",
     "initial_versions",
     "model_topics",
     "parse_versions",
-    "pipeline_topics",
     "versions_in_use",
 ]
 
 ModelVersion = tuple[str, str]  # (model, version)
-
-
-def pipeline_topics(prefix: str, pipeline: str) -> list[str]:
-    """Ingress, router inbox, results, dead letters and shadow results of one pipeline.
-
-    They are created with one partition count: the router pins a request's replies to the inbox
-    partition of the same number as its ingress partition.
-    """
-    makers = (
-        pipeline_ingress_topic,
-        pipeline_inbox_topic,
-        pipeline_results_topic,
-        pipeline_dlq_topic,
-        pipeline_shadow_topic,
-    )
-    return [make(prefix, pipeline) for make in makers]
 
 
 def model_topics(prefix: str, model: str, version: str) -> list[str]:

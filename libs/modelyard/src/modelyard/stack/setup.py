@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import structlog
-from confluent_kafka.admin import AdminClient
 
-from modelyard.broker import create_topics
+from modelyard.broker import create_topics, ensure_pipeline_topics
 from modelyard.control import Rollout
 from modelyard.control.deploy import check_versions
 from modelyard.control.topic import ensure_control_topic, read_state, write_change
 from modelyard.errors import ConfigError
 from modelyard.repository.store import ModelRepository
 from modelyard.router.spec import PipelineSpec
-from modelyard.stack.plan import initial_versions, model_topics, pipeline_topics
+from modelyard.stack.plan import initial_versions, model_topics
 from modelyard.stack.settings import StackSettings
-from modelyard.topics import audit_topic, pipeline_inbox_topic, pipeline_ingress_topic
 
 __all__ = ["ACTOR", "bootstrap_control", "create_stack_topics"]
 
@@ -30,30 +28,12 @@ def create_stack_topics(
 ) -> None:
     """Every pipeline's topics, the audit and control topics, each model version's topics."""
     prefix, partitions = settings.topic_prefix, settings.partitions
-    names = [t for spec in specs for t in pipeline_topics(prefix, spec.pipeline)]
-    models = sorted({stage.model for spec in specs for stage in spec.stages.values()})
-    names += [t for m in models for v in repo.versions(m) for t in model_topics(prefix, m, v)]
-    create_topics(bootstrap, [*names, audit_topic(prefix)], partitions=partitions)
-    ensure_control_topic(bootstrap, prefix)
     for spec in specs:
-        _check_partitions(bootstrap, prefix, spec.pipeline)
-
-
-def _check_partitions(bootstrap: str, prefix: str, pipeline: str) -> None:
-    """Ingress and inbox must have equal counts (topics that existed before may differ)."""
-    topics = [pipeline_ingress_topic(prefix, pipeline), pipeline_inbox_topic(prefix, pipeline)]
-    counts = partition_counts(bootstrap, topics)
-    if len(set(counts.values())) != 1:
-        raise ConfigError(
-            f"pipeline {pipeline!r}: ingress and router inbox need equal partition counts, "
-            f"have {counts}"
-        )
-
-
-def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
-    """Partitions per topic, from a metadata request (0 for a topic that does not exist)."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-    return {t: len(metadata.topics[t].partitions) if t in metadata.topics else 0 for t in topics}
+        ensure_pipeline_topics(bootstrap, prefix, spec.pipeline, partitions)
+    models = sorted({stage.model for spec in specs for stage in spec.stages.values()})
+    names = [t for m in models for v in repo.versions(m) for t in model_topics(prefix, m, v)]
+    create_topics(bootstrap, names, partitions=partitions)
+    ensure_control_topic(bootstrap, prefix)
 
 
 def bootstrap_control(
