@@ -155,3 +155,9 @@ def test_meta_headers_are_case_insensitive_and_the_last_value_wins() -> None:
     meta = parse_meta(headers)
     assert (meta.reply_to, meta.attempt, meta.shadow) == ("b", 1, False)
     assert parse_meta(None) == parse_meta([("other", b"x")]) == parse_meta([])
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(b"1", True), (b"true", True), (b"0", False)])
+def test_progress_header(raw: bytes, expected: bool) -> None:
+    assert parse_meta([("progress", raw)]).progress is expected
+    assert parse_meta([]).progress is False

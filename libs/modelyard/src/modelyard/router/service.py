@@ -44,7 +44,7 @@ from modelyard.topics import (
     router_group,
 )
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, decode_envelope, encode_envelope
-from modelyard.wire.headers import H, encode_headers, header_value, parse_meta
+from modelyard.wire.headers import H, encode_headers, parse_meta
 
 __all__ = ["PipelineRouter", "RouterOptions", "RoutingSource"]
 
@@ -219,7 +219,7 @@ class PipelineRouter:
             pending,
             partition,
             deadline_at=time.monotonic() + remaining_s,
-            progress=_flag(incoming.headers, H.PROGRESS),
+            progress=incoming.meta.progress,
         )
         live.trace_id = trace_id_of(incoming.headers)
         return live
@@ -443,10 +443,6 @@ class PipelineRouter:
             self._commit_if_due(force=True)
         self._consumer.close()
         log.info("router stopped", clean=self._failure is None)
-
-
-def _flag(headers: list[tuple[str, bytes]], name: str) -> bool:
-    return (header_value(headers, name) or "").lower() in ("1", "true", "yes")
 
 
 def _copy_trace(source: list[tuple[str, bytes]], target: list[tuple[str, bytes]]) -> None:

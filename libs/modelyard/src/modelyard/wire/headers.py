@@ -49,6 +49,7 @@ class MessageMeta:
     reply_partition: int = -1  # -1: the producer's partitioner picks (by key)
     shadow: bool = False
     attempt: int = 0
+    progress: bool = False  # pipeline requests: every stage's reply on reply-to as well
 
 
 def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
@@ -72,24 +73,17 @@ def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMet
                 found[name] = raw  # the last value wins, as in header_value
     if not found:
         return _NO_META
-    get = found.get
-    return _meta(
-        get(H.CONTENT_TYPE), get(H.REPLY_TO), get(H.REPLY_PARTITION), get(H.SHADOW), get(H.ATTEMPT)
-    )
+    return _meta(tuple(found.get(name) for name in _META_ORDER))
 
 
-_META_HEADERS = frozenset((H.CONTENT_TYPE, H.REPLY_TO, H.REPLY_PARTITION, H.SHADOW, H.ATTEMPT))
+_META_ORDER = (H.CONTENT_TYPE, H.REPLY_TO, H.REPLY_PARTITION, H.SHADOW, H.ATTEMPT, H.PROGRESS)
+_META_HEADERS = frozenset(_META_ORDER)
 _NO_META = MessageMeta()
 
 
 @functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics and attempts
-def _meta(
-    content_type: bytes | None,
-    reply_to: bytes | None,
-    partition: bytes | None,
-    shadow: bytes | None,
-    attempt: bytes | None,
-) -> MessageMeta:
+def _meta(values: tuple[bytes | None, ...]) -> MessageMeta:
+    content_type, reply_to, partition, shadow, attempt, progress = values
     number = _text(attempt)
     reply_partition = _text(partition)
     return MessageMeta(
@@ -98,9 +92,14 @@ def _meta(
         reply_partition=int(reply_partition)
         if reply_partition and reply_partition.isdigit()
         else -1,
-        shadow=(_text(shadow) or "").lower() in ("1", "true", "yes"),
+        shadow=_flag(shadow),
         attempt=int(number) if number and number.isdigit() else 0,
+        progress=_flag(progress),
     )
+
+
+def _flag(raw: bytes | None) -> bool:
+    return (_text(raw) or "").lower() in ("1", "true", "yes")
 
 
 def _text(raw: bytes | None) -> str | None:
