@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from modelyard.audit import HopRecord
 from modelyard.audit.reader import read_request_records
 from modelyard.audit.waterfall import render_waterfall
@@ -24,8 +23,8 @@ from modelyard.control.topic import read_records, write_change
 from modelyard.gateway.blocking import BlockingGateway, Submission
 from modelyard.stack import Stack
 from modelyard.telemetry import configure_logging
-from modelyard.topics import audit_topic, pipeline_shadow_topic
-from modelyard.wire import Envelope, decode_envelope
+from modelyard.topics import audit_topic
+from modelyard.wire import Envelope
 from modelyard_ocr.corpus import CORPUS
 from modelyard_ocr.samples import render
 
@@ -55,10 +54,10 @@ def text(result: Envelope, name: str) -> str:
     return (item.decode() if isinstance(item, bytes) else str(item)).replace("\n", " ")
 
 
-def print_results(results: list[Any]) -> None:
+def print_results(docs: list[Submission], results: list[Any]) -> None:
     head = f"{'document':<12} {'lang':<5} {'translation':<12} {'sentiment':<10} {'served by':<38}"
     print(f"\n{head} text")
-    for sub, result in zip(documents(), results, strict=True):
+    for sub, result in zip(docs, results, strict=True):
         if not isinstance(result, Envelope):
             print(f"{sub.request_id:<12} error: {result}")
             continue
@@ -78,39 +77,29 @@ def print_results(results: list[Any]) -> None:
               f"{text(result, 'sentiment'):<10} {served:<38} {english}")  # fmt: skip
 
 
-def print_shadow(bootstrap: str, expected: int) -> None:
-    """Pair primary and shadow replies on the shadow topic and say how often they agree."""
-    topic = pipeline_shadow_topic("yard", "docs")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-shadow",
-                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})  # fmt: skip
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
-    pairs: dict[str, dict[str, Envelope]] = {}
-    done = 0
-    for _ in range(2000):
-        msg = consumer.poll(0.1)
-        if msg is None:
-            continue
-        if msg.error() is not None:
-            done += 1
-            if done >= 4 and sum(len(p) == 2 for p in pairs.values()) >= expected:
-                break
-            continue
-        headers = dict(msg.headers() or [])
-        role = (
-            "shadow" if headers.get("shadow") == b"1" else headers.get("shadow-role", b"").decode()
-        )
-        pairs.setdefault(msg.key().decode(), {})[role] = decode_envelope(msg.value())
-    consumer.close()
-    both = {k: p for k, p in pairs.items() if len(p) == 2}
-    agree = sum(
-        text(p["primary"], "language") == text(p["shadow"], "language") for p in both.values()
-    )
+def shadow_hop(bootstrap: str, request_id: str) -> HopRecord | None:
+    """The shadow auditor's record of a request's shadow run (it runs at a lower priority,
+    so give it a moment to catch up)."""
+    for _ in range(100):
+        scan = read_request_records(bootstrap, audit_topic("yard"), request_id, timeout_s=30)
+        hops = [r for r in scan.records if isinstance(r, HopRecord) and r.shadow]
+        if hops:
+            return hops[0]
+        time.sleep(0.1)
+    return None
+
+
+def print_shadow(bootstrap: str, docs: list[Submission]) -> None:
+    """What the shadow auditor found: how often the shadow agreed with the primary."""
+    hops = {d.request_id: shadow_hop(bootstrap, str(d.request_id)) for d in docs}
+    seen = [h for h in hops.values() if h is not None]
+    agree = sum(bool(h.agrees) for h in seen)
     pair = f"langid:{SHADOW[1]} beside langid:{VERSIONS['langid']}"
-    print(f"\nshadow {pair}: {len(both)} requests mirrored, {agree} agree; none reached a result")
-    for doc, p in sorted(both.items()):
-        a, b = text(p["primary"], "language"), text(p["shadow"], "language")
-        if a != b:
-            print(f"  {doc}: primary says {a}, shadow says {b}")
+    print(f"\nshadow {pair}: {len(seen)} of {len(hops)} documents mirrored and audited, "
+          f"{agree} agree; none reached a result")  # fmt: skip
+    for doc, hop in hops.items():
+        if hop is not None and not hop.agrees:
+            print(f"  {doc}: the shadow disagreed ({hop.outcome})")
 
 
 def read_records_of(bootstrap: str) -> list[ControlRecord]:
@@ -118,11 +107,7 @@ def read_records_of(bootstrap: str) -> list[ControlRecord]:
 
 
 def print_trace(bootstrap: str, request_id: str) -> None:
-    for _ in range(100):  # the shadow auditor runs at a lower priority: let it catch up
-        scan = read_request_records(bootstrap, audit_topic("yard"), request_id, timeout_s=30)
-        if any(isinstance(r, HopRecord) and r.shadow for r in scan.records):
-            break
-        time.sleep(0.1)
+    scan = read_request_records(bootstrap, audit_topic("yard"), request_id, timeout_s=30)
     print(f"\n$ modelyard trace {request_id}")
     for line in render_waterfall(scan.records):
         print(line)
@@ -143,15 +128,16 @@ def main() -> int:
         change = ShadowChange(stage=SHADOW[0], version=SHADOW[1], sample_rate=1.0)
         write_change(stack.bootstrap, "docs", change, actor="demo", reason="compare langid")
         stack.wait_worker(f"{SHADOW[0]}:{SHADOW[1]}", timeout_s=120)
+        docs = documents()
         with BlockingGateway(stack.bootstrap, default_timeout_s=120) as gateway:
-            gateway.submit("docs", documents()[0].fields, request_id="warm-up")
+            gateway.submit("docs", docs[0].fields, request_id="warm-up")
             # one at a time, so the waterfall shows a document's own latency, not a queue
             results = [gateway.submit("docs", d.fields, request_id=d.request_id, caller=d.caller)
-                       for d in documents()]  # fmt: skip
+                       for d in docs]  # fmt: skip
         print("\n$ modelyard status docs")
         print(status_text(stack.state.pipeline("docs"), read_records_of(stack.bootstrap), STAGES))
-        print_results(results)
-        print_shadow(stack.bootstrap, expected=len(DOCS))
+        print_results(docs, results)
+        print_shadow(stack.bootstrap, docs)  # also waits until the auditor has the traced one
         print_trace(stack.bootstrap, TRACED)
     return 0
 
