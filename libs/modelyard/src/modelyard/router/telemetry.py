@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from modelyard.router.live import Hop, LiveRequest
-from modelyard.telemetry.hooks import Carrier
+from modelyard.telemetry.hooks import Carrier, fan_out_hooks
 from modelyard.telemetry.tracing import extract, inject_current
 
 __all__ = [
@@ -54,42 +54,11 @@ class RouterHooks:
 
 class RouterHookChain(RouterHooks):
     """Fans each call out to the hooks that override it (and are enabled): a chain of mostly
-    no-op hooks costs next to nothing per message."""
+    no-op hooks costs next to nothing per message; a hook that raises never stops routing."""
 
     def __init__(self, hooks: Sequence[RouterHooks]) -> None:
         self.hooks = tuple(hooks)
-        self._calls = {
-            name: tuple(
-                getattr(hook, name)
-                for hook in self.hooks
-                if getattr(hook, "enabled", True)
-                and getattr(type(hook), name) is not getattr(RouterHooks, name)
-            )
-            for name in ("request_received", "hop_started", "hop_finished", "request_finished",
-                         "dropped")
-        }  # fmt: skip
-
-    def _each(self, name: str, *args: Any) -> None:
-        for call in self._calls[name]:
-            try:
-                call(*args)
-            except Exception:  # telemetry must never break routing
-                log.debug("router hook failed", hook=name, exc_info=True)
-
-    def request_received(self, live: LiveRequest) -> None:
-        self._each("request_received", live)
-
-    def hop_started(self, live: LiveRequest | None, hop: Hop, carrier: Carrier) -> None:
-        self._each("hop_started", live, hop, carrier)
-
-    def hop_finished(self, hop: Hop, outcome: str) -> None:
-        self._each("hop_finished", hop, outcome)
-
-    def request_finished(self, live: LiveRequest, outcome: str) -> None:
-        self._each("request_finished", live, outcome)
-
-    def dropped(self, reason: str) -> None:
-        self._each("dropped", reason)
+        fan_out_hooks(self, self.hooks, RouterHooks)
 
 
 class RouterTracing(RouterHooks):

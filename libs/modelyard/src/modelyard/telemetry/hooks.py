@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["HookChain", "RequestContext", "StageHooks"]
+__all__ = ["HookChain", "RequestContext", "StageHooks", "fan_out_hooks"]
 
 Carrier = list[tuple[str, bytes]]
 
@@ -74,14 +74,24 @@ class HookChain(StageHooks):
 
     def __init__(self, hooks: Sequence[StageHooks]) -> None:
         self.hooks = tuple(hooks)
-        for name in _HOOK_NAMES:
-            calls = tuple(
-                getattr(hook, name)
-                for hook in self.hooks
-                if getattr(hook, "enabled", True)  # e.g. tracing with no SDK configured
-                and getattr(type(hook), name) is not getattr(StageHooks, name)
-            )
-            setattr(self, name, _fan_out(calls))  # shadows the base class's no-op method
+        fan_out_hooks(self, self.hooks, StageHooks)
+
+
+def fan_out_hooks(chain: object, hooks: Sequence[object], base: type) -> None:
+    """Give ``chain`` each public method of ``base``, calling in turn the hooks that override
+    it and are enabled (a hook that raises is skipped). Shared by every hook chain."""
+    for name in _public_methods(base):
+        calls = tuple(
+            getattr(hook, name)
+            for hook in hooks
+            if getattr(hook, "enabled", True)  # e.g. tracing with no SDK configured
+            and getattr(type(hook), name) is not getattr(base, name)
+        )
+        setattr(chain, name, _fan_out(calls))  # shadows the base class's no-op method
+
+
+def _public_methods(base: type) -> tuple[str, ...]:
+    return tuple(n for n, v in vars(base).items() if callable(v) and not n.startswith("_"))
 
 
 def _fan_out(calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
@@ -100,8 +110,3 @@ def _fan_out(calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
 
 def _ignore(*_args: Any) -> None:
     """No hook of the chain observes this."""
-
-
-_HOOK_NAMES = tuple(
-    name for name, value in vars(StageHooks).items() if callable(value) and not name.startswith("_")
-)
