@@ -7,15 +7,17 @@ Tracing is configured by the standard ``OTEL_*`` variables, not here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from modelyard.kafka.settings import KafkaClientSettings
 
 __all__ = ["RouterSettings"]
 
 
-class RouterSettings(BaseSettings):
+class RouterSettings(KafkaClientSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     spec: Path = Field(description="The pipeline spec (YAML) this router walks.")
@@ -24,16 +26,8 @@ class RouterSettings(BaseSettings):
         default=True, description="Refuse to start when the routed versions break the spec."
     )
 
-    bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
-    topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
     partitions: int = Field(
         default=4, ge=1, description="Partitions of the pipeline topics it creates when missing."
-    )
-    kafka_config: dict[str, Any] = Field(
-        default_factory=dict, description="Extra librdkafka settings (SASL/SSL, tuning), as JSON."
-    )
-    kafka_sasl_password: SecretStr | None = Field(
-        default=None, description="sasl.password, kept out of logs and reprs."
     )
 
     default_timeout_s: float = Field(
@@ -52,9 +46,3 @@ class RouterSettings(BaseSettings):
     metrics_port: int = Field(default=9200, ge=0, description="Metrics/health port (0: any).")
     log_json: bool | None = Field(default=None, description="JSON logs; default: unless a TTY.")
     log_level: str = Field(default="INFO", description="Log level.")
-
-    def kafka_extra(self) -> dict[str, Any]:
-        extra = dict(self.kafka_config)
-        if self.kafka_sasl_password is not None:
-            extra["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        return extra

@@ -7,15 +7,16 @@ Tracing is configured by the standard ``OTEL_*`` variables, not here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from modelyard.kafka.settings import KafkaClientSettings
 
 __all__ = ["StageSettings"]
 
 
-class StageSettings(BaseSettings):
+class StageSettings(KafkaClientSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     model: str = Field(description="Model reference: 'name' (latest version) or 'name:version'.")
@@ -23,8 +24,6 @@ class StageSettings(BaseSettings):
     verify_artifacts: bool = Field(default=True, description="Check artifact sha256 at load.")
 
     kafka_enabled: bool = Field(default=True, description="Consume the model's Kafka topic.")
-    bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
-    topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
     input_topic: str | None = Field(
         default=None, description="Topic to consume; default yard.m.<model>.<version>."
     )
@@ -33,12 +32,6 @@ class StageSettings(BaseSettings):
     )
     partitions: int = Field(
         default=4, ge=1, description="Partitions of the input topic when the stage creates it."
-    )
-    kafka_config: dict[str, Any] = Field(
-        default_factory=dict, description="Extra librdkafka settings (SASL/SSL, tuning), as JSON."
-    )
-    kafka_sasl_password: SecretStr | None = Field(
-        default=None, description="sasl.password, kept out of logs and reprs."
     )
     max_inflight: int | None = Field(
         default=None, description="Unanswered messages before intake pauses; default max_queue."
@@ -55,9 +48,3 @@ class StageSettings(BaseSettings):
     drain_timeout_s: float = Field(default=30, ge=0, description="Longest SIGTERM drain.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: unless a TTY.")
     log_level: str = Field(default="INFO", description="Log level.")
-
-    def kafka_extra(self) -> dict[str, Any]:
-        extra = dict(self.kafka_config)
-        if self.kafka_sasl_password is not None:
-            extra["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        return extra
