@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 _POLL_S = 0.05  # also bounds how long stop() waits for the thread
 _TOPIC_RETRY_S = 0.2  # while the control topic does not exist yet
+_PROBE_S = 1.0  # one look for the control topic (retried until it exists)
 
 
 class ControlFollower:
@@ -121,7 +122,9 @@ class ControlFollower:
         """Assign the control partition once the topic exists; the end offset at that moment."""
         while not self._stop.is_set():
             try:
-                end = open_partition(consumer, self.topic, timeout_s=5.0)
+                # short probes: asking for a topic that does not exist yet can take the whole
+                # timeout, and a new control topic should be noticed within about a second
+                end = open_partition(consumer, self.topic, timeout_s=_PROBE_S)
             except UnavailableError as exc:  # the broker is not answering yet: keep trying
                 log.warning("control topic unavailable", topic=self.topic, error=exc.message)
                 end = None
