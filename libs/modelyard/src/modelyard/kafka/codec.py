@@ -27,7 +27,11 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's legal topic names
 
 @dataclass(slots=True)
 class Incoming:
-    """A consumed message, decoded as far as it would go."""
+    """A consumed message, decoded as far as it would go.
+
+    ``request_id`` (the envelope's, else the key), ``stage``, ``pipeline``, ``caller`` and
+    ``is_json`` are read several times per message, so ``decode_message`` sets them once.
+    """
 
     key: str | None
     value: bytes
@@ -36,30 +40,14 @@ class Incoming:
     envelope: Envelope | None = None
     error: ModelyardError | None = None
     replyable: bool = True  # False when reply-to is not a usable topic name
-
-    @property
-    def request_id(self) -> str | None:
-        return self.envelope.request_id if self.envelope is not None else self.key
-
-    @property
-    def stage(self) -> str | None:
-        return self.envelope.stage if self.envelope is not None else None
-
-    @property
-    def pipeline(self) -> str | None:
-        return self.envelope.pipeline if self.envelope is not None else None
-
-    @property
-    def caller(self) -> str | None:
-        return self.envelope.caller if self.envelope is not None else None
-
-    @property
-    def is_json(self) -> bool:
-        content_type = self.meta.content_type
-        return content_type is not None and _is_json(content_type)
+    is_json: bool = False
+    request_id: str | None = None
+    stage: str | None = None
+    pipeline: str | None = None
+    caller: str | None = None
 
 
-@functools.lru_cache(maxsize=64)  # asked several times per message, of a handful of values
+@functools.lru_cache(maxsize=64)  # once per message, of a handful of values
 def _is_json(content_type: str) -> bool:
     return content_type.split(";", maxsplit=1)[0].strip() == CONTENT_TYPE_JSON
 
@@ -73,9 +61,12 @@ def decode_message(
     key: bytes | None, value: bytes | None, headers: Any, max_bytes: int
 ) -> Incoming:
     """Decode one message; a failure is recorded on the result, never raised."""
-    hdrs: Headers = [(k, v) for k, v in (headers or []) if v is not None]
+    hdrs = _valued(headers)
     text_key = key.decode("utf-8", "replace") if key else None
-    incoming = Incoming(text_key, value or b"", hdrs, parse_meta(hdrs))
+    meta = parse_meta(hdrs)
+    content_type = meta.content_type
+    is_json = content_type is not None and _is_json(content_type)
+    incoming = Incoming(text_key, value or b"", hdrs, meta, is_json=is_json, request_id=text_key)
     try:
         if len(incoming.value) > max_bytes:
             raise PayloadTooLargeError(
@@ -92,11 +83,27 @@ def decode_message(
         incoming.error = exc
     except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
         incoming.error = DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
+    envelope = incoming.envelope
+    if envelope is not None:
+        incoming.request_id = envelope.request_id
+        incoming.stage = envelope.stage
+        incoming.pipeline = envelope.pipeline
+        incoming.caller = envelope.caller
     reply_to = incoming.meta.reply_to
     if reply_to is not None and not _is_topic_name(reply_to):
         incoming.replyable = False  # producing there would fail and stop the partition
         incoming.error = incoming.error or DecodeError(f"reply-to {reply_to!r} is not a topic name")
     return incoming
+
+
+def _valued(headers: Any) -> Headers:
+    """The headers that have a value (Kafka allows null ones), copied only if one has none."""
+    if not headers:
+        return []
+    for _, value in headers:
+        if value is None:
+            return [(k, v) for k, v in headers if v is not None]
+    return headers if type(headers) is list else list(headers)
 
 
 def encode_reply(

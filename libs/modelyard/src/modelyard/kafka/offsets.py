@@ -74,11 +74,13 @@ class OffsetTracker:
         return pending
 
     def expect(self, pending: Pending, acks: int) -> None:
-        """Record how many broker acks ``pending`` needs; with none it finishes now."""
+        """Record how many broker acks ``pending`` needs, before any of its records is produced;
+        with none it finishes now."""
+        if acks:
+            pending.acks = acks  # no lock: no ack for it can arrive before its records are sent
+            return
         with self._lock:
-            pending.acks = acks
-            if acks == 0:
-                self._finish_locked(pending)
+            self._finish_locked(pending)
 
     def ack(self, pending: Pending) -> None:
         """One record produced for ``pending`` was acknowledged."""
@@ -91,7 +93,13 @@ class OffsetTracker:
         part = self._parts.get(pending.tp)
         if part is None:  # revoked meanwhile; the new owner will redo it
             return
-        part.done.add(pending.offset)
+        order, offset = part.order, pending.offset
+        if not part.done and order and order[0] == offset:  # in order, the usual case
+            order.popleft()
+            part.committable = offset + 1
+            self._inflight -= 1
+            return
+        part.done.add(offset)
         while part.order and part.order[0] in part.done:
             offset = part.order.popleft()
             part.done.discard(offset)

@@ -15,6 +15,7 @@ little-endian bytes (for BYTES tensors, a list of byte strings).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,9 +58,9 @@ class ErrorInfo:
         return {"code": self.code, "message": self.message, "stage": self.stage}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ cost 1 us more per decoded message
 class Envelope:
-    """One request to, or reply from, a stage.
+    """One request to, or reply from, a stage; treated as immutable (``reply`` makes a new one).
 
     Replies carry ``model`` and ``version``, and ``error`` when the request failed.
     """
@@ -123,16 +124,19 @@ def _pack_envelope(
 ) -> bytes:
     """The envelope with ``head``'s identity (id, pipeline, stage, caller, deadline, schema)."""
     body: dict[str, Any] = {"v": head.schema, "id": head.request_id, "fields": fields}
-    for key, value in (
-        ("pipeline", head.pipeline),
-        ("stage", head.stage),
-        ("caller", head.caller),
-        ("deadline", head.deadline_ms),
-        ("model", model),
-        ("version", version),
-    ):
-        if value is not None:
-            body[key] = value
+    # spelled out, not a loop over (key, value) pairs: this runs for every reply
+    if head.pipeline is not None:
+        body["pipeline"] = head.pipeline
+    if head.stage is not None:
+        body["stage"] = head.stage
+    if head.caller is not None:
+        body["caller"] = head.caller
+    if head.deadline_ms is not None:
+        body["deadline"] = head.deadline_ms
+    if model is not None:
+        body["model"] = model
+    if version is not None:
+        body["version"] = version
     if error is not None:
         body["error"] = error.to_wire()
     if with_served_by and head.served_by is not None:
@@ -213,10 +217,11 @@ def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
 
 
 def _pack_ndarray(obj: Any) -> msgpack.ExtType:
-    if isinstance(obj, np.generic):
-        obj = np.asarray(obj)
-    if not isinstance(obj, np.ndarray):
-        raise TypeError(f"cannot put {type(obj).__name__} in an envelope")
+    if type(obj) is not np.ndarray:  # the common case skips both isinstance checks
+        if isinstance(obj, np.generic):
+            obj = np.asarray(obj)
+        if not isinstance(obj, np.ndarray):
+            raise TypeError(f"cannot put {type(obj).__name__} in an envelope")
     datatype = _WIRE_DTYPES.get(obj.dtype)
     if datatype is not None:  # already the wire's little-endian dtype: its C-order bytes as is
         data: Any = obj.tobytes()
@@ -258,7 +263,13 @@ def _unpack_ext(code: int, payload: bytes) -> np.ndarray[Any, Any]:
             array = np.empty(len(data), dtype=object)
             array[:] = list(data)
             return array.reshape(shape)
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
+        if math.prod(shape) * dtype.itemsize != len(data):  # np.ndarray would take a prefix
+            raise DecodeError(
+                f"malformed n-d array in envelope: {len(data)} bytes for shape {shape} "
+                f"of {datatype}"
+            )
+        # one call instead of frombuffer().reshape(): a third of the cost, per array per message
+        return np.ndarray(shape, dtype, data)
     except DecodeError:
         raise
     except Exception as exc:

@@ -65,20 +65,36 @@ def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) 
 
 def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMeta:
     # one pass over the headers (this runs per message), the parsing itself cached per value set
-    found: dict[str, bytes] = {}
+    values: list[bytes | None] | None = None
     for key, raw in headers or ():
         if raw is not None:
-            name = key.lower()
-            if name in _META_HEADERS:
-                found[name] = raw  # the last value wins, as in header_value
-    if not found:
+            slot = _SLOT_OF_KEY.get(key, _UNSEEN)
+            if slot == _UNSEEN:
+                slot = _learn_slot(key)
+            if slot is not None:
+                if values is None:
+                    values = [None] * len(_META_ORDER)
+                values[slot] = raw  # the last value wins, as in header_value
+    if values is None:
         return _NO_META
-    return _meta(tuple(found.get(name) for name in _META_ORDER))
+    return _meta(tuple(values))
 
 
 _META_ORDER = (H.CONTENT_TYPE, H.REPLY_TO, H.REPLY_PARTITION, H.SHADOW, H.ATTEMPT, H.PROGRESS)
-_META_HEADERS = frozenset(_META_ORDER)
+_SLOTS = {name: i for i, name in enumerate(_META_ORDER)}
 _NO_META = MessageMeta()
+# header key as sent -> its slot in _META_ORDER (None: not a meta header); saves lower-casing
+# and hashing twice per header per message. Bounded: keys come from producers we do not control.
+_SLOT_OF_KEY: dict[str, int | None] = {}
+_UNSEEN = -1
+_MAX_KEYS = 4096
+
+
+def _learn_slot(key: str) -> int | None:
+    slot = _SLOTS.get(key.lower())
+    if len(_SLOT_OF_KEY) < _MAX_KEYS:
+        _SLOT_OF_KEY[key] = slot
+    return slot
 
 
 @functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics and attempts
