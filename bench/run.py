@@ -4,25 +4,27 @@ Router: per-hop latency against a direct produce→consume, the four-stage refer
 to end, and primary-path throughput with a shadow on and off (``bench.router_bench``).
 Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
 (20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
-vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Models: items/s of
-every reference model version at batch 1 and at its best batch (``bench.models_bench``, in a
-child process of its own, building ``models/`` first where it lacks a version). A report, not a
-test: the exit code is 0 whatever the figures; a target that fails to start is reported as an
-error.
+vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Kafka and gRPC targets
+are measured in ``--rounds`` rounds (default 3; the paced latency in at most
+``LATENCY_ROUNDS``), the order rotated each round so no target always meets a cold broker first
+(``bench.rounds``); each figure prints as the median with every round's figure beside it, and
+the ratios are of the medians. Models: items/s of every reference model version at batch 1 and
+at its best batch (``bench.models_bench``, in a child process of its own, building ``models/``
+first where it lacks a version). A report, not a test: the exit code is 0 whatever the figures;
+a target that fails to start is reported as an error (that round's figure shows as n/a).
 
-    python -m bench.run [--only kafka|grpc|models|router] [--quick]
+    python -m bench.run [--only kafka|grpc|models|router] [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,11 +49,16 @@ from bench.kafka_bench import (
 )
 from bench.kafka_peers import CONSUMER_SETTINGS, PRODUCER_SETTINGS
 from bench.noop_repo import write_noop_repo
+from bench.rounds import NOTE, heading, median, rotation, show
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_TARGETS = ("modelyard", "bare", "quix")
 GRPC_TARGETS = ("modelyard", "bare", "mlserver")
+GRPC_CONCURRENCIES = (1, 16)
+ROUNDS, QUICK_ROUNDS = 3, 1
+LATENCY_ROUNDS = 3  # a paced Kafka run takes 10 s per target: the latency rounds are capped
+Row = tuple[str, float | None, str, bool | None]
 
 
 def _attempt(what: str, fn: Callable[[], T], errors: dict[str, str]) -> T | None:
@@ -64,41 +71,56 @@ def _attempt(what: str, fn: Callable[[], T], errors: dict[str, str]) -> T | None
         return None
 
 
-def run_kafka(repo: Path, work: Path, quick: bool, errors: dict[str, str]) -> dict[str, Any]:
+def run_kafka(
+    repo: Path, work: Path, quick: bool, rounds: int, errors: dict[str, str]
+) -> dict[str, list[Any]]:
+    """Per target, ``tput`` and ``lat``: one result (``None`` if it failed) per round run."""
     n, duration = (5_000, 4.0) if quick else (20_000, 10.0)
     targets = {"modelyard": modelyard_target(repo), **{p: peer_target(p) for p in ("bare", "quix")}}
-    results: dict[str, Any] = {}
+    results: dict[str, list[Any]] = {f"{k}.{m}": [] for k in targets for m in ("tput", "lat")}
     with EmbeddedBroker(log_file=work / "broker.log") as broker:
-        for name, target in targets.items():
-            print(f"kafka: {name} ...", flush=True)
-            results[f"{name}.tput"] = _attempt(
-                f"kafka {name} throughput",
-                lambda t=target, k=name: measure_throughput(broker.bootstrap, t, k, work, n=n),
-                errors,
-            )
-            results[f"{name}.lat"] = _attempt(
-                f"kafka {name} latency",
-                lambda t=target, k=name: measure_latency(
-                    broker.bootstrap, t, k, work, duration_s=duration
-                ),
-                errors,
-            )
+        for r in range(rounds):
+            for name in rotation(list(targets), r):
+                print(f"kafka: round {r + 1}/{rounds}: {name} ...", flush=True)
+                target = targets[name]
+                results[f"{name}.tput"].append(_attempt(
+                    f"kafka {name} throughput, round {r + 1}",
+                    lambda t=target, k=name: measure_throughput(broker.bootstrap, t, k, work, n=n),
+                    errors,
+                ))  # fmt: skip
+                if r < LATENCY_ROUNDS:
+                    results[f"{name}.lat"].append(_attempt(
+                        f"kafka {name} latency, round {r + 1}",
+                        lambda t=target, k=name: measure_latency(
+                            broker.bootstrap, t, k, work, duration_s=duration
+                        ),
+                        errors,
+                    ))  # fmt: skip
     return results
 
 
-def run_grpc(repo: Path, work: Path, quick: bool, errors: dict[str, str]) -> dict[str, Any]:
+def run_grpc(
+    repo: Path, work: Path, quick: bool, rounds: int, errors: dict[str, str]
+) -> dict[str, list[GrpcResult | None]]:
+    """Per target and concurrency (``modelyard.c16``): one result per round (``None``: failed)."""
     duration = 2.0 if quick else 5.0
     targets = {
         "modelyard": modelyard_grpc_target(repo), "bare": bare_target, "mlserver": mlserver_target
     }  # fmt: skip
-    results: dict[str, Any] = {}
-    for name, target in targets.items():
-        print(f"grpc: {name} ...", flush=True)
-        points = _attempt(
-            f"grpc {name}", lambda t=target: measure_grpc(t, work, duration_s=duration), errors
-        )
-        for point in points or []:
-            results[f"{name}.c{point.concurrency}"] = point
+    results: dict[str, list[GrpcResult | None]] = {
+        f"{k}.c{c}": [] for k in targets for c in GRPC_CONCURRENCIES
+    }
+    for r in range(rounds):
+        for name in rotation(list(targets), r):
+            print(f"grpc: round {r + 1}/{rounds}: {name} ...", flush=True)
+            points = _attempt(
+                f"grpc {name}, round {r + 1}",
+                lambda t=targets[name]: measure_grpc(t, work, GRPC_CONCURRENCIES, duration),
+                errors,
+            )
+            by_c = {point.concurrency: point for point in points or []}
+            for c in GRPC_CONCURRENCIES:
+                results[f"{name}.c{c}"].append(by_c.get(c))
     return results
 
 
@@ -128,90 +150,116 @@ def print_models(rows: list[dict[str, Any]]) -> None:
     print_table(rows)
 
 
-def _fmt(value: float | None, unit: str = "") -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:,.1f}{unit}"
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def print_kafka(res: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+def _figures(results: Sequence[Any], attr: str) -> list[float | None]:
+    """One attribute of each round's result; ``None`` for a round that failed."""
+    return [None if r is None else getattr(r, attr) for r in results]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns as wide as their widest cell; the first left-aligned, the others right-aligned."""
+    lines = [header, *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for first, *rest in lines:
+        cells = (f"{cell:>{w + 3}}" for cell, w in zip(rest, widths[1:], strict=True))
+        print(f"{first:<{widths[0]}}" + "".join(cells))
+
+
+def print_kafka(res: dict[str, list[Any]]) -> list[Row]:
+    rounds, lat_rounds = len(res["modelyard.tput"]), len(res["modelyard.lat"])
     print(f"\nKafka, embedded broker, {PARTITIONS} partitions, ~200-byte requests")
+    print(f"burst req/s: {heading(rounds)}; p50/p99 at a paced 200 req/s: {heading(lat_rounds)}")
+    if rounds > 1:
+        print(NOTE)
     shared = {**CONSUMER_SETTINGS, **PRODUCER_SETTINGS}
     print("client settings, every target:", ", ".join(f"{k}={v}" for k, v in shared.items()))
-    print(f"{'target':<11}{'burst req/s':>14}{'p50 ms':>10}{'p99 ms':>10}{'answered':>12}")
+    rows = []
     for name in KAFKA_TARGETS:
-        tput: ThroughputResult | None = res.get(f"{name}.tput")
-        lat: LatencyResult | None = res.get(f"{name}.lat")
-        answered = f"{lat.answered}/{lat.sent}" if lat else "n/a"
-        print(
-            f"{name:<11}{_fmt(tput.rate if tput else None):>14}"
-            f"{_fmt(lat.p50_ms if lat else None):>10}{_fmt(lat.p99_ms if lat else None):>10}"
-            f"{answered:>12}"
-        )
-    rate = {k: (r.rate if (r := res.get(f"{k}.tput")) else None) for k in KAFKA_TARGETS}
-    p50 = res["modelyard.lat"].p50_ms if res.get("modelyard.lat") else None
+        tput: list[ThroughputResult | None] = res[f"{name}.tput"]
+        lat: list[LatencyResult | None] = res[f"{name}.lat"]
+        done = [x for x in lat if x is not None]
+        answered = f"{sum(x.answered for x in done)}/{sum(x.sent for x in done)}" if done else "n/a"
+        rows.append([
+            name, show(_figures(tput, "rate"), ",.0f"), show(_figures(lat, "p50_ms")),
+            show(_figures(lat, "p99_ms")), answered,
+        ])  # fmt: skip
+    _table(["target", "burst req/s", "p50 ms", "p99 ms", "answered, all rounds"], rows)
+    rate = {k: median(_figures(res[f"{k}.tput"], "rate")) for k in KAFKA_TARGETS}
+    p50 = median(_figures(res["modelyard.lat"], "p50_ms"))
     return [
-        _check("stage / bare loop, burst throughput", _ratio(rate["modelyard"], rate["bare"]), 0.8),
-        _check(
-            "stage / quixstreams, burst throughput", _ratio(rate["modelyard"], rate["quix"]), 1.0
-        ),
-        ("stage p50 at 200 req/s (ms)", p50, "< 5", None if p50 is None else p50 < 5),
-    ]
-
-
-def print_grpc(res: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
-    print("\ngRPC ModelInfer, no-op model, one grpc.aio client process")
-    print(f"{'target':<11}{'c':>4}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    for name in GRPC_TARGETS:
-        for c in (1, 16):
-            r: GrpcResult | None = res.get(f"{name}.c{c}")
-            print(
-                f"{name:<11}{c:>4}{_fmt(r.rate if r else None):>12}"
-                f"{_fmt(r.p50_ms if r else None):>10}{_fmt(r.p99_ms if r else None):>10}"
-            )
-    rate = {k: (r.rate if (r := res.get(k)) else None) for k in res}
-    return [
-        _check("gRPC stage / bare servicer, c=16",
-               _ratio(rate.get("modelyard.c16"), rate.get("bare.c16")), 0.7),
-        _check("gRPC stage / MLServer, c=16",
-               _ratio(rate.get("modelyard.c16"), rate.get("mlserver.c16")), 1.5),
-        _check("gRPC stage / MLServer, c=1 (info)",
-               _ratio(rate.get("modelyard.c1"), rate.get("mlserver.c1")), None),
+        _check("stage / bare loop, burst throughput, medians",
+               _ratio(rate["modelyard"], rate["bare"]), 0.8),
+        _check("stage / quixstreams, burst throughput, medians",
+               _ratio(rate["modelyard"], rate["quix"]), 1.0),
+        ("stage p50 at 200 req/s (ms), median", p50, "< 5", None if p50 is None else p50 < 5),
     ]  # fmt: skip
 
 
-def _check(
-    label: str, ratio: float | None, target: float | None
-) -> tuple[str, float | None, str, bool | None]:
+def print_grpc(res: dict[str, list[GrpcResult | None]]) -> list[Row]:
+    rounds = len(res["modelyard.c1"])
+    print("\ngRPC ModelInfer, no-op model, one grpc.aio client process")
+    print(f"{heading(rounds)}, each round a fresh server measured at every c")
+    if rounds > 1:
+        print(NOTE)
+    rows = [
+        [name, str(c), *(show(_figures(res[f"{name}.c{c}"], attr), spec) for attr, spec in
+                         (("rate", ",.0f"), ("p50_ms", ",.1f"), ("p99_ms", ",.1f")))]
+        for name in GRPC_TARGETS for c in GRPC_CONCURRENCIES
+    ]  # fmt: skip
+    _table(["target", "c", "req/s", "p50 ms", "p99 ms"], rows)
+    rate = {k: median(_figures(runs, "rate")) for k, runs in res.items()}
+    return [
+        _check("gRPC stage / bare servicer, c=16, medians",
+               _ratio(rate["modelyard.c16"], rate["bare.c16"]), 0.7),
+        _check("gRPC stage / MLServer, c=16, medians",
+               _ratio(rate["modelyard.c16"], rate["mlserver.c16"]), 1.5),
+        _check("gRPC stage / MLServer, c=1, medians (info)",
+               _ratio(rate["modelyard.c1"], rate["mlserver.c1"]), None),
+    ]  # fmt: skip
+
+
+def _check(label: str, ratio: float | None, target: float | None) -> Row:
     ok = None if ratio is None or target is None else ratio >= target
     return label, ratio, "" if target is None else f">= {target}", ok
 
 
-def print_checks(rows: list[tuple[str, float | None, str, bool | None]]) -> None:
-    print(f"\n{'ratio / figure':<40}{'value':>10}{'target':>10}  verdict")
+def print_checks(rows: list[Row]) -> None:
+    print(f"\n{'ratio / figure':<48}{'value':>10}{'target':>10}  verdict")
     for label, value, target, ok in rows:
         verdict = {True: "meets", False: "MISSES", None: "-"}[ok]
         shown = "n/a" if value is None else f"{value:.2f}"
-        print(f"{label:<40}{shown:>10}{target:>10}  {verdict}")
+        print(f"{label:<48}{shown:>10}{target:>10}  {verdict}")
+
+
+def _positive(text: str) -> int:
+    if (n := int(text)) < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return n
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="modelyard benchmarks against peers")
     parser.add_argument("--only", choices=["kafka", "grpc", "models", "router"])
     parser.add_argument("--quick", action="store_true", help="smaller burst, shorter runs")
+    parser.add_argument(
+        "--rounds", type=_positive, metavar="N",
+        help=f"rounds per Kafka and gRPC target (default {ROUNDS}, {QUICK_ROUNDS} with --quick)",
+    )  # fmt: skip
     args = parser.parse_args()
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
     errors: dict[str, str] = {}
-    rows: list[tuple[str, float | None, str, bool | None]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
         work = Path(tmp)
         repo = work / "models"
         wanted = {args.only} if args.only else {"kafka", "grpc", "models", "router"}
         if wanted & {"kafka", "grpc"}:
             write_noop_repo(repo)
-        kafka = run_kafka(repo, work, args.quick, errors) if "kafka" in wanted else None
-        grpc_res = run_grpc(repo, work, args.quick, errors) if "grpc" in wanted else None
+        kafka = run_kafka(repo, work, args.quick, rounds, errors) if "kafka" in wanted else None
+        grpc_res = run_grpc(repo, work, args.quick, rounds, errors) if "grpc" in wanted else None
         models = run_models(errors) if "models" in wanted else None
         router = run_router(args.quick, errors) if "router" in wanted else None
         if kafka is not None:
