@@ -63,6 +63,12 @@ def test_reply_keeps_identity_and_carries_error() -> None:
     assert rep.error == ErrorInfo("model", "boom", "s")
 
 
+def _array_value(datatype: str, shape: list[object], data: bytes) -> bytes:
+    """An envelope whose one field is an n-d array extension with the given parts."""
+    payload = msgpack.packb([datatype, shape, data])
+    return msgpack.packb({"v": 1, "id": "r", "fields": {"a": msgpack.ExtType(1, payload)}})
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -73,6 +79,10 @@ def test_reply_keeps_identity_and_carries_error() -> None:
         (msgpack.packb({"v": 1, "id": "r", "fields": [1]}), "'fields' must be a map"),
         (msgpack.packb({"v": 1, "id": "r", "caller": 5}), "'caller' must be str"),
         (msgpack.packb({"v": 1, "id": "r", "fields": {"a": msgpack.ExtType(7, b"")}}), "extension"),
+        (_array_value("FP32", [2, 2], b"\0" * 12), "12 bytes for shape \\[2, 2\\]"),
+        (_array_value("FP32", [1], b"\0" * 8), "8 bytes for shape"),  # no silent prefix
+        (_array_value("INT64", [-1], b""), "malformed n-d array"),
+        (_array_value("FP32", ["x"], b""), "malformed n-d array"),
     ],
 )
 def test_malformed_values_raise_decode_error(value: bytes, reason: str) -> None:
