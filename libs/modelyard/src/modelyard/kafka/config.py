@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["consumer_config", "producer_config"]
+__all__ = ["BACKGROUND_CONSUMER", "BACKGROUND_PRODUCER", "consumer_config", "producer_config"]
+
+# For clients off the request path (the shadow auditor, audit records): fewer, larger fetches
+# and batches. On the embedded broker every fetch and produce request costs CPU the primary path
+# shares, and a fetch's cost grows with the batches a partition holds (see docs/performance.md).
+BACKGROUND_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 250, "fetch.min.bytes": 1 << 20}
+BACKGROUND_PRODUCER: dict[str, Any] = {"linger.ms": 50}
 
 
 def consumer_config(

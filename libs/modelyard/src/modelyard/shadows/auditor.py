@@ -18,7 +18,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from modelyard.audit import encode_audit_values
 from modelyard.errors import DecodeError
-from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.config import (
+    BACKGROUND_CONSUMER,
+    BACKGROUND_PRODUCER,
+    consumer_config,
+    producer_config,
+)
 from modelyard.shadows.pairs import Pair, ShadowPairs, Side, shadow_hop_record
 from modelyard.topics import audit_topic, pipeline_shadow_topic
 from modelyard.wire import decode_envelope
@@ -45,8 +50,8 @@ class ShadowAuditor:
         self._audit = audit_topic(prefix)
         self._pairs = ShadowPairs(ttl_s)
         group = f"{prefix}.g.p.{pipeline}.shadow-audit"
-        self._consumer = Consumer(consumer_config(bootstrap, group, kafka))
-        self._producer = Producer(producer_config(bootstrap, kafka))
+        self._consumer = Consumer(consumer_config(bootstrap, group, kafka, **BACKGROUND_CONSUMER))
+        self._producer = Producer(producer_config(bootstrap, kafka, **BACKGROUND_PRODUCER))
         self._stop, self._joined = threading.Event(), threading.Event()
         self._last_commit = 0.0
         self.failure: BaseException | None = None
