@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from modelyard.broker import partition_counts
 from modelyard.client import StageClient
-from modelyard.control import Rollout
+from modelyard.control import CanaryChange, Rollout, ShadowChange
 from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
 from modelyard.repository.build import BuildContext
@@ -147,6 +147,54 @@ def test_a_version_coming_into_use_gets_a_worker(
         ready = stack.wait_worker("shout:1", timeout_s=60)
         assert ready["topic"] == model_input_topic(unique, "shout", "1")
         assert set(stack.workers) == {"shout:1", "shout:2"}
+
+
+def test_a_shadow_only_version_runs_niced_until_it_serves(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    lines = Lines()
+    with _stack(broker, unique, layout, lines, versions={"first": "1", "second": "1"}) as stack:
+        assert set(stack.workers) == {"shout:1"}
+        assert os.getpriority(os.PRIO_PROCESS, stack.processes()["shout:1"]) == 0
+        change = ShadowChange(stage="second", version="2", sample_rate=1.0)
+        write_change(broker, "shouty", change, actor="t", prefix=unique)
+        stack.wait_worker("shout:2", timeout_s=60)
+        shadow_pid = stack.processes()["shout:2"]
+        assert os.getpriority(os.PRIO_PROCESS, shadow_pid) == 10
+        # a canary now: the version serves callers, so it gets a worker at normal priority
+        canary = CanaryChange(stage="second", version="2", weight=0.5)
+        write_change(broker, "shouty", canary, actor="t", prefix=unique)
+        deadline = time.monotonic() + 30
+        while stack.processes()["shout:2"] == shadow_pid:
+            assert time.monotonic() < deadline, "the niced worker was not replaced"
+            assert not stack.wait(0.05), stack.failure
+        ready = stack.wait_worker("shout:2", timeout_s=60)
+        assert os.getpriority(os.PRIO_PROCESS, stack.processes()["shout:2"]) == 0
+        _wait_gone(shadow_pid, timeout_s=60)  # drained and exited once its successor was ready
+        client = StageClient(broker, reply_topic=f"{unique}.replies")
+        try:
+            reply = client.call(ready["topic"], Envelope("r1", {"text": ["hi"]}), timeout=30)
+        finally:
+            client.close()
+        assert reply.fields["shout"].tolist() == [b"HI"]
+        assert stack.failure is None
+    niced = [line for line in lines.of("shout:2") if "stopped" in line and "clean=True" in line]
+    assert len(niced) == 2, lines.of("shout:2")  # the replaced worker, then its successor
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while os.path.exists(f"/proc/{pid}") and _state(pid) != "Z":
+        assert time.monotonic() < deadline, f"process {pid} is still running"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 def test_a_second_up_keeps_the_routing_it_finds(

@@ -26,7 +26,13 @@ from modelyard.errors import ConfigError
 from modelyard.repository.build import BuildContext
 from modelyard.repository.store import ModelRepository
 from modelyard.router import ContractError, parse_spec
-from modelyard.stack.plan import initial_versions, parse_versions, versions_in_use
+from modelyard.stack.plan import (
+    initial_versions,
+    parse_versions,
+    shadow_only_versions,
+    version_roles,
+    versions_in_use,
+)
 
 from tests.support.models import write_shout_version
 
@@ -170,6 +176,23 @@ def test_initial_versions_and_versions_in_use() -> None:
     state = ControlState.from_records(records)
     used = versions_in_use(state, [SPEC])
     assert used == {("shout", "3"), ("shout", "2"), ("shout", "4"), ("shout", "5")}
+    roles = version_roles(state, [SPEC])
+    assert roles[("shout", "5")] == {"shadow"}
+    assert roles[("shout", "3")] == {"active"}
+    assert roles[("shout", "2")] == {"previous"}
+    assert shadow_only_versions(roles) == {("shout", "5")}
+
+
+def test_a_shadow_that_also_serves_is_not_shadow_only() -> None:
+    records = _records(
+        Rollout(stage="first", version="1"),
+        ShadowChange(stage="first", version="2"),
+        ShadowChange(stage="second", version="1"),  # 1 also serves "first"
+        CanaryChange(stage="first", version="2", weight=0.1),
+    )
+    roles = version_roles(ControlState.from_records(records), [SPEC])
+    assert roles[("shout", "2")] == {"shadow", "canary"}
+    assert shadow_only_versions(roles) == set()
 
 
 def test_parse_versions() -> None:

@@ -14,6 +14,8 @@ __all__ = [
     "initial_versions",
     "model_topics",
     "parse_versions",
+    "shadow_only_versions",
+    "version_roles",
     "versions_in_use",
 ]
 
@@ -64,19 +66,33 @@ def initial_versions(
     return chosen
 
 
-def versions_in_use(state: ControlState, specs: Iterable[PipelineSpec]) -> set[ModelVersion]:
-    """Every model version a router may send to: active, canary, shadow, and the newest previous
-    version (so a rollback finds a worker already running)."""
-    used: set[ModelVersion] = set()
+def version_roles(
+    state: ControlState, specs: Iterable[PipelineSpec]
+) -> dict[ModelVersion, set[str]]:
+    """Every model version a router may send to, and as what: ``active``, ``canary``,
+    ``shadow``, ``previous`` (only the newest, so a rollback finds a worker already running)."""
+    roles: dict[ModelVersion, set[str]] = {}
     for spec in specs:
         routing = state.pipeline(spec.pipeline)
         for name, stage in spec.stages.items():
             r = routing.stage(name)
             candidates = [
-                r.active,
-                r.canary.version if r.canary else None,
-                r.shadow.version if r.shadow else None,
-                r.previous[-1] if r.previous else None,
+                ("active", r.active),
+                ("canary", r.canary.version if r.canary else None),
+                ("shadow", r.shadow.version if r.shadow else None),
+                ("previous", r.previous[-1] if r.previous else None),
             ]
-            used.update((stage.model, v) for v in candidates if v is not None)
-    return used
+            for role, version in candidates:
+                if version is not None:
+                    roles.setdefault((stage.model, version), set()).add(role)
+    return roles
+
+
+def versions_in_use(state: ControlState, specs: Iterable[PipelineSpec]) -> set[ModelVersion]:
+    """Every model version a router may send to (see ``version_roles``)."""
+    return set(version_roles(state, specs))
+
+
+def shadow_only_versions(roles: Mapping[ModelVersion, set[str]]) -> set[ModelVersion]:
+    """Versions that only take shadow copies: nothing a caller waits for depends on them."""
+    return {mv for mv, used_as in roles.items() if used_as == {"shadow"}}

@@ -5,6 +5,11 @@
     with Stack(pipelines=[Path("pipelines/docs.yaml")], repository=Path("models")) as stack:
         stack.bootstrap, stack.router_grpc, stack.workers
 
+A version that only takes shadow copies runs at a lower CPU priority (``nice``), like the shadow
+auditor: shadow work must never take CPU from requests callers wait for. When such a version
+starts serving (promoted, rolled out, canaried), its worker is replaced by one at normal priority;
+the old one drains and exits once the new one is ready.
+
 Policy when a child dies on its own: a worker is restarted (its consumer group hands its
 partitions to the new process; nothing committed is lost), up to ``max_restarts`` times; after
 that, or when a router or the embedded broker dies, the stack is failed (``failure`` says why,
@@ -33,7 +38,7 @@ from modelyard.repository.store import ModelRepository
 from modelyard.router import load_spec
 from modelyard.router.spec import PipelineSpec
 from modelyard.stack.child import Child, LineSink
-from modelyard.stack.plan import ModelVersion, versions_in_use
+from modelyard.stack.plan import ModelVersion, shadow_only_versions, version_roles
 from modelyard.stack.settings import StackSettings
 from modelyard.stack.setup import bootstrap_control, create_stack_topics
 
@@ -45,6 +50,7 @@ STAGE_READY = "modelyard stage ready"
 ROUTER_READY = "modelyard router ready"
 SHADOW_AUDIT_READY = "modelyard shadow-audit ready"
 _MONITOR_S = 0.5
+_BACKGROUND_NICE = 10  # shadow-only workers and shadow auditors
 # stage settings that name one worker's model or topic: never shared by every child
 _PER_WORKER = frozenset({"MODELYARD_MODEL", "MODELYARD_INPUT_TOPIC", "MODELYARD_GROUP_ID"})
 
@@ -57,6 +63,7 @@ class StackError(ConfigError):
 class _Worker:
     child: Child
     restarts: int = 0
+    background: bool = False  # started niced: the version only takes shadow copies
 
 
 def _print_line(name: str, line: str) -> None:
@@ -91,6 +98,7 @@ class Stack:
         self._routers: dict[str, Child] = {}
         self._auditors: dict[str, Child] = {}
         self._missing: set[ModelVersion] = set()
+        self._retiring: list[tuple[Child, ModelVersion]] = []  # replaced workers, still running
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
         self._monitor: threading.Thread | None = None
@@ -218,7 +226,7 @@ class Stack:
         return Child(name, argv, ready_prefix=ready_prefix, sink=self._sink, env=self._env(),
                      cwd=self._cwd, plain=not sys.stderr.isatty())  # fmt: skip
 
-    def _start_worker(self, model: str, version: str) -> Child:
+    def _start_worker(self, model: str, version: str, background: bool = False) -> Child:
         s = self.settings
         argv = self._cli(
             "serve", f"{model}:{version}", "--repository", str(self._repo.root),
@@ -226,6 +234,8 @@ class Stack:
             "--grpc-host", s.host, "--grpc-port", "0",
             "--metrics-host", s.host, "--metrics-port", "0",
         )  # fmt: skip
+        if background:
+            argv = ["nice", "-n", str(_BACKGROUND_NICE), *argv]
         return self._spawn(f"{model}:{version}", argv, STAGE_READY)
 
     def _start_routers(self) -> None:
@@ -249,7 +259,7 @@ class Stack:
         )  # fmt: skip
         # shadows are best effort: comparing them must never take CPU from the primary path
         name = f"shadow-audit:{path.stem}"
-        return self._spawn(name, ["nice", "-n", "10", *argv], SHADOW_AUDIT_READY)
+        return self._spawn(name, ["nice", "-n", str(_BACKGROUND_NICE), *argv], SHADOW_AUDIT_READY)
 
     def _reconcile(self) -> None:
         """Start a worker for every version in use that has none (workers are never retired
@@ -257,14 +267,40 @@ class Stack:
         with self._lock:
             if self._stopping.is_set() or self._follower is None:
                 return
-            needed = versions_in_use(self._follower.state, self.specs) - set(self._workers)
-            for model, version in sorted(needed - self._missing):
+            roles = version_roles(self._follower.state, self.specs)
+            background = shadow_only_versions(roles)
+            for model, version in sorted(set(roles) - set(self._workers) - self._missing):
                 if version not in self._repo.versions(model):
                     self._missing.add((model, version))  # said once, not every round
                     log.error("routed version not in the repository; no worker started",
                               model=model, version=version)  # fmt: skip
                     continue
-                self._workers[(model, version)] = _Worker(self._start_worker(model, version))
+                niced = (model, version) in background
+                child = self._start_worker(model, version, niced)
+                self._workers[(model, version)] = _Worker(child, background=niced)
+            for mv, worker in list(self._workers.items()):
+                if worker.background and mv not in background:
+                    self._to_foreground(mv, worker)
+
+    def _to_foreground(self, mv: ModelVersion, worker: _Worker) -> None:
+        """A shadow-only version now serves callers: replace its niced worker (an unprivileged
+        process cannot raise its own priority back). Both share the consumer group, so the
+        topic is never unserved for long, and the old one drains before it exits."""
+        model, version = mv
+        log.info("version now serves callers; restarting its worker at normal priority",
+                 worker=f"{model}:{version}")  # fmt: skip
+        self._workers[mv] = _Worker(self._start_worker(model, version))
+        self._retiring.append((worker.child, mv))
+
+    def _retire_replaced(self) -> None:
+        with self._lock:
+            for old, mv in list(self._retiring):
+                successor = self._workers[mv].child  # a restarted one, if the first died
+                if not old.running:
+                    old.close()
+                    self._retiring.remove((old, mv))
+                elif successor.running and successor.ready is not None:
+                    old.terminate()  # SIGTERM: it drains, commits and exits
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout_s
@@ -287,6 +323,7 @@ class Stack:
             if self._stopping.is_set():
                 return
             self._reconcile()
+            self._retire_replaced()
             self._check_children()
 
     def _check_children(self) -> None:
@@ -310,7 +347,8 @@ class Stack:
                     restart=f"{worker.restarts + 1}/{self.settings.max_restarts}")  # fmt: skip
         with self._lock:
             if not self._stopping.is_set():
-                restarted = _Worker(self._start_worker(model, version), worker.restarts + 1)
+                child = self._start_worker(model, version, worker.background)
+                restarted = _Worker(child, worker.restarts + 1, worker.background)
                 self._workers[(model, version)] = restarted
 
     def _fail(self, reason: str) -> None:
@@ -332,6 +370,7 @@ class Stack:
         self._stop_children([*self._routers.values(), *self._auditors.values()])
         with self._lock:
             workers = [w.child for w in self._workers.values()]
+            workers += [old for old, _ in self._retiring]
         self._stop_children(workers)
         if self._broker is not None:
             self._broker.stop()
