@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["ROOT", "ServiceProcess", "python_module"]
+__all__ = ["ROOT", "ServiceProcess", "cpu_seconds", "python_module"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def python_module(module: str, *args: str) -> list[str]:
     """Command line running ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *args]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far, all its threads (0 once it is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # the process's own total covers every thread
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick
 
 
 class ServiceProcess:

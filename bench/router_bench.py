@@ -11,8 +11,9 @@ a real `modelyard router` process:
 - **reference pipeline**: the seven sample documents through OCR → language ID → translate →
   sentiment (real models), one at a time, p50/p99 end to end.
 - **shadow**: a burst through a 2-stage no-op pipeline with and without a shadow of every
-  request on its second stage (its worker, and the shadow auditor niced as `up` runs it); the
-  ratio of primary-path throughput (target: >= 0.95), rounds interleaved off/on.
+  request on its second stage (the shadow's worker and the shadow auditor niced, as `up` runs
+  them); the ratio of primary-path throughput (target: >= 0.95), rounds interleaved and their
+  order rotated, with the CPU each process spent per request during the burst.
 
     python -m bench.router_bench [--quick]
 """
@@ -20,6 +21,7 @@ a real `modelyard router` process:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -41,13 +43,14 @@ from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, encode_envelope
 
 from bench.noop_repo import NOOP_MANIFEST, write_noop_repo
-from bench.procs import ROOT, ServiceProcess, python_module
+from bench.procs import ROOT, ServiceProcess, cpu_seconds, python_module
 
 __all__ = ["main"]
 
 PARTITIONS = 4
 PAYLOAD = np.zeros(24, dtype=np.float32)
 READER = {"fetch.wait.max.ms": 10, "enable.auto.commit": False}
+NICE = ["nice", "-n", "10"]  # how `modelyard up` runs shadow-only workers and shadow auditors
 
 
 def _chain(name: str, stages: int) -> str:
@@ -67,45 +70,55 @@ class Bench:
     work: Path
     repo: Path
     prefix: str
+    pids: dict[str, int]  # what runs now, by role: the broker, routers, workers, auditors
 
-    def service(self, name: str, *args: str, ready: str) -> ServiceProcess:
+    def service(self, name: str, *args: str, ready: str, niced: bool = False) -> ServiceProcess:
         cmd = python_module("modelyard.cli.main", *args, "--bootstrap", self.bootstrap,
-                            "--topic-prefix", self.prefix, "--metrics-port", "0")  # fmt: skip
-        proc = ServiceProcess(name, cmd, self.work / f"{name}.log")
+                            "--topic-prefix", self.prefix)  # fmt: skip
+        proc = ServiceProcess(name, NICE + cmd if niced else cmd, self.work / f"{name}.log")
         try:
             proc.wait_for_line(ready, timeout_s=180)
         except BaseException:
             proc.stop()
             raise
+        self.pids[name] = proc.proc.pid
         return proc
 
-    def worker(self, model: str) -> ServiceProcess:
-        args = ("serve", model, "--repository", str(self.repo), "--no-grpc")
-        return self.service(f"worker-{model}", *args, ready=r"^modelyard stage ready")
+    def stop(self, name: str, proc: ServiceProcess) -> None:
+        self.pids.pop(name, None)
+        proc.stop()
+
+    def worker(self, model: str, role: str | None = None) -> ServiceProcess:
+        """A `modelyard serve` worker; ``role="shadow"`` runs it niced, as `up` does."""
+        args = ("serve", model, "--repository", str(self.repo), "--no-grpc", "--metrics-port", "0")
+        ready = r"^modelyard stage ready"
+        return self.service(role or f"worker-{model}", *args, ready=ready, niced=role == "shadow")
 
     @contextmanager
-    def fresh(self, *models: str) -> Iterator[Bench]:
+    def fresh(self, *models: str, shadow: str | None = None) -> Iterator[Bench]:
         """A bench on new topics (a new prefix) with its own workers: Tansu's fetch cost grows
         with the batches a partition holds, so no measurement may inherit another's topics."""
-        bench = Bench(self.bootstrap, self.work, self.repo, f"rb{uuid.uuid4().hex[:6]}")
-        workers = [bench.worker(model) for model in models]
+        bench = Bench(self.bootstrap, self.work, self.repo, f"rb{uuid.uuid4().hex[:6]}", self.pids)
+        workers = [(f"worker-{m}", bench.worker(m)) for m in models]
+        if shadow is not None:
+            workers.append(("shadow", bench.worker(shadow, "shadow")))
         try:
             yield bench
         finally:
-            for worker in workers:
-                worker.stop()
+            for name, worker in workers:
+                bench.stop(name, worker)
 
     @contextmanager
     def router(self, spec: str, pipeline: str) -> Iterator[None]:
         path = self.work / f"{pipeline}.yaml"
         path.write_text(spec)
         args = ("router", str(path), "--repository", str(self.repo), "--no-grpc",
-                "--partitions", str(PARTITIONS))  # fmt: skip
-        proc = self.service(f"router-{pipeline}", *args, ready=r"^modelyard router ready")
+                "--partitions", str(PARTITIONS), "--metrics-port", "0")  # fmt: skip
+        proc = self.service("router", *args, ready=r"^modelyard router ready")
         try:
             yield
         finally:
-            proc.stop()
+            self.stop("router", proc)
 
     @contextmanager
     def shadow_audit(self, pipeline: str, on: bool) -> Iterator[None]:
@@ -114,16 +127,12 @@ class Bench:
             yield
             return
         path = self.work / f"{pipeline}.yaml"
-        cmd = ["nice", "-n", "10", *python_module(
-            "modelyard.cli.main", "shadow-audit", str(path), "--bootstrap", self.bootstrap,
-            "--topic-prefix", self.prefix,
-        )]  # fmt: skip
-        proc = ServiceProcess(f"shadow-audit-{pipeline}", cmd, self.work / f"audit-{pipeline}.log")
+        ready = r"^modelyard shadow-audit ready"
+        proc = self.service("auditor", "shadow-audit", str(path), ready=ready, niced=True)
         try:
-            proc.wait_for_line(r"^modelyard shadow-audit ready", timeout_s=120)
             yield
         finally:
-            proc.stop()
+            self.stop("auditor", proc)
 
     def rollout(self, pipeline: str, stages: dict[str, str]) -> None:
         for stage, version in stages.items():
@@ -210,8 +219,14 @@ def _warm_up(producer: Producer, reader: Reader, source: str, tag: str) -> None:
     raise TimeoutError("no warm-up request was answered")
 
 
-def _burst(bootstrap: str, source: str, sink: str, n: int) -> float:
-    """Requests/s of an ``n``-request burst, from the first send to the last result."""
+@dataclass
+class BurstResult:
+    rate: float  # requests/s, from the first send to the last result
+    cpu_us: dict[str, float]  # CPU microseconds per request during the burst, by process
+
+
+def _burst(bootstrap: str, source: str, sink: str, n: int, pids: dict[str, int]) -> BurstResult:
+    """An ``n``-request burst, and the CPU that ``pids`` (and this process) spent on it."""
     reader, producer = (
         Reader(bootstrap, sink),
         Producer({"bootstrap.servers": bootstrap, "linger.ms": 5}),
@@ -220,6 +235,8 @@ def _burst(bootstrap: str, source: str, sink: str, n: int) -> float:
     try:
         _warm_up(producer, reader, source, tag)
         ids = [f"{tag}-b{i}" for i in range(n)]
+        pids = {**pids, "load": os.getpid()}
+        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         start = time.perf_counter()
         for rid in ids:
             while True:
@@ -231,7 +248,9 @@ def _burst(bootstrap: str, source: str, sink: str, n: int) -> float:
             producer.poll(0)
         producer.flush(60)
         reader.wait(ids, 300)
-        return n / (max(reader.seen[r] for r in ids) - start)
+        rate = n / (max(reader.seen[r] for r in ids) - start)
+        cpu = {role: (cpu_seconds(pid) - cpu_before[role]) / n * 1e6 for role, pid in pids.items()}
+        return BurstResult(rate, cpu)
     finally:
         reader.close()
 
@@ -258,20 +277,23 @@ def measure_hops(base: Bench, n: int, rate: float) -> dict[str, tuple[float, flo
 SHADOW_MODES = {"off": 0.0, "on": 1.0, "on10": 0.1}  # mode -> share of requests mirrored
 
 
-def measure_shadow(base: Bench, n: int, rounds: int) -> dict[str, list[float]]:
-    rates: dict[str, list[float]] = {mode: [] for mode in SHADOW_MODES}
+def measure_shadow(base: Bench, n: int, rounds: int) -> dict[str, list[BurstResult]]:
+    results: dict[str, list[BurstResult]] = {mode: [] for mode in SHADOW_MODES}
+    modes = list(SHADOW_MODES.items())
     for r in range(rounds):
-        for mode, rate in SHADOW_MODES.items():
+        for mode, rate in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotated
             name = f"shadow_{mode}_{r}"
-            with base.fresh("noop:1", *(["noop:2"] if rate else [])) as bench:
+            with base.fresh("noop:1", shadow="noop:2" if rate else None) as bench:
                 bench.rollout(name, {"s0": "1", "s1": "1"})
                 if rate:
                     change = ShadowChange(stage="s1", version="2", sample_rate=rate)
                     write_change(bench.bootstrap, name, change, actor="bench", prefix=bench.prefix)
                 with bench.router(_chain(name, 2), name), bench.shadow_audit(name, rate > 0):
-                    burst = _burst(bench.bootstrap, _in(bench, name), _out(bench, name), n)
-            rates[mode].append(burst)
-    return rates
+                    burst = _burst(
+                        bench.bootstrap, _in(bench, name), _out(bench, name), n, bench.pids
+                    )
+            results[mode].append(burst)
+    return results
 
 
 def measure_reference(work: Path, bootstrap: str, repeats: int) -> tuple[float, float, int]:
@@ -280,7 +302,7 @@ def measure_reference(work: Path, bootstrap: str, repeats: int) -> tuple[float, 
     from modelyard_ocr.samples import render  # noqa: PLC0415
 
     prefix = f"ref{uuid.uuid4().hex[:6]}"
-    bench = Bench(bootstrap, work, ROOT / "models", prefix)
+    bench = Bench(bootstrap, work, ROOT / "models", prefix, {})
     versions = {"ocr": "1", "langid": "1", "translate": "1", "sentiment": "2"}
     bench.rollout("docs", versions)
     workers = [bench.worker(f"{m}:{v}") for m, v in versions.items()]
@@ -330,7 +352,7 @@ def _out(bench: Bench, pipeline: str) -> str:
 
 def run(quick: bool) -> dict[str, Any]:
     n, rate = (300, 100.0) if quick else (1000, 100.0)
-    burst, rounds, repeats = (1000, 1, 1) if quick else (3000, 2, 3)
+    burst, rounds, repeats = (1000, 1, 1) if quick else (4000, 3, 3)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="modelyard-router-bench-") as tmp:
         work = Path(tmp)
@@ -340,7 +362,9 @@ def run(quick: bool) -> dict[str, Any]:
             {**NOOP_MANIFEST, "version": "2"}, files={}
         )
         with EmbeddedBroker(log_file=work / "broker.log") as broker:
-            bench = Bench(broker.bootstrap, work, repo, f"rb{uuid.uuid4().hex[:6]}")
+            assert broker.pid is not None
+            prefix = f"rb{uuid.uuid4().hex[:6]}"
+            bench = Bench(broker.bootstrap, work, repo, prefix, {"broker": broker.pid})
             print("router: hop latency ...", flush=True)
             results["hops"] = measure_hops(bench, n, rate)
             print("router: shadow on/off bursts ...", flush=True)
@@ -370,13 +394,21 @@ def report(results: dict[str, Any]) -> list[tuple[str, float | None, str, bool |
         f"{ref[2]} documents, one at a time: p50 {ref[0]:.1f} ms, p99 {ref[1]:.1f} ms"
     )
     shadow = results["shadow"]
-    median = {mode: statistics.median(runs) for mode, runs in shadow.items()}
+    median = {mode: statistics.median(b.rate for b in runs) for mode, runs in shadow.items()}
     on, off, on10 = median["on"], median["off"], median["on10"]
-    print("\nShadow on the second stage of a 2-stage no-op pipeline, burst throughput (median)")
+    roles = ["router", "worker-noop:1", "shadow", "auditor", "broker", "load"]
+    print(
+        "\nShadow on the second stage of a 2-stage no-op pipeline, burst throughput (median), "
+        "and CPU us per request by process (median; shadow worker and auditor niced)"
+    )
+    print(f"  {'':<12}{'req/s':>8}  {'  '.join(f'{r:>8.8}' for r in roles)}{'total':>9}  runs")
     for mode, rate in SHADOW_MODES.items():
-        runs = [round(x) for x in shadow[mode]]
+        runs = shadow[mode]
+        cpu = {r: statistics.median(b.cpu_us.get(r, 0.0) for b in runs) for r in roles}
         label = f"shadow {rate:.0%}" if rate else "no shadow"
-        print(f"  {label:<12}{median[mode]:>8,.0f} req/s  runs {runs}")
+        cells = "  ".join(f"{cpu[r]:>8.0f}" for r in roles)
+        rates = [round(b.rate) for b in runs]
+        print(f"  {label:<12}{median[mode]:>8,.0f}  {cells}{sum(cpu.values()):>9.0f}  {rates}")
     return [
         ("router hop p50 / direct hop p50", per_hop / direct, "", None),
         ("per stage added, ms (3 vs 1 stage)", per_stage, "", None),
