@@ -61,3 +61,20 @@ def test_begin_many_keeps_the_order_of_each_partition() -> None:
     for p in reversed(pending):
         tracker.expect(p, 0)
     assert sorted(tracker.to_commit()) == [("t", 0, 2), ("t", 1, 8)]
+
+
+def test_a_held_message_waits_for_records_added_over_time() -> None:
+    # the router: a request holds its offset while hop records go out, then its result
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    p = tracker.begin(TP, 0)
+    tracker.add(p, 1)  # the hold
+    tracker.add(p, 1)  # a hop record
+    tracker.ack(p)  # ... acknowledged: the hold keeps the offset back
+    assert tracker.to_commit() == []
+    tracker.add(p, 2)  # the result and its audit record
+    tracker.ack(p)  # the hold released
+    tracker.ack(p)
+    assert tracker.to_commit() == []  # one record still unacknowledged
+    tracker.ack(p)
+    assert tracker.to_commit() == [("t", 0, 1)]

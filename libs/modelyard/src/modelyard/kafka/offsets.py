@@ -82,6 +82,12 @@ class OffsetTracker:
         with self._lock:
             self._finish_locked(pending)
 
+    def add(self, pending: Pending, acks: int) -> None:
+        """``pending`` needs ``acks`` more; for work that produces records over time, which holds
+        one ack of its own (released with ``ack``) so it cannot finish between two of them."""
+        with self._lock:
+            pending.acks += acks
+
     def ack(self, pending: Pending) -> None:
         """One record produced for ``pending`` was acknowledged."""
         with self._lock:

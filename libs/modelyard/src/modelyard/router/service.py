@@ -197,6 +197,7 @@ class PipelineRouter:
         live = self._admit(incoming, pending, msg.partition())
         if live is None:
             return
+        self._tracker.add(pending, 1)  # held until its result is sent: audit records come first
         self._live[live.request_id] = live
         heapq.heappush(self._deadlines, (live.deadline_at, live.request_id))
         self.hooks.request_received(live)
@@ -329,7 +330,7 @@ class PipelineRouter:
         hop = live.hops.pop(stage)
         outcome = reply.error.code if reply.error is not None else "ok"
         self.hooks.hop_finished(hop, outcome)
-        self._produce(self._records.hop(hop, reply, outcome))
+        self._send_audit(live, self._records.hop(hop, reply, outcome))
         progress = self._records.progress(live, msg.value() or b"") if live.progress else None
         if progress is not None:
             self._produce(progress)
@@ -344,10 +345,14 @@ class PipelineRouter:
             return  # already finished (a deadline and a failure in the same step)
         for hop in live.hops.values():  # a failed request abandons what is still in flight
             self.hooks.hop_finished(hop, "abandoned")
-            self._produce(self._records.hop(hop, None, "abandoned"))
+            self._send_audit(live, self._records.hop(hop, None, "abandoned"))
         trace: list[tuple[str, bytes]] = []
         _copy_trace(live.incoming.headers, trace)
-        self._send_gated(live.pending, self._records.result(live, trace))
+        records = self._records.result(live, trace)
+        self._tracker.add(live.pending, len(records))
+        for record in records:
+            self._produce(record, partial(self._acked, live.pending))
+        self._tracker.ack(live.pending)  # the hold taken at admission
         self._remember(live.request_id)
         error = live.flow.error
         self.hooks.request_finished(live, error.code if error is not None else "ok")
@@ -372,6 +377,12 @@ class PipelineRouter:
         self._tracker.expect(pending, len(records))  # before producing: acks may come at once
         for record in records:
             self._produce(record, partial(self._acked, pending))
+
+    def _send_audit(self, live: LiveRequest, record: Record) -> None:
+        """A hop record: the request's offset is committed only once it is acknowledged, so a
+        router that crashes never leaves a served request without its audit trail."""
+        self._tracker.add(live.pending, 1)
+        self._produce(record, partial(self._acked, live.pending))
 
     def _acked(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
         if error is not None:  # librdkafka has retried; committing past it would lose it
