@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
+from pydantic import ValidationError as SettingsError
+from pydantic_core import ErrorDetails
 
 from modelyard import __version__
 from modelyard.cli.broker import broker_command
@@ -14,6 +18,7 @@ from modelyard.cli.serve import serve_command
 from modelyard.cli.shadow_audit import shadow_audit_command
 from modelyard.cli.trace import trace_command
 from modelyard.cli.up import up_command
+from modelyard.errors import ConfigError
 
 __all__ = ["cli", "main"]
 
@@ -37,7 +42,24 @@ for _command in CONTROL_COMMANDS:
 
 
 def main() -> None:
-    cli()
+    """The entry point: a bad setting or file is a message and exit code 2, not a traceback."""
+    try:
+        cli()
+    except ConfigError as exc:
+        _fail(exc.message)
+    except SettingsError as exc:
+        _fail("; ".join(_setting_problem(error) for error in exc.errors()))
+
+
+def _setting_problem(error: ErrorDetails) -> str:
+    name = str(error["loc"][0]) if error["loc"] else ""
+    option = f"--{name.replace('_', '-')} (MODELYARD_{name.upper()})" if name else "settings"
+    return f"{option}: {error['msg']}"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"modelyard: error: {message}", err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

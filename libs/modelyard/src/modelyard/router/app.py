@@ -140,6 +140,7 @@ async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
     from modelyard.gateway.core import PipelineGateway  # noqa: PLC0415
     from modelyard.gateway.server import start_pipeline_grpc  # noqa: PLC0415
 
+    credentials = settings.grpc_credentials()  # before anything starts: a bad file stops here
     gateway = PipelineGateway(
         settings.bootstrap,
         topic_prefix=settings.topic_prefix,
@@ -147,7 +148,9 @@ async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
         default_timeout_s=settings.default_timeout_s,
     )
     await gateway.start()
-    server, port = await start_pipeline_grpc(gateway, settings.grpc_host, settings.grpc_port)
+    server, port = await start_pipeline_grpc(
+        gateway, settings.grpc_host, settings.grpc_port, credentials
+    )
     return server, gateway, port
 
 

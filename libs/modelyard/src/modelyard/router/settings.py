@@ -12,12 +12,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from modelyard.grpc.tls import GrpcTlsSettings
 from modelyard.kafka.settings import KafkaClientSettings
 
 __all__ = ["RouterSettings"]
 
 
-class RouterSettings(KafkaClientSettings):
+class RouterSettings(KafkaClientSettings, GrpcTlsSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     spec: Path = Field(description="The pipeline spec (YAML) this router walks.")

@@ -123,7 +123,12 @@ async def _start_grpc(settings: StageSettings, core: StageCore) -> tuple[Any, in
     # imported here so a Kafka-only stage never loads grpc
     from modelyard.grpc.server import start_grpc_server  # noqa: PLC0415
 
-    return await start_grpc_server(core, host=settings.grpc_host, port=settings.grpc_port)
+    return await start_grpc_server(
+        core,
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        credentials=settings.grpc_credentials(),
+    )
 
 
 async def _wait(stop: asyncio.Event, consumer: StageConsumer | None) -> bool:

@@ -11,12 +11,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from modelyard.grpc.tls import GrpcTlsSettings
 from modelyard.kafka.settings import KafkaClientSettings
 
 __all__ = ["StageSettings"]
 
 
-class StageSettings(KafkaClientSettings):
+class StageSettings(KafkaClientSettings, GrpcTlsSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     model: str = Field(description="Model reference: 'name' (latest version) or 'name:version'.")
