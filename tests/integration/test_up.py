@@ -170,7 +170,10 @@ def test_a_shadow_only_version_runs_niced_until_it_serves(
             assert not stack.wait(0.05), stack.failure
         ready = stack.wait_worker("shout:2", timeout_s=60)
         assert os.getpriority(os.PRIO_PROCESS, stack.processes()["shout:2"]) == 0
-        _wait_gone(shadow_pid, timeout_s=60)  # drained and exited once its successor was ready
+        deadline = time.monotonic() + 60  # it drains and exits once its successor is ready
+        while _state(shadow_pid) not in ("gone", "Z"):
+            assert time.monotonic() < deadline, f"the replaced worker {shadow_pid} still runs"
+            assert not stack.wait(0.05), stack.failure
         client = StageClient(broker, reply_topic=f"{unique}.replies")
         try:
             reply = client.call(ready["topic"], Envelope("r1", {"text": ["hi"]}), timeout=30)
@@ -180,13 +183,6 @@ def test_a_shadow_only_version_runs_niced_until_it_serves(
         assert stack.failure is None
     niced = [line for line in lines.of("shout:2") if "stopped" in line and "clean=True" in line]
     assert len(niced) == 2, lines.of("shout:2")  # the replaced worker, then its successor
-
-
-def _wait_gone(pid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while os.path.exists(f"/proc/{pid}") and _state(pid) != "Z":
-        assert time.monotonic() < deadline, f"process {pid} is still running"
-        time.sleep(0.05)
 
 
 def _state(pid: int) -> str:

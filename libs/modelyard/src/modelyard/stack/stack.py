@@ -262,8 +262,9 @@ class Stack:
         return self._spawn(name, ["nice", "-n", str(_BACKGROUND_NICE), *argv], SHADOW_AUDIT_READY)
 
     def _reconcile(self) -> None:
-        """Start a worker for every version in use that has none (workers are never retired
-        while up runs: in-flight requests and rollbacks may still need them)."""
+        """Start a worker for every version in use that has none, niced if the version only
+        takes shadow copies (workers are never retired while up runs: in-flight requests and
+        rollbacks may still need them; a niced one is replaced once its version serves)."""
         with self._lock:
             if self._stopping.is_set() or self._follower is None:
                 return
