@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from modelyard.cli.tls_options import grpc_tls_options
+
 __all__ = ["serve_command"]
 
 
@@ -23,15 +25,7 @@ __all__ = ["serve_command"]
 @click.option("--grpc-port", type=int, help="gRPC port, 0 for any free port [8001].")
 @click.option("--metrics-host", help="Metrics/health HTTP bind address [127.0.0.1].")
 @click.option("--metrics-port", type=int, help="Metrics/health HTTP port, 0 for any [9100].")
-@click.option(
-    "--grpc-tls-cert", type=click.Path(path_type=Path), help="PEM certificate chain: serve TLS."
-)
-@click.option("--grpc-tls-key", type=click.Path(path_type=Path), help="PEM key of that chain.")
-@click.option(
-    "--grpc-tls-client-ca",
-    type=click.Path(path_type=Path),
-    help="PEM CA: require client certificates it signed (mTLS).",
-)
+@grpc_tls_options
 @click.option("--no-kafka", "no_kafka", is_flag=True, help="gRPC only: serve without a broker.")
 @click.option("--no-grpc", "no_grpc", is_flag=True, help="Kafka only: no gRPC server.")
 @click.option("--input-topic", help="Topic to consume [yard.m.<model>.<version>].")
