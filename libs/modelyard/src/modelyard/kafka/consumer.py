@@ -27,7 +27,7 @@ from modelyard.stage.batcher import WorkItem
 from modelyard.stage.core import StageCore, outcome_code
 from modelyard.telemetry.hooks import RequestContext
 from modelyard.topics import model_dlq_topic, model_reply_topic, pipeline_dlq_topic
-from modelyard.wire.headers import H, encode_headers
+from modelyard.wire.headers import dead_letter_headers
 
 __all__ = ["ConsumerOptions", "StageConsumer"]
 
@@ -273,14 +273,10 @@ class StageConsumer:
     def _dlq_headers(
         self, incoming: Incoming, request: RequestContext, error: ModelyardError
     ) -> list[tuple[str, bytes]]:
-        extra = [
-            (H.DLQ_ERROR, error.message),
-            (H.DLQ_ERROR_CODE, error.code),
-            (H.DLQ_MODEL, f"{self._model}:{self._version}"),
-            (H.DLQ_STAGE, incoming.stage or ""),
-            (H.DLQ_SOURCE, self.opts.topic),
-        ]
-        headers = [*incoming.headers, *encode_headers(extra)]
+        headers = dead_letter_headers(
+            incoming.headers, error.message, error.code, source=self.opts.topic,
+            stage=incoming.stage or "", model=f"{self._model}:{self._version}",
+        )  # fmt: skip
         self.hooks.inject(request, headers)
         return headers
 

@@ -23,7 +23,7 @@ from modelyard.topics import (
 )
 from modelyard.wire import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Envelope, ErrorInfo
 from modelyard.wire.envelope import encode_envelope
-from modelyard.wire.headers import H, Headers, encode_headers
+from modelyard.wire.headers import H, Headers, dead_letter_headers, encode_headers
 from modelyard.wire.oip_json import encode_oip_json_error, encode_oip_json_response
 
 __all__ = ["Record", "RecordBuilder"]
@@ -106,11 +106,9 @@ class RecordBuilder:
 
     def reply_dead_letter(self, msg: Message, error: ModelyardError) -> Record:
         """An inbox message that is no stage reply: kept with its bytes, never applied."""
-        headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
-        headers += encode_headers([
-            (H.DLQ_ERROR, error.message), (H.DLQ_ERROR_CODE, error.code),
-            (H.DLQ_SOURCE, f"{msg.topic()}/{msg.partition()}/{msg.offset()}"),
-        ])  # fmt: skip
+        original = [(k, v) for k, v in (msg.headers() or []) if v is not None]
+        source = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+        headers = dead_letter_headers(original, error.message, error.code, source=source)
         key = msg.key()
         return (
             self._dlq,
@@ -141,10 +139,10 @@ class RecordBuilder:
         return records
 
     def _dlq_headers(self, incoming: Incoming, error: ModelyardError) -> Headers:
-        return [*incoming.headers, *encode_headers([
-            (H.DLQ_ERROR, error.message), (H.DLQ_ERROR_CODE, error.code),
-            (H.DLQ_STAGE, "router"), (H.DLQ_SOURCE, f"pipeline {self.pipeline} ingress"),
-        ])]  # fmt: skip
+        source = f"pipeline {self.pipeline} ingress"
+        return dead_letter_headers(
+            incoming.headers, error.message, error.code, source=source, stage="router"
+        )
 
     def _rejected(self, incoming: Incoming, error: ModelyardError) -> RequestRecord:
         now = utc(time.time())

@@ -6,7 +6,14 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Headers", "MessageMeta", "encode_headers", "header_value", "parse_meta"]
+__all__ = [
+    "Headers",
+    "MessageMeta",
+    "dead_letter_headers",
+    "encode_headers",
+    "header_value",
+    "parse_meta",
+]
 
 Headers = list[tuple[str, bytes]]
 
@@ -124,3 +131,19 @@ def _text(raw: bytes | None) -> str | None:
 
 def encode_headers(pairs: Iterable[tuple[str, str | None]]) -> Headers:
     return [(k, v.encode()) for k, v in pairs if v is not None]
+
+
+def dead_letter_headers(
+    original: Iterable[tuple[str, bytes]],
+    message: str,
+    code: str,
+    *,
+    source: str,
+    stage: str | None = None,
+    model: str | None = None,
+) -> Headers:
+    """A dead letter's headers: the original ones, then why and where it failed (``dlq-*``)."""
+    return [*original, *encode_headers([
+        (H.DLQ_ERROR, message), (H.DLQ_ERROR_CODE, code), (H.DLQ_MODEL, model),
+        (H.DLQ_STAGE, stage), (H.DLQ_SOURCE, source),
+    ])]  # fmt: skip
