@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["BACKGROUND_CONSUMER", "BACKGROUND_PRODUCER", "consumer_config", "producer_config"]
 
-# For clients off the request path (the shadow auditor, audit records): fewer, larger fetches
+# For clients off the request path (the shadow auditor reads and writes so): fewer, larger fetches
 # and batches. On the embedded broker every fetch and produce request costs CPU the primary path
 # shares, and a fetch's cost grows with the batches a partition holds (see docs/performance.md).
 BACKGROUND_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 250, "fetch.min.bytes": 1 << 20}

@@ -330,7 +330,7 @@ class PipelineRouter:
         hop = live.hops.pop(stage)
         outcome = reply.error.code if reply.error is not None else "ok"
         self.hooks.hop_finished(hop, outcome)
-        self._send_audit(live, self._records.hop(hop, reply, outcome))
+        self._send_gated(live.pending, [self._records.hop(hop, reply, outcome)])
         progress = self._records.progress(live, msg.value() or b"") if live.progress else None
         if progress is not None:
             self._produce(progress)
@@ -345,13 +345,10 @@ class PipelineRouter:
             return  # already finished (a deadline and a failure in the same step)
         for hop in live.hops.values():  # a failed request abandons what is still in flight
             self.hooks.hop_finished(hop, "abandoned")
-            self._send_audit(live, self._records.hop(hop, None, "abandoned"))
+            self._send_gated(live.pending, [self._records.hop(hop, None, "abandoned")])
         trace: list[tuple[str, bytes]] = []
         _copy_trace(live.incoming.headers, trace)
-        records = self._records.result(live, trace)
-        self._tracker.add(live.pending, len(records))
-        for record in records:
-            self._produce(record, partial(self._acked, live.pending))
+        self._send_gated(live.pending, self._records.result(live, trace))
         self._tracker.ack(live.pending)  # the hold taken at admission
         self._remember(live.request_id)
         error = live.flow.error
@@ -373,16 +370,12 @@ class PipelineRouter:
 
     # Kafka plumbing ----------------------------------------------------------------------
     def _send_gated(self, pending: Pending, records: list[Record]) -> None:
-        """Produce ``records``; ``pending``'s offset may be committed once all are acked."""
-        self._tracker.expect(pending, len(records))  # before producing: acks may come at once
+        """Produce ``records``; ``pending``'s offset may be committed once all are acked (and
+        nothing else holds it: a routed request's hop records and result both come here)."""
+        self._tracker.add(pending, len(records) + 1)  # + a hold: acks may come at once
         for record in records:
             self._produce(record, partial(self._acked, pending))
-
-    def _send_audit(self, live: LiveRequest, record: Record) -> None:
-        """A hop record: the request's offset is committed only once it is acknowledged, so a
-        router that crashes never leaves a served request without its audit trail."""
-        self._tracker.add(live.pending, 1)
-        self._produce(record, partial(self._acked, live.pending))
+        self._tracker.ack(pending)  # releases the hold; finishes it now if nothing was sent
 
     def _acked(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
         if error is not None:  # librdkafka has retried; committing past it would lose it

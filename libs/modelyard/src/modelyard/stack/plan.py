@@ -16,7 +16,6 @@ __all__ = [
     "parse_versions",
     "shadow_only_versions",
     "version_roles",
-    "versions_in_use",
 ]
 
 ModelVersion = tuple[str, str]  # (model, version)
@@ -86,11 +85,6 @@ def version_roles(
                 if version is not None:
                     roles.setdefault((stage.model, version), set()).add(role)
     return roles
-
-
-def versions_in_use(state: ControlState, specs: Iterable[PipelineSpec]) -> set[ModelVersion]:
-    """Every model version a router may send to (see ``version_roles``)."""
-    return set(version_roles(state, specs))
 
 
 def shadow_only_versions(roles: Mapping[ModelVersion, set[str]]) -> set[ModelVersion]:
