@@ -105,3 +105,14 @@ def test_hops_without_a_request_record_say_it_is_unfinished() -> None:
 
 def test_no_records_render_nothing() -> None:
     assert render_waterfall([]) == []
+
+
+def test_a_hop_recorded_twice_is_drawn_once_and_a_retry_is_not_a_duplicate() -> None:
+    again = hop("ocr", "ocr:3", 0.0, 80.0, role="shadow", shadow=True)  # re-audited
+    retry = hop("sentiment", "sentiment:2", 60.0, 40.0, attempt=1)
+    assert rows(render_waterfall([*RECORDS, again, retry], width=20)) == [
+        ["ocr", "ocr:2", "active", "ok"],
+        ["ocr", "ocr:3", "shadow", "ok"],
+        ["sentiment", "sentiment:2", "active", "ok"],
+        ["sentiment", "sentiment:2", "active", "ok"],
+    ]

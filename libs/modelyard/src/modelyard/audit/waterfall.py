@@ -3,7 +3,8 @@
 Pure: records in, lines out. The request line comes first (id, pipeline, caller, outcome, total
 latency, trace id, served_by), then one line per hop in dispatch order with its offset from the
 request's arrival and a bar for its duration. Shadow hops are drawn with a lighter bar and
-marked in the role column.
+marked in the role column. A hop recorded twice (the shadow auditor records at least once)
+is drawn once.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ _COLUMNS = (
 
 def render_waterfall(records: Sequence[HopRecord | RequestRecord], width: int = 40) -> list[str]:
     """The waterfall of one request's records (hops and at most one request record)."""
-    hops = sorted(
-        (r for r in records if isinstance(r, HopRecord)), key=lambda h: (h.dispatched_at, h.shadow)
-    )
+    hops = sorted(_distinct(records), key=lambda h: (h.dispatched_at, h.shadow))
     requests = [r for r in records if isinstance(r, RequestRecord)]
     request = requests[-1] if requests else None  # a re-emitted record says the same thing
     if request is None and not hops:
@@ -42,6 +41,16 @@ def render_waterfall(records: Sequence[HopRecord | RequestRecord], width: int = 
             f"  {_SOLID} primary path   {_SHADOW} shadow copy (audited, never flows downstream)"
         )
     return lines
+
+
+def _distinct(records: Sequence[HopRecord | RequestRecord]) -> list[HopRecord]:
+    """The hop records, the first of each execution only."""
+    seen: dict[tuple[object, ...], HopRecord] = {}
+    for r in records:
+        if isinstance(r, HopRecord):
+            key = (r.stage, r.role, r.model, r.version, r.attempt, r.dispatched_at)
+            seen.setdefault(key, r)
+    return list(seen.values())
 
 
 def _header(request: RequestRecord | None, hops: list[HopRecord], total_ms: float) -> list[str]:

@@ -2,8 +2,10 @@
 
 Its own process (``modelyard shadow-audit``; ``modelyard up`` runs one per pipeline at a lower
 CPU priority), so pairing and comparing shadow replies costs the router nothing. Offsets are
-committed after the records written so far are acknowledged; pairs still waiting for their
-other half when the auditor stops are not recorded (at most ``ttl_s`` worth).
+committed after the records written so far are acknowledged, and never past a half of a pair
+still waiting for its other half: an auditor that stops or crashes, or loses a partition to
+another, leaves those to be read again, so every shadow run is recorded at least once (a pair
+completed after the oldest waiting half is recorded again after a restart).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
 from modelyard.audit import encode_audit_values
@@ -65,11 +67,18 @@ class ShadowAuditor:
         )
 
     def start(self) -> None:
-        self._consumer.subscribe([self._topic], on_assign=lambda *_: self._joined.set())
+        self._consumer.subscribe(
+            [self._topic], on_assign=lambda *_: self._joined.set(), on_revoke=self._on_revoke
+        )
         self._thread.start()
 
     def wait_joined(self, timeout_s: float) -> bool:
         return self._joined.wait(timeout_s)
+
+    @property
+    def waiting(self) -> int:
+        """Halves of pairs read and still waiting for their other half."""
+        return len(self._pairs)
 
     @property
     def running(self) -> bool:
@@ -92,7 +101,7 @@ class ShadowAuditor:
             self.failure = exc
             log.exception("shadow auditor stopped on failure")
         finally:
-            self._producer.flush(10)
+            self._commit(self._consumer.assignment(), wait=True)
             self._consumer.close()
 
     def _poll(self) -> list[Message]:
@@ -113,7 +122,10 @@ class ShadowAuditor:
         role = "shadow" if headers.get(H.SHADOW) == "1" else headers.get(H.SHADOW_ROLE, "")
         if role not in ("primary", "shadow"):
             return
-        side = Side(envelope, headers, msg.timestamp()[1] / 1000)
+        side = Side(
+            envelope, headers, msg.timestamp()[1] / 1000,
+            partition=msg.partition(), offset=msg.offset(),
+        )  # fmt: skip
         pair = self._pairs.add((envelope.request_id, envelope.stage or ""), role, side)
         if pair is not None:
             self._record(pair)
@@ -136,8 +148,34 @@ class ShadowAuditor:
         if now - self._last_commit < 1.0:
             return
         self._last_commit = now
-        if self._producer.flush(5) == 0:  # what is recorded so far is acknowledged
-            try:
-                self._consumer.commit(asynchronous=True)
-            except Exception as exc:  # nothing consumed yet, or the broker is busy: next time
-                log.debug("commit skipped", error=str(exc))
+        self._commit(self._consumer.assignment())
+
+    def _commit(self, partitions: list[TopicPartition], *, wait: bool = False) -> None:
+        """Commit what is recorded and acknowledged, up to the oldest half still waiting."""
+        if not partitions or self._producer.flush(5) != 0:
+            return
+        offsets = self._safe_offsets(partitions)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=not wait)
+        except Exception as exc:  # the broker is busy or the group rebalancing: next time
+            log.debug("commit skipped", error=str(exc))
+
+    def _safe_offsets(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        floor = self._pairs.held_floor()
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, min(tp.offset, floor.get(tp.partition, tp.offset))
+            )
+            for tp in self._consumer.position(partitions)
+            if tp.offset >= 0  # nothing read there yet
+        ]
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Another auditor takes these: commit, then forget their waiting halves (the new owner
+        reads them again from the commit) so they are not recorded here as unanswered."""
+        self._commit(partitions, wait=True)
+        dropped = self._pairs.drop_partitions({tp.partition for tp in partitions})
+        if dropped:
+            log.info("partitions revoked; waiting halves left to their new owner", count=dropped)

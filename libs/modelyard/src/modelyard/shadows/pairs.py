@@ -41,6 +41,8 @@ class Side:
     headers: Mapping[str, str]
     timestamp: float  # unix seconds (the producer's CreateTime)
     seen: float = field(default_factory=time.monotonic)
+    partition: int = -1  # where it was read: what the auditor may not commit past yet
+    offset: int = -1
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,23 @@ class ShadowPairs:
         del self._waiting[key]
         halves = {role: side, other[0]: other[1]}
         return Pair(halves.get("primary"), halves.get("shadow"))
+
+    def held_floor(self) -> dict[int, int]:
+        """Per partition, the lowest offset of a side still waiting: a restart must read again
+        from there, or the half it holds is lost."""
+        floor: dict[int, int] = {}
+        for _, side in self._waiting.values():
+            if side.offset >= 0 and side.offset < floor.get(side.partition, side.offset + 1):
+                floor[side.partition] = side.offset
+        return floor
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget sides read from ``partitions`` (revoked: their new owner reads them again
+        from the committed floor). Returns how many were dropped."""
+        gone = [k for k, (_, side) in self._waiting.items() if side.partition in partitions]
+        for key in gone:
+            del self._waiting[key]
+        return len(gone)
 
     def expire(self, now: float | None = None) -> list[Pair]:
         """Sides older than the TTL, as pairs with one half missing."""
