@@ -128,7 +128,7 @@ def test_follower_waits_for_the_topic_to_exist(broker: str, unique: str) -> None
     with ControlFollower(broker, prefix=unique) as follower:
         assert not follower.caught_up
         write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
-        assert follower.wait_until(lambda s: s.stage("docs", "ocr").active == "1", 10)
+        assert follower.wait_until(lambda s: s.stage("docs", "ocr").active == "1", 30)
         assert follower.wait_caught_up(10)
     assert control_topic(unique) == follower.topic
 
