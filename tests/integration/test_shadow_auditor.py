@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 from modelyard.audit import HopRecord, decode_audit
 from modelyard.broker import create_topics
 from modelyard.shadows.auditor import ShadowAuditor
@@ -43,6 +43,15 @@ def _shadow_hops(broker: str, prefix: str, wanted: set[str]) -> list[HopRecord]:
         collector.close()
 
 
+def _committed(broker: str, group: str, topic: str) -> int:
+    """The group's committed offset on partition 0 (read without joining the group)."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
+    try:
+        return int(consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
+    finally:
+        consumer.close()
+
+
 def _wait(condition: Callable[[], bool], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -65,7 +74,8 @@ def test_a_half_pair_held_when_the_auditor_stops_is_paired_by_the_next(
         assert first.wait_joined(60)
         assert [h.request_id for h in _shadow_hops(broker, unique, {"done"})] == ["done"]
         _wait(lambda: first.waiting == 1)  # "held" read and waiting
-        time.sleep(1.5)  # past a commit interval: a position-based commit would skip "held"
+        # committed at "held"'s own offset (2), not past it as the position (3) would be
+        _wait(lambda: _committed(broker, f"{unique}.g.p.tp.shadow-audit", shadow_topic) == 2)
     finally:
         first.stop()
     assert first.failure is None

@@ -76,8 +76,8 @@ class ShadowPairs:
         from there, or the half it holds is lost."""
         floor: dict[int, int] = {}
         for _, side in self._waiting.values():
-            if side.offset >= 0 and side.offset < floor.get(side.partition, side.offset + 1):
-                floor[side.partition] = side.offset
+            if side.offset >= 0:
+                floor[side.partition] = min(side.offset, floor.get(side.partition, side.offset))
         return floor
 
     def drop_partitions(self, partitions: set[int]) -> int:
