@@ -206,11 +206,12 @@ def test_actor_defaults_to_the_environment(
 
 def test_guard_sets_and_clears_a_stages_rules(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
     run(
-        "guard", "shouty", "first", "--error-rate", "0.1", "--p99-ms", "500", "--min-requests", "20"
-    )
+        "guard", "shouty", "first", "--error-rate", "0.1", "--p99-ms", "500",
+        "--shadow-disagreement", "0.2", "--min-requests", "20",
+    )  # fmt: skip
     rules = read_state(broker, prefix=unique).stage("shouty", "first").guards
     assert [(r.metric, r.max, r.min_requests) for r in rules] == [
-        ("error_rate", 0.1, 20), ("p99_latency_ms", 500.0, 20),
+        ("error_rate", 0.1, 20), ("p99_latency_ms", 500.0, 20), ("shadow_disagreement", 0.2, 20),
     ]  # fmt: skip
     assert read_records(broker, prefix=unique)[-1].record.actor == "alice"
     run("guard", "shouty", "first", ok=False)  # neither a bound nor --clear

@@ -1,4 +1,5 @@
-"""The shadow auditor on the real broker: what it commits lets a successor pair what it held."""
+"""The shadow auditor on the real broker: what it commits lets a successor pair what it held,
+and a shadow version that disagrees too often is withdrawn through the control topic."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from modelyard.audit import HopRecord, decode_audit
 from modelyard.broker import create_topics
+from modelyard.control import (
+    CanaryChange,
+    ControlRecord,
+    GuardRule,
+    GuardsChange,
+    Rollout,
+    ShadowChange,
+)
+from modelyard.control.follower import ControlFollower
+from modelyard.control.topic import write_change
 from modelyard.shadows.auditor import ShadowAuditor
+from modelyard.shadows.guard import withdrawing_guard
 from modelyard.topics import audit_topic, pipeline_shadow_topic
 from modelyard.wire import Envelope, encode_envelope
 
@@ -91,3 +103,43 @@ def test_a_half_pair_held_when_the_auditor_stops_is_paired_by_the_next(
     held = [h for h in hops if h.request_id == "held"]
     assert [(h.outcome, h.agrees, h.version) for h in held] == [("ok", True, "2")]
     assert [h.request_id for h in hops].count("done") == 1  # before the floor: not read again
+
+
+def test_a_shadow_that_disagrees_past_its_guard_is_withdrawn(broker: str, unique: str) -> None:
+    shadow_topic = pipeline_shadow_topic(unique, "tp")
+    create_topics(broker, [shadow_topic, audit_topic(unique)], partitions=1)
+    rule = GuardRule(metric="shadow_disagreement", max=0.5, window_s=60, min_requests=3)
+    for change in (
+        Rollout(stage="sentiment", version="1"),
+        CanaryChange(stage="sentiment", version="3", weight=0.1),
+        ShadowChange(stage="sentiment", version="2", sample_rate=1.0),
+        GuardsChange(stage="sentiment", rules=(rule,)),
+    ):
+        write_change(broker, "tp", change, actor="test", prefix=unique)
+    records: list[ControlRecord] = []
+    follower = ControlFollower(broker, prefix=unique, on_change=records.append).start()
+    guard = withdrawing_guard(broker, "tp", lambda: follower.state, prefix=unique)
+    auditor = ShadowAuditor(broker, "tp", prefix=unique, ttl_s=600, guard=guard)
+    try:
+        assert follower.wait_caught_up(30)
+        auditor.start()
+        pairs = [(f"r{i}", "pos", "neg" if i else "pos") for i in range(4)]  # r0 agrees
+        for rid, primary, shadow in pairs:
+            produce_all(broker, shadow_topic, [_side(rid, "primary", primary)])
+            produce_all(broker, shadow_topic, [_side(rid, "shadow", shadow)])
+        assert follower.wait_until(lambda s: s.stage("tp", "sentiment").shadow is None, 60)
+    finally:
+        auditor.stop()
+        guard.join()
+        follower.stop()
+    assert auditor.failure is None
+    last = records[-1]
+    assert (last.actor, last.change.type) == ("shadow-audit:guard", "withdraw")
+    # tripped on the third compared run: 2 of 3 disagree
+    assert (
+        "shadow sentiment 2 shadow_disagreement 0.667 > 0.5 over 60 s (3 requests)" in last.reason
+    )
+    stage = last.state.stage("sentiment")
+    assert stage.active == "1"
+    assert stage.canary is not None
+    assert stage.canary.version == "3"  # another version's canary is left alone

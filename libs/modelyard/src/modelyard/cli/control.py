@@ -334,20 +334,32 @@ def canary_command(
 @click.argument("stage")
 @click.option("--error-rate", type=float, help="Roll the canary back above this error share.")
 @click.option("--p99-ms", type=float, help="Roll the canary back above this p99 latency (ms).")
-@click.option("--window-s", type=float, default=60.0, show_default=True, help="Window of both.")
+@click.option("--shadow-disagreement", type=float,
+              help="Withdraw the shadow version above this share of disagreeing runs.")  # fmt: skip
+@click.option("--window-s", type=float, default=60.0, show_default=True, help="Window of each.")
 @click.option("--min-requests", type=int, default=50, show_default=True,
-              help="No verdict on fewer canary requests in the window.")  # fmt: skip
+              help="No verdict on fewer canary hops or shadow runs in the window.")  # fmt: skip
 @click.option("--clear", is_flag=True, help="Remove the stage's guard rules.")
 @_write_options
 def guard_command(pipeline: str, stage: str, clear: bool, **options: Any) -> None:
-    """Set STAGE's guard rules: every router rolls the stage's canary back by itself (one
-    control record by router:guard, with the figure) when its error rate or p99 latency over
-    the window crosses the bound; --clear removes them."""
-    bounds = {"error_rate": options.pop("error_rate"), "p99_latency_ms": options.pop("p99_ms")}
+    """Set STAGE's guard rules, or --clear them.
+
+    Every router rolls the stage's canary back by itself (one control record by router:guard,
+    with the figure) when its error rate or p99 latency over the window crosses the bound. The
+    shadow auditor withdraws the stage's shadow version (its shadow and canary cleared, one
+    record by shadow-audit:guard) when the share of its runs whose outputs differ from the
+    primary's crosses --shadow-disagreement."""
+    bounds = {
+        "error_rate": options.pop("error_rate"),
+        "p99_latency_ms": options.pop("p99_ms"),
+        "shadow_disagreement": options.pop("shadow_disagreement"),
+    }
     window_s, min_requests = options.pop("window_s"), options.pop("min_requests")
     given = {metric: bound for metric, bound in bounds.items() if bound is not None}
     if clear == bool(given):
-        raise click.UsageError("give --error-rate and/or --p99-ms, or --clear")
+        raise click.UsageError(
+            "give --error-rate, --p99-ms and/or --shadow-disagreement, or --clear"
+        )
     rules = [
         _make(GuardRule, metric=metric, max=bound, window_s=window_s, min_requests=min_requests)
         for metric, bound in given.items()

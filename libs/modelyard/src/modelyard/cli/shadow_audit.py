@@ -29,12 +29,17 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     primary reply of a shadowed stage, and writes one hop record per shadow execution to
     yard.audit (role shadow; `agrees` says whether its outputs match the primary's; a shadow
     that never answered is recorded as no_reply). Serves modelyard_shadow_runs on /metrics.
-    `modelyard up` runs one per pipeline at a lower CPU priority.
+    Enforces the stages' shadow-disagreement guards (`modelyard guard --shadow-disagreement`):
+    a shadow version that disagrees with the primary too often is withdrawn (its shadow and
+    canary cleared) by one control record. `modelyard up` runs one per pipeline at a lower
+    CPU priority.
     """
     from prometheus_client import CollectorRegistry  # noqa: PLC0415  # keeps --help fast
 
+    from modelyard.control.follower import ControlFollower  # noqa: PLC0415
     from modelyard.router.load import load_spec  # noqa: PLC0415
     from modelyard.shadows.auditor import ShadowAuditor  # noqa: PLC0415
+    from modelyard.shadows.guard import withdrawing_guard  # noqa: PLC0415
     from modelyard.telemetry import (  # noqa: PLC0415
         configure_logging,
         start_http_server,
@@ -44,9 +49,15 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     configure_logging(json=None, level="INFO")
     pipeline = load_spec(spec).pipeline
     registry = CollectorRegistry()
+    bootstrap, prefix = options["bootstrap"], options["topic_prefix"]
+    follower = ControlFollower(bootstrap, prefix=prefix)
+    follower.start()
+    guard = withdrawing_guard(
+        bootstrap, pipeline, lambda: follower.state, prefix=prefix, registry=registry
+    )
     auditor = ShadowAuditor(
-        options["bootstrap"], pipeline, prefix=options["topic_prefix"], ttl_s=options["ttl_s"],
-        registry=registry,
+        bootstrap, pipeline, prefix=prefix, ttl_s=options["ttl_s"], registry=registry,
+        guard=guard,
     )  # fmt: skip
     host = options["metrics_host"]
     auditor.start()
@@ -54,7 +65,10 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     http, port = start_http_server(
-        host, options["metrics_port"], registry, lambda: {"kafka": auditor.running}
+        host,
+        options["metrics_port"],
+        registry,
+        lambda: {"kafka": auditor.running, "control": follower.caught_up},
     )
     auditor.wait_joined(60)
     sys.stdout.write(f"modelyard shadow-audit ready pipeline={pipeline} metrics={host}:{port}\n")
@@ -62,5 +76,7 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     while not stop.wait(0.5) and auditor.running:
         pass
     auditor.stop()
+    guard.join()
+    follower.stop()
     stop_http_server(http)
     sys.exit(0 if auditor.failure is None else 1)

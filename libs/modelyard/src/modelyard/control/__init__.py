@@ -16,6 +16,7 @@ from modelyard.control.changes import (
     Rollback,
     Rollout,
     ShadowChange,
+    Withdraw,
     apply,
 )
 from modelyard.control.routing import (
@@ -54,6 +55,7 @@ __all__ = [
     "Shadow",
     "ShadowChange",
     "StageRouting",
+    "Withdraw",
     "apply",
     "choose_version",
     "decode_record",

@@ -13,6 +13,9 @@ Semantics:
 - ``promote``: the canary becomes active (old active pushed), the canary is cleared.
 - ``shadow``: set the shadow (version + sample rate), or clear it with ``version: null``.
 - ``guards``: replace the stage's guard rules.
+- ``withdraw``: the version stops getting traffic of any kind: the canary and the shadow are
+  cleared where they name it (a shadow-disagreement guard writes this; the active version
+  cannot be withdrawn, roll back instead).
 - ``release_save``: snapshot every stage's active version under a name.
 - ``release_rollback``: make every stage of the snapshot active again, all at once; changed
   stages push their old active and lose their canary (the point is a known-good state),
@@ -21,7 +24,8 @@ Semantics:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +52,7 @@ __all__ = [
     "Rollback",
     "Rollout",
     "ShadowChange",
+    "Withdraw",
     "apply",
 ]
 
@@ -99,6 +104,12 @@ class GuardsChange(_Change):
     rules: tuple[GuardRule, ...] = ()
 
 
+class Withdraw(_Change):
+    type: Literal["withdraw"] = "withdraw"
+    stage: str = Field(pattern=NAME)
+    version: str = Field(pattern=VERSION)
+
+
 class ReleaseSave(_Change):
     type: Literal["release_save"] = "release_save"
     release: str = Field(pattern=RELEASE)
@@ -116,6 +127,7 @@ Change = Annotated[
     | Promote
     | ShadowChange
     | GuardsChange
+    | Withdraw
     | ReleaseSave
     | ReleaseRollback,
     Field(discriminator="type"),
@@ -132,20 +144,10 @@ def apply(state: PipelineRouting, change: Change) -> PipelineRouting:
 
 
 def _stage_change(stage: StageRouting, change: Change) -> StageRouting:
-    match change:
-        case Rollout():
-            return _rollout(stage, change)
-        case Rollback():
-            return _rollback(stage, change)
-        case CanaryChange():
-            return _canary(stage, change)
-        case Promote():
-            return _promote(stage, change)
-        case ShadowChange():
-            return _shadow(stage, change)
-        case GuardsChange():
-            return _guards(stage, change)
-    raise ControlError(f"not a stage change: {change.type}")
+    step = _STAGE_STEPS.get(type(change))
+    if step is None:
+        raise ControlError(f"not a stage change: {change.type}")
+    return step(stage, change)
 
 
 def _with_stage(state: PipelineRouting, name: str, stage: StageRouting) -> PipelineRouting:
@@ -205,6 +207,28 @@ def _shadow(stage: StageRouting, change: ShadowChange) -> StageRouting:
 
 def _guards(stage: StageRouting, change: GuardsChange) -> StageRouting:
     return stage.model_copy(update={"guards": change.rules})
+
+
+def _withdraw(stage: StageRouting, change: Withdraw) -> StageRouting:
+    canary = stage.canary if stage.canary and stage.canary.version != change.version else None
+    shadow = stage.shadow if stage.shadow and stage.shadow.version != change.version else None
+    if canary == stage.canary and shadow == stage.shadow:
+        raise ControlError(
+            f"stage {change.stage!r}: version {change.version} is neither canary nor shadow"
+        )
+    return stage.model_copy(update={"canary": canary, "shadow": shadow})
+
+
+# each stage change and the step that applies it (the type decides; mypy cannot see the pairing)
+_STAGE_STEPS: dict[type[_Change], Callable[[StageRouting, Any], StageRouting]] = {
+    Rollout: _rollout,
+    Rollback: _rollback,
+    CanaryChange: _canary,
+    Promote: _promote,
+    ShadowChange: _shadow,
+    GuardsChange: _guards,
+    Withdraw: _withdraw,
+}
 
 
 def _save(state: PipelineRouting, name: str) -> PipelineRouting:

@@ -10,6 +10,7 @@ from modelyard.control.changes import (
     ReleaseSave,
     Rollout,
     ShadowChange,
+    Withdraw,
 )
 
 __all__ = ["describe_change", "percent"]
@@ -39,6 +40,8 @@ def _detail(change: Change) -> str:
             return _share(change.version, change.sample_rate)
         case GuardsChange():
             return f": {len(change.rules)} rule(s)"
+        case Withdraw():
+            return f" {change.version}"
     return ""
 
 

@@ -5,7 +5,8 @@ CPU priority), so pairing and comparing shadow replies costs the router nothing.
 committed after the records written so far are acknowledged, and never past a half of a pair
 still waiting for its other half: an auditor that stops or crashes, or loses a partition to
 another, leaves those to be read again, so every shadow run is recorded at least once (a pair
-completed after the oldest waiting half is recorded again after a restart).
+completed after the oldest waiting half is recorded again after a restart). Each record is also
+handed to the stage's shadow-disagreement guard, when one is given (``shadows/guard.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from modelyard.kafka.config import (
     consumer_config,
     producer_config,
 )
+from modelyard.shadows.guard import ShadowGuard
 from modelyard.shadows.pairs import Pair, ShadowPairs, Side, shadow_hop_record
 from modelyard.topics import audit_topic, pipeline_shadow_topic
 from modelyard.wire import decode_envelope
@@ -46,8 +48,10 @@ class ShadowAuditor:
         ttl_s: float = 60.0,
         registry: CollectorRegistry | None = None,
         kafka: dict[str, Any] | None = None,
+        guard: ShadowGuard | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self._guard = guard
         self._topic = pipeline_shadow_topic(prefix, pipeline)
         self._audit = audit_topic(prefix)
         self._pairs = ShadowPairs(ttl_s)
@@ -142,6 +146,8 @@ class ShadowAuditor:
         self._runs.labels(
             self.pipeline, *labels, "-" if agrees is None else str(agrees).lower()
         ).inc()
+        if self._guard is not None:
+            self._guard.observe(values)
 
     def _commit_if_due(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,117 @@
+"""Guard rules judged over a window of recent outcomes (pure), and the thread that acts on a trip.
+
+``GuardWatch`` keeps recent outcomes per (stage, version) and says which of a stage's rules is
+crossed over the last ``window_s`` seconds, with at least ``min_requests`` outcomes in it:
+``error_rate`` (share not ok), ``p99_latency_ms``, or ``shadow_disagreement`` (share of compared
+shadow runs whose outputs differ from the primary's). A watch judges only the metrics it is
+given: the router watches canary hops (error rate, latency), the shadow auditor shadow runs
+(disagreement).
+
+``TripActions`` runs what a trip does (it writes a control record) once per (stage, version), on
+a thread of its own, so the loop that noticed never waits on the broker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from modelyard.control.routing import GuardRule
+
+__all__ = ["CANARY_METRICS", "SHADOW_METRICS", "GuardWatch", "Trip", "TripActions"]
+
+log = structlog.get_logger("modelyard.guards")
+
+CANARY_METRICS = frozenset({"error_rate", "p99_latency_ms"})
+SHADOW_METRICS = frozenset({"shadow_disagreement"})
+
+Key = tuple[str, str]  # stage, version
+
+
+@dataclass(frozen=True)
+class Trip:
+    stage: str
+    version: str
+    rule: GuardRule
+    value: float
+    requests: int
+    role: str = "canary"  # what the version was doing: canary or shadow
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"guard: {self.role} {self.stage} {self.version} {self.rule.metric} "
+            f"{self.value:.3g} > {self.rule.max:g} over {self.rule.window_s:g} s "
+            f"({self.requests} requests)"
+        )
+
+
+class GuardWatch:
+    """Recent outcomes per (stage, version): (time, ok, latency ms)."""
+
+    def __init__(self, metrics: Collection[str] = CANARY_METRICS, role: str = "canary") -> None:
+        self.metrics, self.role = frozenset(metrics), role
+        self._outcomes: defaultdict[Key, deque[tuple[float, bool, float]]] = defaultdict(deque)
+
+    def add(self, stage: str, version: str, ok: bool, latency_ms: float, now: float) -> None:
+        self._outcomes[(stage, version)].append((now, ok, latency_ms))
+
+    def crossed(
+        self, stage: str, version: str, rules: tuple[GuardRule, ...], now: float
+    ) -> Trip | None:
+        """The first watched rule this version crosses, if any (old outcomes are dropped)."""
+        rules = tuple(r for r in rules if r.metric in self.metrics)
+        outcomes = self._outcomes[(stage, version)]
+        horizon = now - max((r.window_s for r in rules), default=0.0)
+        while outcomes and outcomes[0][0] < horizon:
+            outcomes.popleft()
+        for rule in rules:
+            window = [o for o in outcomes if o[0] >= now - rule.window_s]
+            if len(window) < rule.min_requests:
+                continue
+            value = _measure(rule, window)
+            if value > rule.max:
+                return Trip(stage, version, rule, value, len(window), self.role)
+        return None
+
+
+def _measure(rule: GuardRule, window: list[tuple[float, bool, float]]) -> float:
+    if rule.metric == "p99_latency_ms":
+        return float(np.percentile([latency for _, _, latency in window], 99))
+    return sum(not ok for _, ok, _ in window) / len(window)  # error rate, disagreement
+
+
+class TripActions:
+    """Runs ``act(trip)`` once per (stage, version), each on a thread named ``modelyard-guard``."""
+
+    def __init__(self, act: Callable[[Trip], None]) -> None:
+        self._act = act
+        self._done: set[Key] = set()
+        self._threads: list[threading.Thread] = []
+
+    def tripped(self, stage: str, version: str) -> bool:
+        return (stage, version) in self._done
+
+    def fire(self, trip: Trip) -> None:
+        if self.tripped(trip.stage, trip.version):
+            return
+        self._done.add((trip.stage, trip.version))
+        thread = threading.Thread(target=self._act_safely, args=(trip,), name="modelyard-guard")
+        self._threads.append(thread)
+        thread.start()
+
+    def _act_safely(self, trip: Trip) -> None:
+        try:
+            self._act(trip)
+        except Exception:  # another process acted first, or the broker is away: logged
+            log.warning("guard could not act on its trip", reason=trip.reason, exc_info=True)
+
+    def join(self, timeout_s: float = 10.0) -> None:
+        """Wait for the actions being written (at shutdown)."""
+        for thread in self._threads:
+            thread.join(timeout_s)
