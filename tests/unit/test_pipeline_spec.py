@@ -67,7 +67,7 @@ def test_reference_pipeline_parses(docs: PipelineSpec) -> None:
         Ref("translate", "translation"),
         Ref("ocr", "text"),
     )
-    assert sentiment.waits_for() == {"translate", "ocr", "langid"}
+    assert sentiment.waits_for == {"translate", "ocr", "langid"}
     assert docs.stages["translate"].when is not None
     assert {"text", "language", "translation_status", "sentiment"} <= set(docs.outputs)
 

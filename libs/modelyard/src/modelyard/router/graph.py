@@ -57,12 +57,11 @@ def resolve(source: Source, done: Set[str], skipped: Set[str]) -> Ref | None:
     return None if found == _WAIT else found
 
 
-def _next_move(stage: Stage, done: Set[str], skipped: Set[str]) -> str | None:
+def _next_move(stage: Stage, done: Set[str], skipped: Set[str], settled: Set[str]) -> str | None:
     found = [_candidate(s, done, skipped) for s in stage.inputs.values()]
     if None in found:  # one input can never be fed: skipping now is final, whatever else runs
         return "skip"
-    settled = done | skipped
-    if _WAIT in found or not stage.waits_for() <= settled:
+    if _WAIT in found or not stage.waits_for <= settled:
         return None
     return "run"
 
@@ -71,10 +70,11 @@ def frontier(stages: Mapping[str, Stage], done: Set[str], skipped: Set[str]) -> 
     """Stages not yet settled that can run now, and those that must be skipped."""
     run: list[str] = []
     skip: list[str] = []
+    settled = done | skipped
     for name, stage in stages.items():
-        if name in done or name in skipped:
+        if name in settled:
             continue
-        move = _next_move(stage, done, skipped)
+        move = _next_move(stage, done, skipped, settled)
         if move == "run":
             run.append(name)
         elif move == "skip":
@@ -84,7 +84,7 @@ def frontier(stages: Mapping[str, Stage], done: Set[str], skipped: Set[str]) -> 
 
 def _edges(stages: Mapping[str, Stage]) -> dict[str, list[str]]:
     """stage -> the known stages it waits for, in declaration order."""
-    return {n: [d for d in stages if d in s.waits_for()] for n, s in stages.items()}
+    return {n: [d for d in stages if d in s.waits_for] for n, s in stages.items()}
 
 
 def find_cycle(stages: Mapping[str, Stage]) -> list[str] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Set
+from functools import cached_property
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
@@ -150,14 +151,17 @@ class Stage(_Frozen):
     when: ConditionField | None = Field(default=None, description="Run only if true.")
     description: str = ""
 
+    # cached: the router asks for every reply it routes, and a stage never changes
+    @cached_property
     def upstream(self) -> frozenset[str]:
         """Stages this one reads data from (any candidate of any input)."""
         return frozenset(r.stage for s in self.inputs.values() for r in s.candidates) - {REQUEST}
 
+    @cached_property
     def waits_for(self) -> frozenset[str]:
         """Stages that must settle first: data upstreams plus stages its condition reads."""
         named = {ref[0] for ref in self.when.references} if self.when else set()
-        return self.upstream() | (named - {REQUEST})
+        return self.upstream | (named - {REQUEST})
 
 
 class PipelineSpec(_Frozen):
