@@ -60,6 +60,15 @@ class StackError(ConfigError):
 
 
 @dataclass
+class _Retiring:
+    """A replaced worker still running: asked once to drain, killed if it outlives that."""
+
+    child: Child
+    version: ModelVersion
+    asked_at: float | None = None  # when SIGTERM was sent (monotonic)
+
+
+@dataclass
 class _Worker:
     child: Child
     restarts: int = 0
@@ -98,7 +107,7 @@ class Stack:
         self._routers: dict[str, Child] = {}
         self._auditors: dict[str, Child] = {}
         self._missing: set[ModelVersion] = set()
-        self._retiring: list[tuple[Child, ModelVersion]] = []  # replaced workers, still running
+        self._retiring: list[_Retiring] = []  # replaced workers, still running
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
         self._monitor: threading.Thread | None = None
@@ -291,17 +300,24 @@ class Stack:
         log.info("version now serves callers; restarting its worker at normal priority",
                  worker=f"{model}:{version}")  # fmt: skip
         self._workers[mv] = _Worker(self._start_worker(model, version))
-        self._retiring.append((worker.child, mv))
+        self._retiring.append(_Retiring(worker.child, mv))
 
     def _retire_replaced(self) -> None:
+        now = time.monotonic()
         with self._lock:
-            for old, mv in list(self._retiring):
-                successor = self._workers[mv].child  # a restarted one, if the first died
-                if not old.running:
-                    old.close()
-                    self._retiring.remove((old, mv))
-                elif successor.running and successor.ready is not None:
-                    old.terminate()  # SIGTERM: it drains, commits and exits
+            for old in list(self._retiring):
+                successor = self._workers[old.version].child  # a restarted one, if the first died
+                if not old.child.running:
+                    old.child.close()
+                    self._retiring.remove(old)
+                elif old.asked_at is None:
+                    if successor.running and successor.ready is not None:
+                        old.child.terminate()  # SIGTERM, once: it drains, commits and exits
+                        old.asked_at = now
+                elif now - old.asked_at > self.settings.stop_timeout_s:
+                    log.warning("replaced worker did not stop in time; killing it",
+                                child=old.child.name)  # fmt: skip
+                    old.child.kill()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout_s
@@ -371,7 +387,7 @@ class Stack:
         self._stop_children([*self._routers.values(), *self._auditors.values()])
         with self._lock:
             workers = [w.child for w in self._workers.values()]
-            workers += [old for old, _ in self._retiring]
+            workers += [old.child for old in self._retiring]
         self._stop_children(workers)
         if self._broker is not None:
             self._broker.stop()
