@@ -3,8 +3,13 @@ and a shadow version that disagrees too often is withdrawn through the control t
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -13,13 +18,14 @@ from modelyard.broker import create_topics
 from modelyard.control import (
     CanaryChange,
     ControlRecord,
+    ControlState,
     GuardRule,
     GuardsChange,
     Rollout,
     ShadowChange,
 )
 from modelyard.control.follower import ControlFollower
-from modelyard.control.topic import write_change
+from modelyard.control.topic import read_records, write_change
 from modelyard.shadows.auditor import ShadowAuditor
 from modelyard.shadows.guard import withdrawing_guard
 from modelyard.topics import audit_topic, pipeline_shadow_topic
@@ -105,9 +111,21 @@ def test_a_half_pair_held_when_the_auditor_stops_is_paired_by_the_next(
     assert [h.request_id for h in hops].count("done") == 1  # before the floor: not read again
 
 
-def test_a_shadow_that_disagrees_past_its_guard_is_withdrawn(broker: str, unique: str) -> None:
-    shadow_topic = pipeline_shadow_topic(unique, "tp")
-    create_topics(broker, [shadow_topic, audit_topic(unique)], partitions=1)
+GUARDED_SPEC = """\
+pipeline: tp
+version: 1
+inputs: {text: {datatype: BYTES, shape: [1]}}
+stages:
+  sentiment: {model: sentiment, inputs: {text: request.text}}
+outputs: {label: sentiment.label}
+"""
+
+
+def _guarded_sentiment(broker: str, prefix: str) -> str:
+    """Stage tp/sentiment: 1 active, 3 canary, 2 shadow with a disagreement guard (2 of 3 runs
+    disagreeing trips it); returns the pipeline's shadow topic."""
+    shadow_topic = pipeline_shadow_topic(prefix, "tp")
+    create_topics(broker, [shadow_topic, audit_topic(prefix)], partitions=1)
     rule = GuardRule(metric="shadow_disagreement", max=0.5, window_s=60, min_requests=3)
     for change in (
         Rollout(stage="sentiment", version="1"),
@@ -115,7 +133,36 @@ def test_a_shadow_that_disagrees_past_its_guard_is_withdrawn(broker: str, unique
         ShadowChange(stage="sentiment", version="2", sample_rate=1.0),
         GuardsChange(stage="sentiment", rules=(rule,)),
     ):
-        write_change(broker, "tp", change, actor="test", prefix=unique)
+        write_change(broker, "tp", change, actor="test", prefix=prefix)
+    return shadow_topic
+
+
+def _send_mostly_disagreeing_pairs(broker: str, shadow_topic: str) -> None:
+    pairs = [(f"r{i}", "pos", "neg" if i else "pos") for i in range(4)]  # r0 agrees
+    for rid, primary, shadow in pairs:
+        produce_all(broker, shadow_topic, [_side(rid, "primary", primary)])
+        produce_all(broker, shadow_topic, [_side(rid, "shadow", shadow)])
+
+
+def _withdrawn(state: ControlState) -> bool:
+    return state.pipeline("tp").seq == 5  # the four changes above, then the guard's
+
+
+def _assert_withdrawn_by_the_guard(last: ControlRecord) -> None:
+    assert (last.actor, last.change.type) == ("shadow-audit:guard", "withdraw")
+    # tripped on the third compared run: 2 of 3 disagree
+    assert (
+        "shadow sentiment 2 shadow_disagreement 0.667 > 0.5 over 60 s (3 requests)" in last.reason
+    )
+    stage = last.state.stage("sentiment")
+    assert stage.shadow is None
+    assert stage.active == "1"
+    assert stage.canary is not None
+    assert stage.canary.version == "3"  # another version's canary is left alone
+
+
+def test_a_shadow_that_disagrees_past_its_guard_is_withdrawn(broker: str, unique: str) -> None:
+    shadow_topic = _guarded_sentiment(broker, unique)
     records: list[ControlRecord] = []
     follower = ControlFollower(broker, prefix=unique, on_change=records.append).start()
     guard = withdrawing_guard(broker, "tp", lambda: follower.state, prefix=unique)
@@ -123,23 +170,38 @@ def test_a_shadow_that_disagrees_past_its_guard_is_withdrawn(broker: str, unique
     try:
         assert follower.wait_caught_up(30)
         auditor.start()
-        pairs = [(f"r{i}", "pos", "neg" if i else "pos") for i in range(4)]  # r0 agrees
-        for rid, primary, shadow in pairs:
-            produce_all(broker, shadow_topic, [_side(rid, "primary", primary)])
-            produce_all(broker, shadow_topic, [_side(rid, "shadow", shadow)])
-        assert follower.wait_until(lambda s: s.stage("tp", "sentiment").shadow is None, 60)
+        _send_mostly_disagreeing_pairs(broker, shadow_topic)
+        assert follower.wait_until(_withdrawn, 60)
     finally:
         auditor.stop()
         guard.join()
         follower.stop()
     assert auditor.failure is None
-    last = records[-1]
-    assert (last.actor, last.change.type) == ("shadow-audit:guard", "withdraw")
-    # tripped on the third compared run: 2 of 3 disagree
-    assert (
-        "shadow sentiment 2 shadow_disagreement 0.667 > 0.5 over 60 s (3 requests)" in last.reason
-    )
-    stage = last.state.stage("sentiment")
-    assert stage.active == "1"
-    assert stage.canary is not None
-    assert stage.canary.version == "3"  # another version's canary is left alone
+    _assert_withdrawn_by_the_guard(records[-1])
+
+
+def test_the_shadow_audit_command_enforces_the_guard(
+    broker: str, unique: str, tmp_path: Path
+) -> None:
+    shadow_topic = _guarded_sentiment(broker, unique)
+    spec = tmp_path / "tp.yaml"
+    spec.write_text(GUARDED_SPEC)
+    cmd = [sys.executable, "-m", "modelyard.cli.main", "shadow-audit", str(spec),
+           "--bootstrap", broker, "--topic-prefix", unique]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()  # drains the pipe for as long as the command runs
+    try:
+        _wait(lambda: any(line.startswith("modelyard shadow-audit ready") for line in lines), 60)
+        _send_mostly_disagreeing_pairs(broker, shadow_topic)
+        with ControlFollower(broker, prefix=unique) as follower:
+            assert follower.wait_until(_withdrawn, 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert code == 0, "".join(lines[-30:])
+    _assert_withdrawn_by_the_guard(read_records(broker, prefix=unique)[-1].record)
