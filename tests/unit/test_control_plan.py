@@ -12,6 +12,8 @@ from modelyard.control import (
     ControlError,
     ControlRecord,
     ControlState,
+    GuardRule,
+    GuardsChange,
     PipelineRouting,
     ReleaseRollback,
     ReleaseSave,
@@ -100,19 +102,21 @@ def test_last_changes_per_stage_and_status_text() -> None:
         Rollout(stage="first", version="2"),
         ReleaseSave(release="good"),
         CanaryChange(stage="second", version="2", weight=0.1),
+        GuardsChange(stage="second", rules=(GuardRule(metric="error_rate", max=0.1),)),
     )
     last = last_changes(records)
-    assert (last["first"].seq, last["second"].seq) == (3, 5)  # a release save changes no stage
+    assert (last["first"].seq, last["second"].seq) == (3, 6)  # a release save changes no stage
     text = status_text(records[-1].state, records, ("second", "first"))
     lines = text.splitlines()
     assert lines[0] == (
-        "pipeline shouty (seq 5) · last change: "
-        "canary second 2 @ 10% by u4 at 2026-01-02 03:04:05Z (r)"
+        "pipeline shouty (seq 6) · last change: "
+        "guards second: 1 rule(s) by u5 at 2026-01-02 03:04:05Z (r)"
     )
     assert lines[2].split()[:6] == ["second", "1", "-", "2", "@", "10%"]
     assert lines[3].split()[:3] == ["first", "2", "1"]
     assert lines[3].endswith("u2 2026-01-02 03:04:05Z rollout first -> 2")
-    assert lines[4] == "release good: first=2, second=1"
+    assert lines[4] == "guard second: error_rate > 0.1 (over 60 s, >= 50)"
+    assert lines[5] == "release good: first=2, second=1"
     assert "no stages routed yet" in status_text(PipelineRouting(pipeline="x"), [])
 
 

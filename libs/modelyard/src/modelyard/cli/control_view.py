@@ -35,7 +35,7 @@ def status_text(
     records: Sequence[ControlRecord],
     stage_order: Sequence[str] = (),
 ) -> str:
-    """The status of one pipeline: a header line, one row per stage, its releases."""
+    """The status of one pipeline: a header line, one row per stage, guard rules, releases."""
     head = f"pipeline {routing.pipeline} (seq {routing.seq})"
     if records:
         head += f" · last change: {_summary(records[-1])}"
@@ -46,6 +46,7 @@ def status_text(
     rows = [["STAGE", "ACTIVE", "PREVIOUS", "CANARY", "SHADOW", "LAST CHANGE"]]
     rows += [_stage_row(s, routing.stage(s), last.get(s)) for s in stages]
     lines = [head, *_table(rows)]
+    lines += [_guard_line(s, routing.stage(s)) for s in stages if routing.stage(s).guards]
     for release in routing.releases.values():
         pinned = ", ".join(f"{s}={v}" for s, v in release.stages.items())
         lines.append(f"release {release.name}: {pinned}")
@@ -74,6 +75,14 @@ def _stage_row(name: str, stage: StageRouting, last: ControlRecord | None) -> li
     change = f"{last.actor} {when(last.at)} {describe_change(last.change)}" if last else None
     return [name, stage.active or _NONE, previous or _NONE, canary or _NONE, shadow or _NONE,
             change or _NONE]  # fmt: skip
+
+
+def _guard_line(name: str, stage: StageRouting) -> str:
+    """``guard sentiment: error_rate > 0.1, p99_latency_ms > 500 (each over 60 s, >= 50)``."""
+    rules = ", ".join(
+        f"{r.metric} > {r.max:g} (over {r.window_s:g} s, >= {r.min_requests})" for r in stage.guards
+    )
+    return f"guard {name}: {rules}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
