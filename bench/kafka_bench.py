@@ -28,7 +28,7 @@ from modelyard.broker import create_topics
 from modelyard.wire import Envelope, encode_envelope
 
 from bench.kafka_peers import CONSUMER_SETTINGS, PRODUCER_SETTINGS
-from bench.procs import ServiceProcess, python_module
+from bench.procs import ServiceProcess, cpu_seconds, python_module
 
 __all__ = [
     "PARTITIONS",
@@ -120,6 +120,7 @@ class ReplyReader:
 
     def __init__(self, run: KafkaRun) -> None:
         self.received: dict[str, float] = {}
+        self.service_pid: int | None = None  # the process whose replies it reads
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer({
@@ -161,6 +162,7 @@ def serving(target: KafkaTarget, run: KafkaRun) -> Iterator[ReplyReader]:
     """Start the target, wait until it answers a warm-up request, stop everything after."""
     handle = target(run)
     reader = ReplyReader(run)
+    reader.service_pid = handle.proc.pid
     try:
         _warm_up(run, handle, reader)
         yield reader
@@ -189,6 +191,8 @@ def _warm_up(
 class ThroughputResult:
     requests: int
     seconds: float
+    service_cpu_us: float = float("nan")  # CPU per request of the target's process, in the burst
+    broker_cpu_us: float = float("nan")  # and of the broker (when its pid is given)
 
     @property
     def rate(self) -> float:
@@ -197,20 +201,27 @@ class ThroughputResult:
 
 def measure_throughput(
     bootstrap: str, target: KafkaTarget, label: str, workdir: Path, n: int = 20_000,
-    timeout_s: float = 180,
+    timeout_s: float = 180, broker_pid: int | None = None,
 ) -> ThroughputResult:  # fmt: skip
-    """Produce an ``n``-request burst; time until every reply has been read back."""
+    """Produce an ``n``-request burst; time until every reply has been read back, and the CPU
+    the target's process (and the broker, given its pid) spent on it."""
     run = fresh_run(bootstrap, label, workdir)
     with serving(target, run) as reader:
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         ids = [f"b{i:015d}" for i in range(n)]
+        pids = {"service": reader.service_pid, "broker": broker_pid}
+        before = {k: cpu_seconds(p) for k, p in pids.items() if p is not None}
         start = time.perf_counter()
         for rid in ids:
             _produce(producer, run.input_topic, request(rid, run.reply_topic))
         producer.flush(60)
         _wait_for(lambda: reader.count("b") >= n, timeout_s, f"{label}: burst replies")
         got = reader.snapshot()
-    return ThroughputResult(n, max(got[r] for r in ids) - start)
+        cpu = {k: (cpu_seconds(p) - before[k]) / n * 1e6 for k, p in pids.items() if k in before}
+    return ThroughputResult(
+        n, max(got[r] for r in ids) - start,
+        cpu.get("service", float("nan")), cpu.get("broker", float("nan")),
+    )  # fmt: skip
 
 
 def _produce(

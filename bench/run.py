@@ -85,7 +85,9 @@ def run_kafka(
                 target = targets[name]
                 results[f"{name}.tput"].append(_attempt(
                     f"kafka {name} throughput, round {r + 1}",
-                    lambda t=target, k=name: measure_throughput(broker.bootstrap, t, k, work, n=n),
+                    lambda t=target, k=name: measure_throughput(
+                        broker.bootstrap, t, k, work, n=n, broker_pid=broker.pid
+                    ),
                     errors,
                 ))  # fmt: skip
                 if r < LATENCY_ROUNDS:
@@ -185,8 +187,11 @@ def print_kafka(res: dict[str, list[Any]]) -> list[Row]:
         rows.append([
             name, show(_figures(tput, "rate"), ",.0f"), show(_figures(lat, "p50_ms")),
             show(_figures(lat, "p99_ms")), answered,
+            show(_figures(tput, "service_cpu_us"), ",.1f"),
+            show(_figures(tput, "broker_cpu_us"), ",.1f"),
         ])  # fmt: skip
-    _table(["target", "burst req/s", "p50 ms", "p99 ms", "answered, all rounds"], rows)
+    _table(["target", "burst req/s", "p50 ms", "p99 ms", "answered, all rounds",
+            "CPU us/req, target", "CPU us/req, broker"], rows)  # fmt: skip
     rate = {k: median(_figures(res[f"{k}.tput"], "rate")) for k in KAFKA_TARGETS}
     p50 = median(_figures(res["modelyard.lat"], "p50_ms"))
     return [
