@@ -120,3 +120,28 @@ def test_the_guard_ignores_runs_it_has_no_rule_for() -> None:
         guarded.observe(_record(False, 1000.0 * t))  # never 4 within one window
     guarded.join()
     assert withdrawals.trips == []
+
+
+def test_a_withdrawn_version_shadowed_again_is_judged_afresh() -> None:
+    shadowed = _routing(
+        ShadowChange(stage="s", version="2", sample_rate=1.0),
+        GuardsChange(stage="s", rules=(DISAGREE,)),
+    )
+    state = {"now": ControlState({"p": shadowed})}
+    withdrawals = _Withdrawals()
+    guard = ShadowGuard("p", lambda: state["now"], withdrawals)
+    for t in range(4):
+        guard.observe(_record(False, float(t)))
+    guard.join()
+    assert len(withdrawals.trips) == 1
+    state["now"] = ControlState({"p": apply(shadowed, Withdraw(stage="s", version="2"))})
+    guard.observe(_record(False, 4.0))  # a late run of the withdrawn version re-arms the guard
+    state["now"] = ControlState({"p": shadowed})  # the operator shadows it again
+    for t in range(5, 8):
+        guard.observe(_record(False, float(t)))
+    guard.join()
+    assert len(withdrawals.trips) == 1  # 3 runs since it came back: below min_requests
+    guard.observe(_record(False, 8.0))
+    guard.join()
+    assert len(withdrawals.trips) == 2
+    assert withdrawals.trips[1].requests == 4  # the runs before the withdrawal were forgotten

@@ -8,7 +8,8 @@ given: the router watches canary hops (error rate, latency), the shadow auditor 
 (disagreement).
 
 ``TripActions`` runs what a trip does (it writes a control record) once per (stage, version), on
-a thread of its own, so the loop that noticed never waits on the broker.
+a thread of its own, so the loop that noticed never waits on the broker; once the routing no
+longer gives that version its role, the trip is re-armed.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class GuardWatch:
     def add(self, stage: str, version: str, ok: bool, latency_ms: float, now: float) -> None:
         self._outcomes[(stage, version)].append((now, ok, latency_ms))
 
+    def forget(self, stage: str, version: str) -> None:
+        """Drop a version's outcomes: if it comes back, it is judged afresh."""
+        self._outcomes.pop((stage, version), None)
+
     def crossed(
         self, stage: str, version: str, rules: tuple[GuardRule, ...], now: float
     ) -> Trip | None:
@@ -94,8 +99,19 @@ class TripActions:
         self._done: set[Key] = set()
         self._threads: list[threading.Thread] = []
 
+    @property
+    def has_tripped(self) -> bool:
+        return bool(self._done)
+
     def tripped(self, stage: str, version: str) -> bool:
         return (stage, version) in self._done
+
+    def rearm(self, still_in_role: Callable[[str, str], bool], watch: GuardWatch) -> None:
+        """Re-arm each tripped version the routing no longer gives its role (the action landed,
+        or someone else cleared it), so that if it is put back it is judged again."""
+        for stage, version in [key for key in self._done if not still_in_role(*key)]:
+            self._done.discard((stage, version))
+            watch.forget(stage, version)
 
     def fire(self, trip: Trip) -> None:
         if self.tripped(trip.stage, trip.version):

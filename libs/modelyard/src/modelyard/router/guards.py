@@ -47,9 +47,16 @@ class GuardHook(RouterHooks):
 
     def hop_finished(self, hop: Hop, outcome: str) -> None:
         d = hop.dispatch
-        if d.role != "canary" or self._actions.tripped(d.stage, d.version):
+        if d.role != "canary":
             return
-        state = self._routing().stage(self.pipeline, d.stage)
+        routing = self._routing()
+        if self._actions.has_tripped:
+            self._actions.rearm(
+                lambda s, v: _canary_of(routing, self.pipeline, s) == v, self._watch
+            )
+        if self._actions.tripped(d.stage, d.version):
+            return
+        state = routing.stage(self.pipeline, d.stage)
         if not state.guards or state.canary is None or state.canary.version != d.version:
             return
         now = time.monotonic()
@@ -64,3 +71,8 @@ class GuardHook(RouterHooks):
     def join(self, timeout_s: float = 10.0) -> None:
         """Wait for rollbacks being written (at shutdown)."""
         self._actions.join(timeout_s)
+
+
+def _canary_of(routing: ControlState, pipeline: str, stage: str) -> str | None:
+    canary = routing.stage(pipeline, stage).canary
+    return canary.version if canary is not None else None

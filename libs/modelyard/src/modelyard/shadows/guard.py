@@ -50,9 +50,14 @@ class ShadowGuard:
     def observe(self, record: Mapping[str, Any]) -> None:
         """One shadow hop record (``shadow_hop_record`` values), as the auditor writes it."""
         agrees, stage, version = record["agrees"], record["stage"], record["version"]
+        routing = self._routing()
+        if self._actions.has_tripped:
+            self._actions.rearm(
+                lambda s, v: _shadow_of(routing, self.pipeline, s) == v, self._watch
+            )
         if agrees is None or self._actions.tripped(stage, version):
             return
-        state = self._routing().stage(self.pipeline, stage)
+        state = routing.stage(self.pipeline, stage)
         rules = tuple(r for r in state.guards if r.metric in SHADOW_METRICS)
         if not rules or state.shadow is None or state.shadow.version != version:
             return
@@ -67,6 +72,11 @@ class ShadowGuard:
     def join(self, timeout_s: float = 10.0) -> None:
         """Wait for withdrawals being written (at shutdown)."""
         self._actions.join(timeout_s)
+
+
+def _shadow_of(routing: ControlState, pipeline: str, stage: str) -> str | None:
+    shadow = routing.stage(pipeline, stage).shadow
+    return shadow.version if shadow is not None else None
 
 
 def withdrawing_guard(
