@@ -51,8 +51,9 @@ def run(model: FakeModel, values: list[float], batching: Batching, **item: Any) 
     results: dict[int, Outcome] = {}
     finished = threading.Event()
 
-    def done(w: WorkItem, outcome: Outcome) -> None:
-        results[w.token] = outcome
+    def done(ws: list[WorkItem], outcomes: list[Outcome]) -> None:
+        for w, outcome in zip(ws, outcomes, strict=True):
+            results[w.token] = outcome
         if len(results) == len(values):
             finished.set()
 
@@ -102,8 +103,8 @@ def test_fast_idle_model_runs_inline_on_the_calling_thread() -> None:
     seen: list[str] = []
     batcher = Batcher(FakeModel(), Batching(max_batch_size=2), StageHooks())
 
-    def done(_w: WorkItem, _o: Outcome) -> None:
-        seen.append(threading.current_thread().name)
+    def done(ws: list[WorkItem], _o: list[Outcome]) -> None:
+        seen.extend(threading.current_thread().name for _ in ws)
 
     items = [
         WorkItem(RequestContext(str(i), "kafka"), {"x": np.ones(1, "f4")}, done) for i in range(3)
@@ -122,7 +123,7 @@ def test_slow_model_is_never_run_inline() -> None:
 def test_failing_callback_does_not_stop_the_inference_thread() -> None:
     delivered = threading.Event()
 
-    def explode(_w: WorkItem, _o: Outcome) -> None:
+    def explode(_w: list[WorkItem], _o: list[Outcome]) -> None:
         raise RuntimeError("adapter broke")
 
     batcher = Batcher(FakeModel(), Batching(max_batch_size=1), StageHooks())
@@ -143,8 +144,8 @@ def test_inline_transient_failure_moves_to_the_inference_thread_within_budget(
     outcomes: list[tuple[str, Outcome]] = []
     finished = threading.Event()
 
-    def done(_w: WorkItem, outcome: Outcome) -> None:
-        outcomes.append((threading.current_thread().name, outcome))
+    def done(_w: list[WorkItem], delivered: list[Outcome]) -> None:
+        outcomes.extend((threading.current_thread().name, outcome) for outcome in delivered)
         finished.set()
 
     item = WorkItem(RequestContext("r", "kafka"), {"x": np.ones(1, "f4")}, done)
@@ -165,3 +166,20 @@ def test_measured_only_waits_until_the_model_has_been_timed() -> None:
     assert not batcher.run_inline([item], measured_only=True)  # might be slow: never on a loop
     assert batcher.run_inline([item])  # timed now, and fast
     assert batcher.run_inline([item], measured_only=True)
+
+
+def test_items_sharing_a_callback_get_one_call_per_batch_in_order() -> None:
+    calls: list[list[str]] = []
+
+    def shared(ws: list[WorkItem], outcomes: list[Outcome]) -> None:
+        calls.append([w.request.request_id for w in ws])
+
+    def own(ws: list[WorkItem], outcomes: list[Outcome]) -> None:
+        calls.append([f"own:{w.request.request_id}" for w in ws])
+
+    batcher = Batcher(FakeModel(), Batching(max_batch_size=8), StageHooks())
+    x = {"x": np.ones(1, "f4")}
+    dones = [shared, shared, own, shared, shared]
+    items = [WorkItem(RequestContext(str(i), "kafka"), x, d) for i, d in enumerate(dones)]
+    assert batcher.run_inline(items)
+    assert calls == [["0", "1"], ["own:2"], ["3", "4"]]  # runs of one callback, in order

@@ -400,3 +400,23 @@ def test_chain_calls_only_overriding_hooks_and_survives_a_failing_one() -> None:
     chain.request_finished(request, "ok", 0.1)
     chain.request_received(request)  # nobody observes it: a no-op
     assert seen == ["ok"]
+
+
+def test_batched_finish_reaches_hooks_that_observe_one_request_at_a_time() -> None:
+    seen: list[tuple[str, str, float]] = []
+
+    class OneAtATime(StageHooks):
+        def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
+            seen.append((request.request_id, outcome, round(seconds, 3)))
+
+    registry = CollectorRegistry()
+    chain = HookChain([OneAtATime(), MetricsHooks("ocr", "3", registry)])
+    a = RequestContext("a", "kafka", received_at=10.0)
+    b = RequestContext("b", "kafka", received_at=10.5)
+    chain.requests_finished([a, b], ["ok", "model"], 11.0)
+    assert seen == [("a", "ok", 1.0), ("b", "model", 0.5)]  # latency from each one's arrival
+    mv = {"model": "ocr", "version": "3", "transport": "kafka"}
+    assert registry.get_sample_value("modelyard_requests_total", {**mv, "outcome": "ok"}) == 1
+    assert registry.get_sample_value("modelyard_requests_total", {**mv, "outcome": "model"}) == 1
+    latency_sum = registry.get_sample_value("modelyard_request_latency_seconds_sum", mv)
+    assert latency_sum == 1.5

@@ -135,7 +135,17 @@ class InputValidator:
     request against the same manifest)."""
 
     def __init__(self, specs: Sequence[TensorSpec]) -> None:
-        self._specs = tuple((spec, DATATYPES.get(spec.datatype)) for spec in specs)
+        # per spec: its numpy dtype, rank and the (axis, size) of its fixed dims, so the common
+        # case (an array of the right dtype) costs a rank check and no loop over free dims
+        self._specs = tuple(
+            (
+                spec,
+                DATATYPES.get(spec.datatype),
+                len(spec.shape),
+                tuple((axis, size) for axis, size in enumerate(spec.shape) if size != -1),
+            )
+            for spec in specs
+        )
         self._known = frozenset(spec.name for spec in specs)
 
     def __call__(self, fields: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
@@ -145,21 +155,27 @@ class InputValidator:
                 f"unknown input(s) {unknown}; the model takes {sorted(self._known)}"
             )
         tensors: dict[str, np.ndarray[Any, Any]] = {}
-        for spec, dtype in self._specs:
-            if spec.name not in fields:
+        for spec, dtype, rank, fixed in self._specs:
+            value = fields.get(spec.name, _MISSING)
+            if value is _MISSING:
                 if spec.optional:
                     continue
                 raise ValidationError(f"missing input {spec.name!r}")
-            tensors[spec.name] = _checked(spec, dtype, fields[spec.name])
+            # the common case first: already an array of the spec's dtype and rank
+            if type(value) is np.ndarray and value.dtype == dtype:
+                shape = value.shape
+                if len(shape) != rank or (fixed and any(shape[a] != n for a, n in fixed)):
+                    spec.check(value)  # raises with the readable message
+                tensors[spec.name] = value
+            else:
+                tensors[spec.name] = _checked(spec, value)
         return tensors
 
 
-def _checked(spec: TensorSpec, dtype: np.dtype[Any] | None, value: Any) -> np.ndarray[Any, Any]:
-    # the common case first: already an array of the spec's dtype, so only the shape is left
-    if type(value) is np.ndarray and value.dtype == dtype:
-        if not shape_matches(spec.shape, value.shape):
-            spec.check(value)  # raises with the readable message
-        return value
+_MISSING = object()
+
+
+def _checked(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
     tensor = as_tensor(value)
     spec.check(tensor)
     return tensor

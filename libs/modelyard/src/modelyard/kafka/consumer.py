@@ -77,6 +77,7 @@ class StageConsumer:
         )
         self._producer = Producer(producer_config(options.bootstrap, options.kafka))
         self._thread = threading.Thread(target=self._run, name="modelyard-kafka", daemon=True)
+        self._done = self._on_done  # one object: the batcher hands a batch's outcomes over at once
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,7 +146,11 @@ class StageConsumer:
 
     # intake ------------------------------------------------------------------------------
     def _handle(self, msgs: Sequence[Message]) -> None:
-        consumed = [msg for msg in msgs if self._is_data(msg)]
+        consumed = [msg for msg in msgs if msg.error() is None]
+        if len(consumed) < len(msgs):
+            for msg in msgs:
+                if (error := msg.error()) is not None:
+                    self._on_consume_error(error)
         if not consumed:
             return
         # bookkeeping once per batch: one lock each instead of one per message
@@ -154,53 +159,41 @@ class StageConsumer:
         )
         with self._count_lock:
             self._unanswered += len(consumed)
-        items = []
+        received_at = time.monotonic()  # consumed together: one clock reading for all of them
+        items, refused = [], _Refused()
         for msg, one in zip(consumed, pending, strict=True):
-            item = self._admit(msg, one)
+            item = self._admit(msg, one, received_at, refused)
             if item is not None:
                 items.append(item)
+        if refused.requests:
+            self._finished(refused.requests, refused.outcomes)
         if items:
             self.core.submit(items)
 
-    def _is_data(self, msg: Message) -> bool:
-        error = msg.error()
-        if error is None:
-            return True
-        self._on_consume_error(error)
-        return False
-
-    def _admit(self, msg: Message, pending: Pending) -> WorkItem | None:
+    def _admit(
+        self, msg: Message, pending: Pending, received_at: float, refused: _Refused
+    ) -> WorkItem | None:
+        """The message as work for the model, or None when it was answered with an error."""
         incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
-        request = self._context(incoming)
+        meta = incoming.meta
+        request = RequestContext(
+            incoming.request_id or "", "kafka", incoming.headers, meta.shadow, meta.attempt,
+            incoming.pipeline, incoming.caller, received_at,
+        )  # fmt: skip
         self.hooks.request_received(request)
-        if incoming.error is not None or incoming.envelope is None:
-            self._respond(
-                incoming, pending, request, incoming.error or ModelyardError("undecodable")
-            )
-            return None
+        envelope = incoming.envelope
         try:
-            inputs = self.core.validate(incoming.envelope.fields)
-        except ModelyardError as exc:
-            self._respond(incoming, pending, request, exc)
-            return None
-        except Exception as exc:  # e.g. a ragged list that numpy cannot make a tensor of
-            error = ValidationError(f"fields cannot be read as tensors: {exc}")
+            if envelope is None:
+                raise incoming.error or ModelyardError("undecodable")
+            if incoming.error is not None:
+                raise incoming.error
+            inputs = self.core.validate(envelope.fields)
+        except Exception as exc:
+            error = exc if isinstance(exc, ModelyardError) else _unreadable(exc)
             self._respond(incoming, pending, request, error)
+            refused.add(request, error)
             return None
-        return WorkItem(
-            request, inputs, self._on_done, incoming.envelope.deadline_ms, (incoming, pending)
-        )
-
-    def _context(self, incoming: Incoming) -> RequestContext:
-        return RequestContext(
-            request_id=incoming.request_id or "",
-            transport="kafka",
-            carrier=incoming.headers,
-            shadow=incoming.meta.shadow,
-            attempt=incoming.meta.attempt,
-            pipeline=incoming.pipeline,
-            caller=incoming.caller,
-        )
+        return WorkItem(request, inputs, self._done, envelope.deadline_ms, (incoming, pending))
 
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -210,13 +203,20 @@ class StageConsumer:
         log.warning("consumer error", error=str(error))
 
     # outcome -----------------------------------------------------------------------------
-    def _on_done(self, item: WorkItem, outcome: Outcome) -> None:
-        incoming, pending = item.token
+    def _on_done(self, items: list[WorkItem], outcomes: list[Outcome]) -> None:
         try:
-            self._respond(incoming, pending, item.request, outcome)
+            for item, outcome in zip(items, outcomes, strict=True):
+                incoming, pending = item.token
+                self._respond(incoming, pending, item.request, outcome)
         except Exception as exc:
             self._failure = exc  # the message never finishes, so nothing past it is committed
             raise
+        self._finished([item.request for item in items], [outcome_code(o) for o in outcomes])
+
+    def _finished(self, requests: list[RequestContext], codes: list[str]) -> None:
+        with self._count_lock:
+            self._unanswered -= len(requests)
+        self.hooks.requests_finished(requests, codes, time.monotonic())
 
     def _respond(
         self, incoming: Incoming, pending: Pending, request: RequestContext, outcome: Outcome
@@ -231,11 +231,6 @@ class StageConsumer:
         self._tracker.expect(pending, len(records))
         for record in records:
             self._produce(record, incoming.request_id, pending)
-        with self._count_lock:
-            self._unanswered -= 1
-        self.hooks.request_finished(
-            request, outcome_code(outcome), time.monotonic() - request.received_at
-        )
 
     def _records_for(
         self, incoming: Incoming, request: RequestContext, outcome: Outcome
@@ -381,3 +376,20 @@ class StageConsumer:
             log.error("stopping on failure without committing", error=str(self._failure))
         self._consumer.close()
         log.info("consumer stopped", drained=drained)
+
+
+@dataclass(slots=True)
+class _Refused:
+    """Messages of one consumed batch answered with an error before reaching the model."""
+
+    requests: list[RequestContext] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+
+    def add(self, request: RequestContext, error: ModelyardError) -> None:
+        self.requests.append(request)
+        self.outcomes.append(error.code)
+
+
+def _unreadable(exc: Exception) -> ValidationError:
+    # e.g. a ragged list that numpy cannot make a tensor of
+    return ValidationError(f"fields cannot be read as tensors: {exc}")

@@ -1,8 +1,9 @@
 """The micro-batcher shared by the Kafka and gRPC adapters.
 
 One inference thread owns the model: it waits for work, fills a batch up to ``max_batch_size``
-or until ``max_wait_ms`` has passed since the first item, predicts, and hands each item its
-outcome through the item's callback. Transient failures are retried with jittered backoff;
+or until ``max_wait_ms`` has passed since the first item, predicts, and hands the items their
+outcomes through their ``done`` callback, one call for each run of items that share it (a Kafka
+batch is one call). Transient failures are retried with jittered backoff;
 a batch that raises anything else is re-run item by item so one poison input cannot fail its
 neighbours.
 """
@@ -40,7 +41,8 @@ class WorkItem:
 
     request: RequestContext
     inputs: Inputs
-    done: Callable[[WorkItem, Outcome], None]
+    # gets consecutive items of one batch that share it, with their outcomes in the same order
+    done: Callable[[list[WorkItem], list[Outcome]], None]
     deadline_ms: int | None = None
     token: Any = None  # the adapter's own handle (e.g. the Kafka message)
     tries: int = 0  # predict calls already spent on it by an inline run (transient failures)
@@ -152,17 +154,19 @@ class Batcher:
         if outcomes is None:  # an inline run met a transient failure: retry on our thread
             self.submit(live)
             return
-        for item, outcome in zip(live, outcomes, strict=True):
-            _deliver(item, outcome)
+        _deliver(live, outcomes)
 
     def _drop_expired(self, batch: list[WorkItem]) -> list[WorkItem]:
         now_ms = time.time() * 1000
-        live = []
+        live, expired = [], []
         for item in batch:
             if item.deadline_ms is not None and item.deadline_ms < now_ms:
-                _deliver(item, DeadlineExceededError("deadline passed before the model ran"))
+                expired.append(item)
             else:
                 live.append(item)
+        if expired:
+            error = DeadlineExceededError("deadline passed before the model ran")
+            _deliver(expired, [error] * len(expired))
         return live
 
     def _predict_with_retry(
@@ -218,12 +222,20 @@ class Batcher:
             self.hooks.batch_finished(requests, seconds, error)
 
 
-def _deliver(item: WorkItem, outcome: Outcome) -> None:
-    """Hand an outcome to its adapter; a failing adapter must not stop the inference thread."""
-    try:
-        item.done(item, outcome)
-    except Exception:  # the adapter records its own failure (e.g. the Kafka consumer stops)
-        log.exception("delivering an outcome failed", request_id=item.request.request_id)
+def _deliver(items: list[WorkItem], outcomes: list[Outcome]) -> None:
+    """Hand outcomes to their adapters, one call per run of consecutive items that share a
+    ``done``; a failing adapter must not stop the inference thread."""
+    start, count = 0, len(items)
+    while start < count:
+        done, end = items[start].done, start + 1
+        while end < count and items[end].done is done:
+            end += 1
+        try:
+            done(items[start:end], outcomes[start:end])
+        except Exception:  # the adapter records its own failure (e.g. the Kafka consumer stops)
+            ids = [item.request.request_id for item in items[start:end]]
+            log.exception("delivering outcomes failed", request_ids=ids)
+        start = end
 
 
 def _as_model_error(error: Exception) -> ModelyardError:

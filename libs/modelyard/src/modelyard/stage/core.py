@@ -59,7 +59,7 @@ class StageCore:
         return tensors
 
     def submit(self, items: list[WorkItem]) -> None:
-        """Queue already-validated work; each item's callback runs on the inference thread.
+        """Queue already-validated work; the items' callback runs on the inference thread.
 
         The caller has already reported ``request_received`` (it decodes before validating).
         Fast models run the items right here when nothing else is waiting for the model.
@@ -107,9 +107,10 @@ def _hand_back(
     loop: asyncio.AbstractEventLoop,
     loop_thread: int,
     future: asyncio.Future[Outcome],
-    _item: WorkItem,
-    outcome: Outcome,
+    _items: list[WorkItem],
+    outcomes: list[Outcome],
 ) -> None:
+    [outcome] = outcomes  # the callback is this request's own: a run of one
     if threading.get_ident() == loop_thread:  # ran inline, on the loop itself
         _resolve(future, outcome)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = ["HookChain", "RequestContext", "StageHooks", "fan_out_hooks"]
 
@@ -35,6 +35,9 @@ class RequestContext:
 class StageHooks:
     """Base class: every hook is a no-op. Override what you observe."""
 
+    # batched method -> the one-request method its default calls per request
+    BATCHED: ClassVar[dict[str, str]] = {"requests_finished": "request_finished"}
+
     def request_received(self, request: RequestContext) -> None: ...
 
     def batch_started(self, batch: Sequence[RequestContext]) -> None: ...
@@ -45,6 +48,14 @@ class StageHooks:
 
     def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
         """``outcome`` is "ok" or an error code (decode, validation, model, deadline...)."""
+
+    def requests_finished(
+        self, requests: Sequence[RequestContext], outcomes: Sequence[str], now: float
+    ) -> None:
+        """``request_finished`` for several requests at once (a Kafka batch); ``now`` is the
+        ``time.monotonic()`` they finished at. Override it to take a lock once per batch."""
+        for request, outcome in zip(requests, outcomes, strict=True):
+            self.request_finished(request, outcome, now - request.received_at)
 
     def inject(self, request: RequestContext, carrier: Carrier) -> None:
         """Add propagation headers (traceparent) to an outgoing reply or dead letter."""
@@ -79,13 +90,19 @@ class HookChain(StageHooks):
 
 def fan_out_hooks(chain: object, hooks: Sequence[object], base: type) -> None:
     """Give ``chain`` each public method of ``base``, calling in turn the hooks that override
-    it and are enabled (a hook that raises is skipped). Shared by every hook chain."""
+    it and are enabled (a hook that raises is skipped). Shared by every hook chain.
+
+    A batched method (``requests_finished``) also reaches the hooks that override only its
+    one-request form: the base class's batched method calls that form for each request.
+    """
+    batched = getattr(base, "BATCHED", {})
     for name in _public_methods(base):
+        forms = (name, batched[name]) if name in batched else (name,)
         calls = tuple(
             getattr(hook, name)
             for hook in hooks
             if getattr(hook, "enabled", True)  # e.g. tracing with no SDK configured
-            and getattr(type(hook), name) is not getattr(base, name)
+            and any(getattr(type(hook), form) is not getattr(base, form) for form in forms)
         )
         setattr(chain, name, _fan_out(calls))  # shadows the base class's no-op method
 

@@ -106,6 +106,12 @@ class LoggingHooks(StageHooks):
             latency_ms=round(seconds * 1e3, 3),
         )
 
+    def requests_finished(
+        self, requests: Sequence[RequestContext], outcomes: Sequence[str], now: float
+    ) -> None:
+        if self._debug or any(outcome != "ok" for outcome in outcomes):
+            super().requests_finished(requests, outcomes, now)
+
     def batch_finished(
         self, batch: Sequence[RequestContext], seconds: float, error: BaseException | None
     ) -> None:

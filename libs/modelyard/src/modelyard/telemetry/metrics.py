@@ -91,6 +91,15 @@ class MetricsHooks(StageHooks):
             self._requests.inc((request.transport, outcome))
             self._latency.observe((request.transport,), seconds)
 
+    def requests_finished(
+        self, requests: Sequence[RequestContext], outcomes: Sequence[str], now: float
+    ) -> None:
+        requests_total, latency = self._requests, self._latency
+        with self._tally.lock:  # once per batch
+            for request, outcome in zip(requests, outcomes, strict=True):
+                requests_total.inc((request.transport, outcome))
+                latency.observe((request.transport,), now - request.received_at)
+
     def dead_lettered(
         self, request: RequestContext | None, topic: str, error: BaseException
     ) -> None:
