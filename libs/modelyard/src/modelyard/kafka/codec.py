@@ -66,34 +66,36 @@ def decode_message(
     meta = parse_meta(hdrs)
     content_type = meta.content_type
     is_json = content_type is not None and _is_json(content_type)
-    incoming = Incoming(text_key, value or b"", hdrs, meta, is_json=is_json, request_id=text_key)
-    try:
-        if len(incoming.value) > max_bytes:
-            raise PayloadTooLargeError(
-                f"value is {len(incoming.value)} bytes; the limit is {max_bytes}"
-            )
-        if not incoming.value:
-            raise DecodeError("empty message value")
-        incoming.envelope = (
-            decode_oip_json(incoming.value, text_key)
-            if incoming.is_json
-            else decode_envelope(incoming.value)
-        )
-    except ModelyardError as exc:
-        incoming.error = exc
-    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
-        incoming.error = DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
-    envelope = incoming.envelope
-    if envelope is not None:
-        incoming.request_id = envelope.request_id
-        incoming.stage = envelope.stage
-        incoming.pipeline = envelope.pipeline
-        incoming.caller = envelope.caller
-    reply_to = incoming.meta.reply_to
+    raw = value or b""
+    envelope, error = _decode_value(raw, text_key, is_json, max_bytes)
+    replyable = True
+    reply_to = meta.reply_to
     if reply_to is not None and not _is_topic_name(reply_to):
-        incoming.replyable = False  # producing there would fail and stop the partition
-        incoming.error = incoming.error or DecodeError(f"reply-to {reply_to!r} is not a topic name")
-    return incoming
+        replyable = False  # producing there would fail and stop the partition
+        error = error or DecodeError(f"reply-to {reply_to!r} is not a topic name")
+    if envelope is None:
+        return Incoming(text_key, raw, hdrs, meta, None, error, replyable, is_json, text_key)
+    # built once, positionally: this runs for every message
+    return Incoming(
+        text_key, raw, hdrs, meta, envelope, error, replyable, is_json,
+        envelope.request_id, envelope.stage, envelope.pipeline, envelope.caller,
+    )  # fmt: skip
+
+
+def _decode_value(
+    value: bytes, key: str | None, is_json: bool, max_bytes: int
+) -> tuple[Envelope | None, ModelyardError | None]:
+    try:
+        if len(value) > max_bytes:
+            raise PayloadTooLargeError(f"value is {len(value)} bytes; the limit is {max_bytes}")
+        if not value:
+            raise DecodeError("empty message value")
+        envelope = decode_oip_json(value, key) if is_json else decode_envelope(value)
+    except ModelyardError as exc:
+        return None, exc
+    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
+        return None, DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
+    return envelope, None
 
 
 def _valued(headers: Any) -> Headers:
