@@ -173,10 +173,10 @@ def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadat
     )
 
 
-def _select(outputs: Mapping[str, Array], wanted: list[str]) -> dict[str, Array]:
+def _select(outputs: Mapping[str, Array], wanted: list[str]) -> Mapping[str, Array]:
     """The requested outputs in the requested order; none requested means all."""
     if not wanted:
-        return dict(outputs)
+        return outputs
     missing = sorted(set(wanted) - set(outputs))
     if missing:
         raise ValidationError(f"unknown output(s) {missing}; the model returns {sorted(outputs)}")

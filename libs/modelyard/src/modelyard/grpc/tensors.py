@@ -72,7 +72,7 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
     name = tensor.name
     dtype = _dtype(name, tensor.datatype)
     shape = tuple(tensor.shape)
-    if any(dim < 0 for dim in shape):
+    if shape and min(shape) < 0:  # no generator: this runs for every input of every call
         raise ValidationError(f"input {name!r}: shape {list(shape)} has a negative dimension")
     count = math.prod(shape)
     if raw is None:
@@ -91,15 +91,15 @@ def encode_outputs(
     response: pb.ModelInferResponse, outputs: Mapping[str, Array], *, raw: bool
 ) -> None:
     """Append ``outputs`` to ``response``, all raw or all typed (the protocol forbids mixing)."""
-    tensors = {name: as_tensor(array) for name, array in outputs.items()}
-    types = {name: datatype_of(array) for name, array in tensors.items()}
-    raw = raw or "FP16" in types.values()  # FP16 has no typed field
-    for name, array in tensors.items():
-        out = response.outputs.add(name=name, datatype=types[name], shape=array.shape)
+    tensors = [(name, as_tensor(array)) for name, array in outputs.items()]
+    types = [datatype_of(array) for _, array in tensors]
+    raw = raw or "FP16" in types  # FP16 has no typed field
+    for (name, array), datatype in zip(tensors, types, strict=True):
+        out = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if raw:
-            response.raw_output_contents.append(_to_raw(array, types[name]))
+            response.raw_output_contents.append(_to_raw(array, datatype))
         else:
-            _to_contents(out.contents, array, types[name])
+            _to_contents(out.contents, array, datatype)
 
 
 def _dtype(name: str, datatype: str) -> np.dtype[Any]:

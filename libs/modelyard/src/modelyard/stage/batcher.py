@@ -115,6 +115,26 @@ class Batcher:
             self._model_lock.release()
         return True
 
+    def predict_inline(self, item: WorkItem, max_item_s: float = 0.001) -> Outcome | None:
+        """``item``'s outcome, computed on the calling thread; None when it should be queued.
+
+        For one request from an event loop: like ``run_inline`` with ``measured_only``, but the
+        outcome is returned instead of handed to ``item.done`` (no future, no callback). None
+        also when a transient failure calls for a retry after a backoff; the tries spent are
+        recorded on the item, so the inference thread keeps to the same attempt budget.
+        """
+        if not self._measured or self._seconds_per_item > max_item_s or self._queue.items:
+            return None
+        if not self._model_lock.acquire(blocking=False):
+            return None
+        try:
+            if _expired(item, time.time() * 1000):
+                return _deadline_passed()
+            outcomes = self._predict_with_retry([item], inline=True)
+        finally:
+            self._model_lock.release()
+        return None if outcomes is None else outcomes[0]
+
     @property
     def depth(self) -> int:
         return len(self._queue.items)
@@ -160,13 +180,9 @@ class Batcher:
         now_ms = time.time() * 1000
         live, expired = [], []
         for item in batch:
-            if item.deadline_ms is not None and item.deadline_ms < now_ms:
-                expired.append(item)
-            else:
-                live.append(item)
+            (expired if _expired(item, now_ms) else live).append(item)
         if expired:
-            error = DeadlineExceededError("deadline passed before the model ran")
-            _deliver(expired, [error] * len(expired))
+            _deliver(expired, [_deadline_passed() for _ in expired])
         return live
 
     def _predict_with_retry(
@@ -220,6 +236,14 @@ class Batcher:
             self._seconds_per_item += 0.2 * (seconds / len(batch) - self._seconds_per_item)
             self._measured = True
             self.hooks.batch_finished(requests, seconds, error)
+
+
+def _expired(item: WorkItem, now_ms: float) -> bool:
+    return item.deadline_ms is not None and item.deadline_ms < now_ms
+
+
+def _deadline_passed() -> DeadlineExceededError:
+    return DeadlineExceededError("deadline passed before the model ran")
 
 
 def _deliver(items: list[WorkItem], outcomes: list[Outcome]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -76,26 +75,31 @@ class StageCore:
         event loop, saving two thread hand-offs; otherwise the inference thread runs it.
         """
         self.hooks.request_received(request)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
         try:
             inputs = self.validate(fields)
         except ModelyardError as exc:
             self._finish(request, exc)
             raise
-        done = functools.partial(_hand_back, loop, threading.get_ident(), future)
-        item = WorkItem(request, inputs, done, deadline_ms)
-        if not self.batcher.run_inline([item], measured_only=True):
-            self.batcher.submit([item])
-        try:
-            outcome = await future  # already done when the model ran inline
-        except asyncio.CancelledError:  # the caller went away; still report the request
-            self._finish(request, DeadlineExceededError("cancelled by the caller"))
-            raise
+        item = WorkItem(request, inputs, _unqueued, deadline_ms)
+        outcome = self.batcher.predict_inline(item)
+        if outcome is None:
+            outcome = await self._queued(item)
         self._finish(request, outcome)
         if isinstance(outcome, ModelyardError):
             raise outcome
         return outcome
+
+    async def _queued(self, item: WorkItem) -> Outcome:
+        """``item``'s outcome from the inference thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        item.done = functools.partial(_hand_back, loop, future)
+        self.batcher.submit([item])
+        try:
+            return await future
+        except asyncio.CancelledError:  # the caller went away; still report the request
+            self._finish(item.request, DeadlineExceededError("cancelled by the caller"))
+            raise
 
     def _finish(self, request: RequestContext, outcome: Outcome) -> None:
         self.hooks.request_finished(
@@ -103,18 +107,19 @@ class StageCore:
         )
 
 
+def _unqueued(_items: list[WorkItem], _outcomes: list[Outcome]) -> None:
+    """An inline run hands its outcome back directly; this item was never queued."""
+    raise AssertionError("an inline item's outcome is returned, not delivered")
+
+
 def _hand_back(
     loop: asyncio.AbstractEventLoop,
-    loop_thread: int,
     future: asyncio.Future[Outcome],
     _items: list[WorkItem],
     outcomes: list[Outcome],
 ) -> None:
     [outcome] = outcomes  # the callback is this request's own: a run of one
-    if threading.get_ident() == loop_thread:  # ran inline, on the loop itself
-        _resolve(future, outcome)
-    else:
-        loop.call_soon_threadsafe(_resolve, future, outcome)
+    loop.call_soon_threadsafe(_resolve, future, outcome)
 
 
 def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
