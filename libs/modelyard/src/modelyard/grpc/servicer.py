@@ -185,13 +185,12 @@ def _select(outputs: Mapping[str, Array], wanted: list[str]) -> Mapping[str, Arr
 
 def _request_context(request: pb.ModelInferRequest, context: Context) -> RequestContext:
     carrier = _carrier(context)
-    caller = next((v.decode() for k, v in carrier if k == CALLER_METADATA_KEY), None)
-    return RequestContext(
-        request_id=request.id or _new_request_id(),
-        transport="grpc",
-        carrier=carrier,
-        caller=caller,
-    )
+    caller = None
+    for key, value in carrier:  # a loop, not next(generator): this runs for every call
+        if key == CALLER_METADATA_KEY:
+            caller = value.decode()
+            break
+    return RequestContext(request.id or _new_request_id(), "grpc", carrier, caller=caller)
 
 
 def _new_request_id() -> str:

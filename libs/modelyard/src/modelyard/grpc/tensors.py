@@ -79,7 +79,9 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
         flat = _from_contents(name, tensor.datatype, tensor.contents, dtype)
     else:
         _refuse_both(tensor)
-        flat = _from_raw(name, tensor.datatype, raw, count, dtype)
+        if dtype is not _OBJECT:  # numbers: shaped straight from the raw bytes
+            return _from_raw_numbers(name, tensor.datatype, raw, shape, count, dtype)
+        flat = _bytes_array(_split_lengths(name, raw))
     if flat.size != count:
         raise ValidationError(
             f"input {name!r}: shape {list(shape)} needs {count} elements, got {flat.size}"
@@ -137,15 +139,19 @@ def _narrow(name: str, datatype: str, wide: Array, dtype: np.dtype[Any]) -> Arra
     return narrow
 
 
-def _from_raw(name: str, datatype: str, raw: bytes, count: int, dtype: np.dtype[Any]) -> Array:
-    if datatype == "BYTES":
-        return _bytes_array(_split_lengths(name, raw))
+def _from_raw_numbers(
+    name: str, datatype: str, raw: bytes, shape: tuple[int, ...], count: int, dtype: np.dtype[Any]
+) -> Array:
     if len(raw) != count * dtype.itemsize:
         raise ValidationError(
             f"input {name!r}: {len(raw)} raw bytes do not hold {count} {datatype} elements"
         )
-    # copy: frombuffer is read-only and models may reasonably write to their inputs
-    return np.frombuffer(raw, dtype=dtype).copy()
+    # one call for the shaped view; copied because a view of bytes is read-only and models may
+    # reasonably write to their inputs
+    return np.ndarray(shape, dtype, raw).copy()
+
+
+_OBJECT = DATATYPES["BYTES"]
 
 
 def _split_lengths(name: str, raw: bytes) -> list[bytes]:
