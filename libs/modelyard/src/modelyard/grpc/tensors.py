@@ -80,7 +80,7 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
     else:
         _refuse_both(tensor)
         if dtype is not _OBJECT:  # numbers: shaped straight from the raw bytes
-            return _from_raw_numbers(name, tensor.datatype, raw, shape, count, dtype)
+            return _from_raw_numbers(name, tensor.datatype, raw, shape, dtype)
         flat = _bytes_array(_split_lengths(name, raw))
     if flat.size != count:
         raise ValidationError(
@@ -140,8 +140,9 @@ def _narrow(name: str, datatype: str, wide: Array, dtype: np.dtype[Any]) -> Arra
 
 
 def _from_raw_numbers(
-    name: str, datatype: str, raw: bytes, shape: tuple[int, ...], count: int, dtype: np.dtype[Any]
+    name: str, datatype: str, raw: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]
 ) -> Array:
+    count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
         raise ValidationError(
             f"input {name!r}: {len(raw)} raw bytes do not hold {count} {datatype} elements"
