@@ -178,7 +178,8 @@ class Batcher:
 
     def _drop_expired(self, batch: list[WorkItem]) -> list[WorkItem]:
         now_ms = time.time() * 1000
-        live, expired = [], []
+        live: list[WorkItem] = []
+        expired: list[WorkItem] = []
         for item in batch:
             (expired if _expired(item, now_ms) else live).append(item)
         if expired:
