@@ -160,12 +160,38 @@ def test_inline_transient_failure_moves_to_the_inference_thread_within_budget(
     assert model.batch_sizes == [1] * min(flaky + 1, 3)  # three attempts in all, not more
 
 
-def test_measured_only_waits_until_the_model_has_been_timed() -> None:
+def _unqueued(_w: list[WorkItem], _o: list[Outcome]) -> None:
+    raise AssertionError("predict_inline returns the outcome; nothing is delivered")
+
+
+def test_predict_inline_waits_until_the_model_has_been_timed() -> None:
     batcher = Batcher(FakeModel(), Batching(), StageHooks())
-    item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, lambda *_: None)
-    assert not batcher.run_inline([item], measured_only=True)  # might be slow: never on a loop
-    assert batcher.run_inline([item])  # timed now, and fast
-    assert batcher.run_inline([item], measured_only=True)
+    item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, _unqueued)
+    assert batcher.predict_inline(item) is None  # might be slow: never on an event loop
+    first = WorkItem(RequestContext("q", "kafka"), {"x": np.ones(1, "f4")}, lambda *_: None)
+    assert batcher.run_inline([first])  # timed now, and fast
+    outcome = batcher.predict_inline(item)
+    assert isinstance(outcome, dict)
+    assert float(outcome["y"][0]) == 2
+
+
+def test_predict_inline_refuses_a_passed_deadline_without_predicting() -> None:
+    model = FakeModel()
+    batcher = Batcher(model, Batching(), StageHooks())
+    batcher._measured = True  # as after a first, fast predict
+    item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, _unqueued, 1)
+    assert isinstance(batcher.predict_inline(item), DeadlineExceededError)
+    assert model.batch_sizes == []
+
+
+def test_predict_inline_leaves_a_transient_failure_to_the_inference_thread() -> None:
+    model = FakeModel(flaky=1)
+    batcher = Batcher(model, Batching(), StageHooks(), RetryPolicy(3, 0.001))
+    batcher._measured = True
+    item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, _unqueued)
+    assert batcher.predict_inline(item) is None  # no backoff slept on the caller's thread
+    assert item.tries == 1  # the queued retry continues the same budget
+    assert model.batch_sizes == [1]
 
 
 def test_items_sharing_a_callback_get_one_call_per_batch_in_order() -> None:

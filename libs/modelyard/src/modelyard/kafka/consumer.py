@@ -181,19 +181,21 @@ class StageConsumer:
             incoming.pipeline, incoming.caller, received_at,
         )  # fmt: skip
         self.hooks.request_received(request)
-        envelope = incoming.envelope
-        try:
-            if envelope is None:
-                raise incoming.error or ModelyardError("undecodable")
-            if incoming.error is not None:
-                raise incoming.error
-            inputs = self.core.validate(envelope.fields)
-        except Exception as exc:
-            error = exc if isinstance(exc, ModelyardError) else _unreadable(exc)
-            self._respond(incoming, pending, request, error)
-            refused.add(request, error)
-            return None
-        return WorkItem(request, inputs, self._done, envelope.deadline_ms, (incoming, pending))
+        envelope, error = incoming.envelope, incoming.error
+        if envelope is not None and error is None:
+            try:
+                inputs = self.core.validate(envelope.fields)
+            except ModelyardError as exc:
+                error = exc
+            except Exception as exc:  # e.g. a ragged list that numpy cannot make a tensor of
+                error = ValidationError(f"fields cannot be read as tensors: {exc}")
+            else:
+                token = (incoming, pending)
+                return WorkItem(request, inputs, self._done, envelope.deadline_ms, token)
+        error = error or ModelyardError("undecodable")
+        self._respond(incoming, pending, request, error)
+        refused.add(request, error)
+        return None
 
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -388,8 +390,3 @@ class _Refused:
     def add(self, request: RequestContext, error: ModelyardError) -> None:
         self.requests.append(request)
         self.outcomes.append(error.code)
-
-
-def _unreadable(exc: Exception) -> ValidationError:
-    # e.g. a ragged list that numpy cannot make a tensor of
-    return ValidationError(f"fields cannot be read as tensors: {exc}")

@@ -89,21 +89,15 @@ class Batcher:
             self._queue.items.extend(items)
             self._queue.cond.notify()
 
-    def run_inline(
-        self, items: Sequence[WorkItem], max_item_s: float = 0.001, *, measured_only: bool = False
-    ) -> bool:
+    def run_inline(self, items: Sequence[WorkItem], max_item_s: float = 0.001) -> bool:
         """Run ``items`` on the calling thread if the model is fast, idle and nothing is queued.
 
         Saves the hand-off to the inference thread (and the GIL ping-pong it costs) for fast
         models; slow ones always go through the queue, so callers can pause their intake. An
-        inline run does not wait out retry backoffs (the caller may be an event loop): a batch
-        that fails transiently moves to the inference thread, which retries it within the same
-        attempt budget. ``measured_only`` refuses until a predict call has been timed, for
-        callers that must not block on a model that may turn out slow (an event loop).
+        inline run does not wait out retry backoffs: a batch that fails transiently moves to
+        the inference thread, which retries it within the same attempt budget.
         """
         if self._seconds_per_item > max_item_s or self._queue.items:
-            return False
-        if measured_only and not self._measured:
             return False
         if not self._model_lock.acquire(blocking=False):
             return False
@@ -118,10 +112,11 @@ class Batcher:
     def predict_inline(self, item: WorkItem, max_item_s: float = 0.001) -> Outcome | None:
         """``item``'s outcome, computed on the calling thread; None when it should be queued.
 
-        For one request from an event loop: like ``run_inline`` with ``measured_only``, but the
-        outcome is returned instead of handed to ``item.done`` (no future, no callback). None
-        also when a transient failure calls for a retry after a backoff; the tries spent are
-        recorded on the item, so the inference thread keeps to the same attempt budget.
+        For one request from an event loop: like ``run_inline``, but the outcome is returned
+        instead of handed to ``item.done`` (no future, no callback), and it refuses until a
+        predict call has been timed, since an event loop must not block on a model that may turn
+        out slow. None also when a transient failure calls for a retry after a backoff; the
+        tries spent are recorded on the item, so the inference thread keeps to the same budget.
         """
         if not self._measured or self._seconds_per_item > max_item_s or self._queue.items:
             return None
