@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import structlog
@@ -21,7 +20,7 @@ from modelyard.errors import Disposition, ModelyardError, ValidationError, polic
 from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
-from modelyard.kafka.offsets import OffsetTracker, Pending
+from modelyard.kafka.offsets import AckCountdown, OffsetTracker, Pending
 from modelyard.model import Outcome
 from modelyard.stage.batcher import WorkItem
 from modelyard.stage.core import StageCore, outcome_code
@@ -33,7 +32,8 @@ __all__ = ["ConsumerOptions", "StageConsumer"]
 
 log = structlog.get_logger(__name__)
 
-_Record = tuple[str, int, bytes, list[tuple[str, bytes]]]  # topic, partition (-1: by key), ...
+_Record = tuple[str, int, str | None, bytes, list[tuple[str, bytes]]]  # topic, partition, key...
+_Answer = tuple[Incoming, Pending, RequestContext, Outcome]  # a message and what it gets
 _IDLE_FLUSH_S = 0.01  # the longest an idle consumer waits for its replies' acks before polling
 
 
@@ -160,20 +160,23 @@ class StageConsumer:
         with self._count_lock:
             self._unanswered += len(consumed)
         received_at = time.monotonic()  # consumed together: one clock reading for all of them
-        items, refused = [], _Refused()
+        items: list[WorkItem] = []
+        refused: list[_Answer] = []
         for msg, one in zip(consumed, pending, strict=True):
             item = self._admit(msg, one, received_at, refused)
             if item is not None:
                 items.append(item)
-        if refused.requests:
-            self._finished(refused.requests, refused.outcomes)
+        if refused:  # answered with their errors, before the model runs the rest
+            self._answer(refused)
+            self._finished([r[2] for r in refused], [outcome_code(r[3]) for r in refused])
         if items:
             self.core.submit(items)
 
     def _admit(
-        self, msg: Message, pending: Pending, received_at: float, refused: _Refused
+        self, msg: Message, pending: Pending, received_at: float, refused: list[_Answer]
     ) -> WorkItem | None:
-        """The message as work for the model, or None when it was answered with an error."""
+        """The message as work for the model, or None when it is refused (added to
+        ``refused``, to be answered with its error)."""
         incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
         meta = incoming.meta
         request = RequestContext(
@@ -192,9 +195,7 @@ class StageConsumer:
             else:
                 token = (incoming, pending)
                 return WorkItem(request, inputs, self._done, envelope.deadline_ms, token)
-        error = error or ModelyardError("undecodable")
-        self._respond(incoming, pending, request, error)
-        refused.add(request, error)
+        refused.append((incoming, pending, request, error or ModelyardError("undecodable")))
         return None
 
     def _on_consume_error(self, error: KafkaError) -> None:
@@ -206,12 +207,11 @@ class StageConsumer:
 
     # outcome -----------------------------------------------------------------------------
     def _on_done(self, items: list[WorkItem], outcomes: list[Outcome]) -> None:
+        answers = [(*i.token, i.request, o) for i, o in zip(items, outcomes, strict=True)]
         try:
-            for item, outcome in zip(items, outcomes, strict=True):
-                incoming, pending = item.token
-                self._respond(incoming, pending, item.request, outcome)
+            self._answer(answers)
         except Exception as exc:
-            self._failure = exc  # the message never finishes, so nothing past it is committed
+            self._failure = exc  # the messages never finish, so nothing past them is committed
             raise
         self._finished([item.request for item in items], [outcome_code(o) for o in outcomes])
 
@@ -220,43 +220,46 @@ class StageConsumer:
             self._unanswered -= len(requests)
         self.hooks.requests_finished(requests, codes, time.monotonic())
 
-    def _respond(
-        self, incoming: Incoming, pending: Pending, request: RequestContext, outcome: Outcome
-    ) -> None:
-        if (
-            isinstance(outcome, ModelyardError)
-            and policy_for(outcome).disposition is Disposition.STOP
-        ):
-            self._failure = outcome  # never finished: a restart redelivers it
-            return
-        records = self._records_for(incoming, request, outcome)
-        self._tracker.expect(pending, len(records))
+    def _answer(self, answers: list[_Answer]) -> None:
+        """Produce the replies (and dead letters) of answered messages; they finish together
+        once the broker has acknowledged all of those records."""
+        finishing, records = [], []
+        for incoming, pending, request, outcome in answers:
+            if (
+                isinstance(outcome, ModelyardError)
+                and policy_for(outcome).disposition is Disposition.STOP
+            ):
+                self._failure = outcome  # never finished: a restart redelivers it
+                continue
+            finishing.append(pending)
+            records += self._records_for(incoming, request, outcome)
+        acks = AckCountdown(self._tracker, finishing, len(records), self._delivery_failed)
         for record in records:
-            self._produce(record, incoming.request_id, pending)
+            self._produce(record, acks)
 
     def _records_for(
         self, incoming: Incoming, request: RequestContext, outcome: Outcome
     ) -> list[_Record]:
-        """(topic, partition, value, headers) to produce; partition -1 lets the key decide."""
+        """(topic, partition, key, value, headers) to produce; partition -1: the key decides."""
         records = []
+        key = incoming.request_id
         if isinstance(outcome, ModelyardError) and policy_for(outcome).disposition in (
             Disposition.DEAD_LETTER,
             Disposition.RETRY,  # the batcher's retries are spent by now
         ):
             topic = self._dlq_topic(incoming)
             dlq_headers = self._dlq_headers(incoming, request, outcome)
-            records.append((topic, -1, incoming.value, dlq_headers))
+            records.append((topic, -1, key, incoming.value, dlq_headers))
             self.hooks.dead_lettered(request, topic, outcome)
-        if incoming.request_id and incoming.replyable:
+        if key and incoming.replyable:
             value = encode_reply(incoming, outcome, self._model, self._version, incoming.stage)
             headers = reply_headers(incoming)
             self.hooks.inject(request, headers)
-            if incoming.meta.reply_to:
-                records.append(
-                    (incoming.meta.reply_to, incoming.meta.reply_partition, value, headers)
-                )
+            meta = incoming.meta
+            if meta.reply_to:
+                records.append((meta.reply_to, meta.reply_partition, key, value, headers))
             else:
-                records.append((self._default_reply_topic(), -1, value, headers))
+                records.append((self._default_reply_topic(), -1, key, value, headers))
         return records
 
     def _dlq_topic(self, incoming: Incoming) -> str:
@@ -277,13 +280,12 @@ class StageConsumer:
         self.hooks.inject(request, headers)
         return headers
 
-    def _produce(self, record: _Record, key: str | None, pending: Pending) -> None:
-        topic, partition, value, headers = record
-        callback = partial(self._delivered, pending)
+    def _produce(self, record: _Record, acks: AckCountdown) -> None:
+        topic, partition, key, value, headers = record
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition=partition, on_delivery=callback, headers=headers
+                    topic, value, key, partition=partition, on_delivery=acks, headers=headers
                 )
                 return
             except BufferError:  # local queue full: serve callbacks, then try again
@@ -291,13 +293,10 @@ class StageConsumer:
                     raise
                 self._producer.poll(0.05)
 
-    def _delivered(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
-        if error is not None:
-            # librdkafka already retried; committing past this message would lose it
-            self._failure = KafkaException(error)
-            self.hooks.send_failed(msg.topic() or "", KafkaException(error))
-            return
-        self._tracker.ack(pending)
+    def _delivery_failed(self, error: KafkaError, msg: Message) -> None:
+        # librdkafka already retried; committing past this message would lose it
+        self._failure = KafkaException(error)
+        self.hooks.send_failed(msg.topic() or "", KafkaException(error))
 
     # commits, backpressure, rebalance --------------------------------------------------
     def _commit_if_due(self, force: bool = False) -> None:
@@ -378,15 +377,3 @@ class StageConsumer:
             log.error("stopping on failure without committing", error=str(self._failure))
         self._consumer.close()
         log.info("consumer stopped", drained=drained)
-
-
-@dataclass(slots=True)
-class _Refused:
-    """Messages of one consumed batch answered with an error before reaching the model."""
-
-    requests: list[RequestContext] = field(default_factory=list)
-    outcomes: list[str] = field(default_factory=list)
-
-    def add(self, request: RequestContext, error: ModelyardError) -> None:
-        self.requests.append(request)
-        self.outcomes.append(error.code)

@@ -6,12 +6,14 @@ acknowledged by the broker. Batches finish out of order; only the gap-free prefi
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["OffsetTracker", "Pending"]
+__all__ = ["AckCountdown", "OffsetTracker", "Pending"]
 
 TopicPartition = tuple[str, int]
 
@@ -95,6 +97,12 @@ class OffsetTracker:
             if pending.acks == 0:
                 self._finish_locked(pending)
 
+    def finish(self, pending: Sequence[Pending]) -> None:
+        """These messages are done (every record produced for them acknowledged)."""
+        with self._lock:
+            for one in pending:
+                self._finish_locked(one)
+
     def _finish_locked(self, pending: Pending) -> None:
         part = self._parts.get(pending.tp)
         if part is None:  # revoked meanwhile; the new owner will redo it
@@ -133,3 +141,35 @@ class OffsetTracker:
                 part = self._parts.get((topic, partition))
                 if part is not None:
                     part.committed = None
+
+
+class AckCountdown:
+    """The delivery callback of every record produced to answer some messages: they finish
+    together once the broker has acknowledged the last of those records.
+
+    One object per answered batch instead of a closure and a locked update per record; ``next``
+    on a count is atomic, so whichever thread serves delivery reports may call it. A failed
+    delivery goes to ``on_error`` and the messages never finish, so nothing past them is
+    committed (a restart redelivers them).
+    """
+
+    __slots__ = ("_acked", "_on_error", "_pending", "_records", "_tracker")
+
+    def __init__(
+        self,
+        tracker: OffsetTracker,
+        pending: list[Pending],
+        records: int,
+        on_error: Callable[[Any, Any], None],
+    ) -> None:
+        self._tracker, self._pending, self._records = tracker, pending, records
+        self._on_error = on_error
+        self._acked = itertools.count(1)
+        if records == 0:  # nothing to wait for
+            tracker.finish(pending)
+
+    def __call__(self, error: Any, msg: Any) -> None:
+        if error is not None:
+            self._on_error(error, msg)
+        elif next(self._acked) == self._records:
+            self._tracker.finish(self._pending)
