@@ -74,14 +74,16 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
     shape = tuple(tensor.shape)
     if shape and min(shape) < 0:  # no generator: this runs for every input of every call
         raise ValidationError(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    count = math.prod(shape)
-    if raw is None:
-        flat = _from_contents(name, tensor.datatype, tensor.contents, dtype)
-    else:
+    if raw is not None:
         _refuse_both(tensor)
         if dtype is not _OBJECT:  # numbers: shaped straight from the raw bytes
             return _from_raw_numbers(name, tensor.datatype, raw, shape, dtype)
-        flat = _bytes_array(_split_lengths(name, raw))
+    flat = (
+        _from_contents(name, tensor.datatype, tensor.contents, dtype)
+        if raw is None
+        else _bytes_array(_split_lengths(name, raw))
+    )
+    count = math.prod(shape)
     if flat.size != count:
         raise ValidationError(
             f"input {name!r}: shape {list(shape)} needs {count} elements, got {flat.size}"
