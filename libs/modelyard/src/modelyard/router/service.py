@@ -35,7 +35,7 @@ from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.router.records import Record, RecordBuilder
 from modelyard.router.spec import PipelineSpec
 from modelyard.router.telemetry import RouterHooks
-from modelyard.tensors import validate_inputs
+from modelyard.tensors import InputValidator
 from modelyard.topics import (
     model_input_topic,
     pipeline_inbox_topic,
@@ -87,7 +87,7 @@ class PipelineRouter:
         self._ingress = pipeline_ingress_topic(options.prefix, spec.pipeline)
         self._inbox = pipeline_inbox_topic(options.prefix, spec.pipeline)
         self._shadow_topic = pipeline_shadow_topic(options.prefix, spec.pipeline)
-        self._specs = request_specs(spec)
+        self._validate_inputs = InputValidator(request_specs(spec))  # prepared once
         self._tracker = OffsetTracker()
         self._live: dict[str, LiveRequest] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -235,7 +235,7 @@ class PipelineRouter:
                 f"request for pipeline {env.pipeline!r} sent to {self.spec.pipeline!r}'s ingress"
             )
         try:
-            fields = validate_inputs(self._specs, env.fields)
+            fields = self._validate_inputs(env.fields)
         except ModelyardError:
             raise
         except Exception as exc:  # e.g. a ragged list numpy cannot make a tensor of
