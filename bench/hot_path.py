@@ -168,23 +168,30 @@ def main() -> None:
     parser.add_argument("--profile", choices=["kafka", "grpc"], help="cProfile one pass of it")
     args = parser.parse_args()
     configure_logging(json=True)  # as a service runs: per-request lines are DEBUG, filtered
-    repository = Path(tempfile.mkdtemp(prefix="modelyard-hot-path-"))
-    write_noop_repo(repository)
-    core = _core(repository)
+    with tempfile.TemporaryDirectory(prefix="modelyard-hot-path-") as tmp:
+        write_noop_repo(Path(tmp))
+        core = _core(Path(tmp))
+        try:
+            _measure(core, args.requests, args.profile, Path(tmp) / "pass.prof")
+        finally:
+            core.batcher.stop()
+
+
+def _measure(core: StageCore, n: int, profile: str | None, stats: Path) -> None:
     gc.freeze()  # as a stage does after start-up
     gc.set_threshold(50_000, 20, 20)
     paths = {
-        "kafka": kafka_path(core, args.requests),
-        "grpc": grpc_path(OipServicer(core), args.requests),
-        "grpc-bare": grpc_path(_bare_servicer(), args.requests),
+        "kafka": kafka_path(core, n),
+        "grpc": grpc_path(OipServicer(core), n),
+        "grpc-bare": grpc_path(_bare_servicer(), n),
     }
-    if args.profile:
-        cProfile.runctx("run()", {}, {"run": paths[args.profile]}, "/tmp/hot_path.prof")
-        pstats.Stats("/tmp/hot_path.prof").sort_stats("tottime").print_stats(30)
+    if profile:
+        cProfile.runctx("run()", {}, {"run": paths[profile]}, str(stats))
+        pstats.Stats(str(stats)).sort_stats("tottime").print_stats(30)
         return
     print("Python per request, best of 3 passes, no broker or network (us)")
     for name, run in paths.items():
-        print(f"  {name:<10} {_us_per_request(run, args.requests):6.2f}")
+        print(f"  {name:<10} {_us_per_request(run, n):6.2f}")
     print("  (the gRPC figures are the handlers alone; grpc.aio's own per-call work is extra)")
 
 
