@@ -133,6 +133,19 @@ def test_follower_waits_for_the_topic_to_exist(broker: str, unique: str) -> None
     assert control_topic(unique) == follower.topic
 
 
+def test_follower_sees_a_topic_created_long_after_it_started_looking(
+    broker: str, unique: str
+) -> None:
+    # a client that was told the topic does not exist for ~6 s or more kept believing it for
+    # over 40 s on the embedded broker: the follower must look with fresh eyes
+    with ControlFollower(broker, prefix=unique) as follower:
+        assert not follower.wait_caught_up(8)  # eight seconds of looking for a missing topic
+        ensure_control_topic(broker, unique)  # created empty, as `modelyard up` creates it
+        assert follower.wait_caught_up(10)
+        write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
+        assert follower.wait_until(lambda s: s.stage("docs", "ocr").active == "1", 10)
+
+
 def test_follower_survives_a_failing_callback(broker: str, unique: str) -> None:
     def boom(record: ControlRecord) -> None:
         raise RuntimeError("callback bug")

@@ -105,10 +105,10 @@ class ControlFollower:
         self.stop()
 
     def _run(self) -> None:
-        consumer = control_consumer(self.bootstrap, self._kafka, wait_ms=self._fetch_wait_ms)
+        consumer = None
         try:
-            end = self._open(consumer)
-            while end is not None and not self._stop.is_set():
+            consumer, end = self._open()
+            while consumer is not None and not self._stop.is_set():
                 msg = consumer.poll(_POLL_S)
                 if msg is not None:
                     self._handle(msg, end)
@@ -116,11 +116,14 @@ class ControlFollower:
             self.failure = exc
             log.exception("control follower failed", topic=self.topic)
         finally:
-            consumer.close()
+            if consumer is not None:
+                consumer.close()
 
-    def _open(self, consumer: Consumer) -> int | None:
-        """Assign the control partition once the topic exists; the end offset at that moment."""
+    def _open(self) -> tuple[Consumer | None, int]:
+        """A consumer assigned to the control partition once the topic exists, and the end
+        offset at that moment; (None, -1) when stopped first."""
         while not self._stop.is_set():
+            consumer = control_consumer(self.bootstrap, self._kafka, wait_ms=self._fetch_wait_ms)
             try:
                 # short probes: asking for a topic that does not exist yet can take the whole
                 # timeout, and a new control topic should be noticed within about a second
@@ -129,9 +132,12 @@ class ControlFollower:
                 log.warning("control topic unavailable", topic=self.topic, error=exc.message)
                 end = None
             if end is not None:
-                return end
+                return consumer, end
+            # a new client for the next look: one that was told the topic does not exist can
+            # keep believing it well after the topic is created (a full-suite run waited 30 s)
+            consumer.close()
             self._stop.wait(_TOPIC_RETRY_S)
-        return None
+        return None, -1
 
     def _handle(self, msg: Message, end: int) -> None:
         err = msg.error()
