@@ -168,7 +168,6 @@ class StageConsumer:
                 items.append(item)
         if refused:  # answered with their errors, before the model runs the rest
             self._answer(refused)
-            self._finished([r[2] for r in refused], [outcome_code(r[3]) for r in refused])
         if items:
             self.core.submit(items)
 
@@ -213,18 +212,14 @@ class StageConsumer:
         except Exception as exc:
             self._failure = exc  # the messages never finish, so nothing past them is committed
             raise
-        self._finished([item.request for item in items], [outcome_code(o) for o in outcomes])
-
-    def _finished(self, requests: list[RequestContext], codes: list[str]) -> None:
-        with self._count_lock:
-            self._unanswered -= len(requests)
-        self.hooks.requests_finished(requests, codes, time.monotonic())
 
     def _answer(self, answers: list[_Answer]) -> None:
-        """Produce the replies (and dead letters) of answered messages; they finish together
-        once the broker has acknowledged all of those records."""
-        finishing, records = [], []
+        """Produce the replies (and dead letters) of answered messages, which finish together
+        once the broker has acknowledged all of those records; then count them as answered."""
+        finishing, records, requests, codes = [], [], [], []
         for incoming, pending, request, outcome in answers:
+            requests.append(request)
+            codes.append(outcome_code(outcome))
             if (
                 isinstance(outcome, ModelyardError)
                 and policy_for(outcome).disposition is Disposition.STOP
@@ -236,6 +231,9 @@ class StageConsumer:
         acks = AckCountdown(self._tracker, finishing, len(records), self._delivery_failed)
         for record in records:
             self._produce(record, acks)
+        with self._count_lock:
+            self._unanswered -= len(answers)
+        self.hooks.requests_finished(requests, codes, time.monotonic())
 
     def _records_for(
         self, incoming: Incoming, request: RequestContext, outcome: Outcome
