@@ -121,7 +121,7 @@ def test_oip_json_uses_key_when_no_id_and_rejects_bad_data() -> None:
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
     assert decode_oip_json(json.dumps(body).encode(), "key-1").request_id == "key-1"
     bad = {"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1]}]}
-    with pytest.raises(DecodeError, match="does not fit"):
+    with pytest.raises(DecodeError, match=r"1 elements in 'data' for shape \[3\]"):
         decode_oip_json(json.dumps(bad).encode(), None)
     with pytest.raises(DecodeError, match="not valid JSON"):
         decode_oip_json(b"{", None)
@@ -171,3 +171,83 @@ def test_meta_headers_are_case_insensitive_and_the_last_value_wins() -> None:
 def test_progress_header(raw: bytes, expected: bool) -> None:
     assert parse_meta([("progress", raw)]).progress is expected
     assert parse_meta([]).progress is False
+
+
+def _oip_input(**tensor: object) -> bytes:
+    return json.dumps({"id": "a", "inputs": [{"name": "t", **tensor}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("tensor", "reason"),
+    [
+        ({"datatype": "BYTES", "shape": [-3], "data": ["a", "b", "c"]}, "non-negative ints"),
+        ({"datatype": "BYTES", "shape": [True], "data": ["a"]}, "non-negative ints"),
+        ({"datatype": "BYTES", "shape": [1], "data": [123]}, "int element in BYTES data"),
+        ({"datatype": "BYTES", "shape": [1], "data": [None]}, "NoneType element in BYTES"),
+        ({"datatype": "BYTES", "shape": [1], "data": {}}, "'data' must be a list"),
+        ({"datatype": "FP32", "shape": [1], "data": ["1"]}, "str element in FP32 data"),
+        ({"datatype": "INT64", "shape": [1], "data": [1.5]}, "float element in INT64 data"),
+        ({"datatype": "INT8", "shape": [1], "data": [1000]}, "does not fit INT8"),
+        ({"datatype": "FP16", "shape": [1], "data": [1e300]}, "does not fit FP16"),
+        ({"datatype": "BOOL", "shape": [1], "data": [1]}, "int element in BOOL data"),
+        ({"datatype": "FP32", "shape": [2**40, 2**40], "data": [1.0]}, "1 elements in 'data'"),
+    ],
+)
+def test_oip_json_refuses_data_that_does_not_fit_its_datatype_and_shape(
+    tensor: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_oip_json(_oip_input(**tensor), None)
+
+
+def test_oip_json_reads_nested_data_row_major_and_refuses_repeated_inputs() -> None:
+    env = decode_oip_json(_oip_input(datatype="INT64", shape=[2, 2], data=[[1, 2], [3, 4]]), None)
+    assert env.fields["t"].tolist() == [[1, 2], [3, 4]]
+    twice = {
+        "id": "a",
+        "inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["x"]}] * 2,
+    }
+    with pytest.raises(DecodeError, match="given twice"):
+        decode_oip_json(json.dumps(twice).encode(), None)
+    with pytest.raises(DecodeError, match="nested too deeply"):
+        decode_oip_json(b"[" * 100_000, None)
+
+
+def _ext(datatype: object, shape: object, data: object) -> msgpack.ExtType:
+    return msgpack.ExtType(1, msgpack.packb([datatype, shape, data]))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (_ext("BYTES", [1], [None]), "BYTES elements must be text or bytes, got NoneType"),
+        (_ext("BYTES", [1], [{"a": 1}]), "got dict"),
+        (_ext("BYTES", [2], [b"a"]), "must be a list of 2 items"),
+        (_ext("BYTES", [-1], [b"a"]), "non-negative ints"),
+        (_ext("FP32", [2**40, 2**40], b"\0" * 4), "4 bytes for shape"),
+        (_ext("FP32", [1], "four"), "a str for shape"),
+        (_ext(7, [1], b"\0" * 4), "unknown datatype"),
+    ],
+)
+def test_hostile_nd_arrays_are_decode_errors(value: msgpack.ExtType, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_envelope(msgpack.packb({"v": 1, "id": "r", "fields": {"t": value}}))
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"v": 1, "id": "r", "fields": {b"t": "x"}}, "field names must be strings"),
+        ({"v": 1, "id": "r" * 256, "fields": {}}, "request id is 256 characters"),
+        ({"v": 1, "id": "r", "fields": {}, "caller": "c" * (1 << 20)}, "'caller' is 1048576"),
+        ({"v": 1, "id": "r", "fields": {}, "deadline": True}, "'deadline' must be int"),
+        ({"v": True, "id": "r", "fields": {}}, "unsupported envelope schema version True"),
+        ({"v": 1, "id": "r", "fields": {}, "error": {"code": 1}}, "'error' must be a map"),
+        ({"v": 1, "id": "r", "fields": {}, "error": "boom"}, "'error' must be a map"),
+    ],
+)
+def test_envelope_heads_of_the_wrong_type_or_size_are_decode_errors(
+    body: dict[object, object], reason: str
+) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_envelope(msgpack.packb(body))

@@ -36,3 +36,33 @@ def test_mismatches_are_refused_with_a_readable_reason(
 ) -> None:
     with pytest.raises(ValidationError, match=reason):
         validate(fields)
+
+
+TEXT = InputValidator([TensorSpec(name="text", datatype="BYTES", shape=(-1,))])
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ([None], "got NoneType"),
+        ([{"a": 1}], "got dict"),
+        ([1, "a"], "got int"),
+        (None, "expected numbers or text, got NoneType"),
+        ({}, "expected numbers or text, got dict"),
+        ([[1], [1, 2]], "cannot be read as a tensor"),
+        ([2**70], "got int"),
+        (["\udc80"], "cannot be encoded as UTF-8"),
+        (np.array([None, b"x"], dtype=object), "got NoneType"),
+        (np.array([1j]), "has no OIP datatype"),
+    ],
+)
+def test_values_that_are_neither_numbers_nor_text_are_refused(value: object, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        TEXT({"text": value})
+
+
+def test_accepted_bytes_tensors_hold_only_bytes() -> None:
+    clean = np.array([b"a"], dtype=object)
+    assert TEXT({"text": clean})["text"] is clean  # nothing to convert: no copy
+    assert TEXT({"text": np.array(["a", b"b"], dtype=object)})["text"].tolist() == [b"a", b"b"]
+    assert TEXT({"text": np.array(["ü"])})["text"].tolist() == ["ü".encode()]

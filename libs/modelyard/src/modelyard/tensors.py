@@ -66,31 +66,72 @@ def datatype_of(array: np.ndarray[Any, Any]) -> str:
 
 
 def as_tensor(value: Any) -> np.ndarray[Any, Any]:
-    """A field value as a tensor: str/bytes become a 1-element BYTES tensor, numbers 1-element."""
+    """A field value as a tensor: str/bytes become a 1-element BYTES tensor, numbers 1-element.
+
+    Anything that is neither numbers nor text (None, maps, a list mixing text and numbers, a
+    ragged list, an int beyond 64 bits) raises ValidationError: a value accepted here can always
+    be encoded for the wire.
+    """
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in "SU":
-            return _to_bytes_array(value)
-        return value
+        return _checked_array(value)
     if isinstance(value, str | bytes):
         return _bytes_tensor([value])
     if isinstance(value, list | tuple) and value and all(isinstance(v, str | bytes) for v in value):
         return _bytes_tensor(list(value))
-    return np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a ragged list
+        raise ValidationError(f"value cannot be read as a tensor: {exc}") from None
+    if array.dtype.kind in "OSU":  # numpy made text or objects of something not purely text
+        if array.ndim == 0 and not isinstance(value, np.generic):
+            raise ValidationError(f"expected numbers or text, got {type(value).__name__}")
+        try:
+            array = np.array(value, dtype=object)
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(f"value cannot be read as a tensor: {exc}") from None
+    return _checked_array(array)
 
 
 def bytes_items(values: Iterable[Any]) -> list[bytes]:
-    """The elements of a BYTES tensor as bytes; str elements are UTF-8 encoded."""
-    return [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+    """The elements of a BYTES tensor as bytes; str elements are UTF-8 encoded.
+
+    Raises ValidationError for any other element (None, numbers, lists, maps) and for str that
+    cannot be encoded (lone surrogates).
+    """
+    try:
+        return [_as_bytes(v) for v in values]
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"text element cannot be encoded as UTF-8: {exc}") from None
 
 
-def _bytes_tensor(items: Sequence[str | bytes]) -> np.ndarray[Any, Any]:
+def _as_bytes(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise ValidationError(f"BYTES elements must be text or bytes, got {type(value).__name__}")
+
+
+def _bytes_tensor(items: Sequence[Any]) -> np.ndarray[Any, Any]:
     out = np.empty(len(items), dtype=object)
     out[:] = bytes_items(items)
     return out
 
 
-def _to_bytes_array(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    return _bytes_tensor(bytes_items(array.reshape(-1).tolist())).reshape(array.shape)
+def _checked_array(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``array`` if it holds a datatype the wire carries; text and object arrays become BYTES
+    arrays of bytes (every element checked); others raise ValidationError."""
+    kind = array.dtype.kind
+    if kind == "O":
+        if all(type(v) is bytes for v in array.flat):  # already clean: no copy
+            return array
+        return _bytes_tensor(array.reshape(-1).tolist()).reshape(array.shape)
+    if kind in "SU":
+        return _bytes_tensor(array.reshape(-1).tolist()).reshape(array.shape)
+    datatype_of(array)  # raises for dtypes with no OIP datatype (complex, datetime, records)
+    return array
 
 
 class TensorSpec(BaseModel):
@@ -162,7 +203,7 @@ class InputValidator:
                     continue
                 raise ValidationError(f"missing input {spec.name!r}")
             # the common case first: already an array of the spec's dtype and rank
-            if type(value) is np.ndarray and value.dtype == dtype:
+            if type(value) is np.ndarray and value.dtype == dtype and dtype is not _OBJECT:
                 shape = value.shape
                 if len(shape) != rank or (fixed and any(shape[a] != n for a, n in fixed)):
                     spec.check(value)  # raises with the readable message
@@ -173,6 +214,7 @@ class InputValidator:
 
 
 _MISSING = object()
+_OBJECT = DATATYPES["BYTES"]  # BYTES arrays take the checked path: every element must be bytes
 
 
 def _checked(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:

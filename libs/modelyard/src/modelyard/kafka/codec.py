@@ -12,6 +12,7 @@ from modelyard.model import Outcome
 from modelyard.wire.envelope import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_MSGPACK,
+    MAX_NAME_LENGTH,
     Envelope,
     ErrorInfo,
     decode_envelope,
@@ -47,14 +48,26 @@ class Incoming:
     caller: str | None = None
 
 
-@functools.lru_cache(maxsize=64)  # once per message, of a handful of values
 def _is_json(content_type: str) -> bool:
+    return len(content_type) <= _MAX_CONTENT_TYPE and _is_json_type(content_type)
+
+
+@functools.lru_cache(maxsize=64)  # once per message, of a handful of values
+def _is_json_type(content_type: str) -> bool:
     return content_type.split(";", maxsplit=1)[0].strip() == CONTENT_TYPE_JSON
 
 
-@functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics
 def _is_topic_name(name: str) -> bool:
+    return len(name) <= _MAX_TOPIC_NAME and _is_topic(name)  # the cache keeps no huge values
+
+
+@functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics
+def _is_topic(name: str) -> bool:
     return _TOPIC_NAME.fullmatch(name) is not None
+
+
+_MAX_CONTENT_TYPE = 256
+_MAX_TOPIC_NAME = 249
 
 
 def decode_message(
@@ -62,12 +75,13 @@ def decode_message(
 ) -> Incoming:
     """Decode one message; a failure is recorded on the result, never raised."""
     hdrs = _valued(headers)
-    text_key = key.decode("utf-8", "replace") if key else None
+    # a key too long to be a request id names nobody to answer
+    text_key = key.decode("utf-8", "replace") if key and len(key) <= MAX_NAME_LENGTH else None
     meta = parse_meta(hdrs)
     content_type = meta.content_type
     is_json = content_type is not None and _is_json(content_type)
     raw = value or b""
-    envelope, error = _decode_value(raw, text_key, is_json, max_bytes)
+    envelope, error = _decode_value(raw, text_key, is_json, max_bytes, _extra_bytes(key, hdrs))
     replyable = True
     reply_to = meta.reply_to
     if reply_to is not None and not _is_topic_name(reply_to):
@@ -83,11 +97,14 @@ def decode_message(
 
 
 def _decode_value(
-    value: bytes, key: str | None, is_json: bool, max_bytes: int
+    value: bytes, key: str | None, is_json: bool, max_bytes: int, extra_bytes: int
 ) -> tuple[Envelope | None, ModelyardError | None]:
     try:
-        if len(value) > max_bytes:
-            raise PayloadTooLargeError(f"value is {len(value)} bytes; the limit is {max_bytes}")
+        if len(value) + extra_bytes > max_bytes:
+            raise PayloadTooLargeError(
+                f"message is {len(value) + extra_bytes} bytes with its key and headers; "
+                f"the limit is {max_bytes}"
+            )
         if not value:
             raise DecodeError("empty message value")
         envelope = decode_oip_json(value, key) if is_json else decode_envelope(value)
@@ -96,6 +113,14 @@ def _decode_value(
     except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still poison
         return None, DecodeError(f"value cannot be decoded: {type(exc).__name__}: {exc}")
     return envelope, None
+
+
+def _extra_bytes(key: bytes | None, headers: Headers) -> int:
+    """What the key and headers add to a message's size (counted against its limit)."""
+    extra = len(key) if key else 0
+    for name, value in headers:
+        extra += len(name) + len(value)
+    return extra
 
 
 def _valued(headers: Any) -> Headers:
@@ -130,14 +155,18 @@ def reply_headers(incoming: Incoming) -> Headers:
     """Content type, shadow flag and attempt of the reply, as a new list (hooks append the
     trace context to it)."""
     meta = incoming.meta
-    return list(_reply_headers(incoming.is_json, meta.shadow, meta.attempt))
+    stage = meta.stage if meta.stage is not None and len(meta.stage) <= MAX_NAME_LENGTH else None
+    return list(_reply_headers(incoming.is_json, meta.shadow, meta.attempt, stage))
 
 
 @functools.lru_cache(maxsize=256)  # the same few header sets on nearly every reply
-def _reply_headers(is_json: bool, shadow: bool, attempt: int) -> tuple[tuple[str, bytes], ...]:
+def _reply_headers(
+    is_json: bool, shadow: bool, attempt: int, stage: str | None
+) -> tuple[tuple[str, bytes], ...]:
     pairs = [
         (H.CONTENT_TYPE, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_MSGPACK),
         (H.SHADOW, "1" if shadow else None),
         (H.ATTEMPT, str(attempt)),
+        (H.STAGE, stage),  # the router finds the hop by it, even for a reply it cannot decode
     ]
     return tuple(encode_headers(pairs))

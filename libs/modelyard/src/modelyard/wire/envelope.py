@@ -30,6 +30,8 @@ from modelyard.tensors import DATATYPES, bytes_items, datatype_of, numpy_dtype
 __all__ = [
     "CONTENT_TYPE_JSON",
     "CONTENT_TYPE_MSGPACK",
+    "MAX_CALLER_LENGTH",
+    "MAX_NAME_LENGTH",
     "NDARRAY_EXT",
     "SCHEMA_VERSION",
     "Envelope",
@@ -42,6 +44,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 NDARRAY_EXT = 1
+MAX_NAME_LENGTH = 255  # request ids and names (pipeline, stage, model, version), in characters
+MAX_CALLER_LENGTH = 1024  # principals: user names, token names, certificate subjects
 CONTENT_TYPE_MSGPACK = "application/vnd.modelyard.envelope+msgpack"
 CONTENT_TYPE_JSON = "application/json"  # an OIP v2 JSON inference request or response
 
@@ -164,16 +168,23 @@ def decode_envelope(data: bytes) -> Envelope:
 
 def _envelope_from_map(body: dict[str, Any]) -> Envelope:
     schema = body.get("v")
-    if schema != SCHEMA_VERSION:
+    if type(schema) is not int or schema != SCHEMA_VERSION:
         raise DecodeError(
-            f"unsupported envelope schema version {schema!r} (expected {SCHEMA_VERSION})"
+            f"unsupported envelope schema version {_shown(schema)} (expected {SCHEMA_VERSION})"
         )
     request_id = body.get("id")
     if not isinstance(request_id, str) or not request_id:
         raise DecodeError("envelope has no request id ('id' must be a non-empty string)")
+    if len(request_id) > MAX_NAME_LENGTH:
+        raise DecodeError(
+            f"request id is {len(request_id)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
     fields = body.get("fields", {})
     if not isinstance(fields, dict):
         raise DecodeError("'fields' must be a map of name to value")
+    for name in fields:
+        if not isinstance(name, str):  # msgpack map keys may also be bin
+            raise DecodeError(f"field names must be strings, got {type(name).__name__}")
     if body.keys() <= _REQUIRED:  # a plain request, the common case: nothing optional to check
         return Envelope(request_id, fields, schema=schema)
     return _full_envelope(body, request_id, fields, schema)
@@ -183,37 +194,61 @@ _REQUIRED = frozenset(("v", "id", "fields"))
 
 
 def _full_envelope(body: dict[str, Any], request_id: str, fields: Any, schema: int) -> Envelope:
-    error = body.get("error")
     served_by = body.get("served_by")
     if served_by is not None and not (
         isinstance(served_by, dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in served_by.items())
     ):
         raise DecodeError("'served_by' must be a map of stage to 'model:version'")
+    deadline = body.get("deadline")
+    if deadline is not None and type(deadline) is not int:  # bool is an int to isinstance
+        raise DecodeError(f"envelope field 'deadline' must be int, got {type(deadline).__name__}")
     return Envelope(
         request_id=request_id,
         fields=fields,
-        pipeline=_optional(body, "pipeline", str),
-        stage=_optional(body, "stage", str),
-        caller=_optional(body, "caller", str),
-        deadline_ms=_optional(body, "deadline", int),
-        model=_optional(body, "model", str),
-        version=_optional(body, "version", str),
-        error=ErrorInfo(str(error.get("code")), str(error.get("message")), error.get("stage"))
-        if isinstance(error, dict)
-        else None,
+        pipeline=_name(body, "pipeline"),
+        stage=_name(body, "stage"),
+        caller=_name(body, "caller", MAX_CALLER_LENGTH),
+        deadline_ms=deadline,
+        model=_name(body, "model"),
+        version=_name(body, "version"),
+        error=_error(body.get("error")),
         schema=schema,
         served_by=served_by,
     )
 
 
-def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
+def _name(body: dict[str, Any], key: str, limit: int = MAX_NAME_LENGTH) -> str | None:
+    """An optional text field of the envelope, no longer than ``limit`` characters."""
     value = body.get(key)
-    if value is not None and not isinstance(value, kind):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError(f"envelope field {key!r} must be str, got {type(value).__name__}")
+    if len(value) > limit:
         raise DecodeError(
-            f"envelope field {key!r} must be {kind.__name__}, got {type(value).__name__}"
+            f"envelope field {key!r} is {len(value)} characters; the limit is {limit}"
         )
     return value
+
+
+def _error(error: Any) -> ErrorInfo | None:
+    if error is None:
+        return None
+    if not (
+        isinstance(error, dict)
+        and isinstance(error.get("code"), str)
+        and isinstance(error.get("message"), str)
+        and isinstance(error.get("stage"), str | None)
+    ):
+        raise DecodeError("'error' must be a map with str 'code' and 'message' (and 'stage')")
+    return ErrorInfo(error["code"], error["message"], error.get("stage"))
+
+
+def _shown(value: Any) -> str:
+    """A value from the wire for an error message, cut short: it may be huge."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
 
 
 def _pack_ndarray(obj: Any) -> msgpack.ExtType:
@@ -259,18 +294,38 @@ def _unpack_ext(code: int, payload: bytes) -> np.ndarray[Any, Any]:
     try:
         datatype, shape, data = msgpack.unpackb(payload, raw=False)
         dtype = numpy_dtype(datatype)
+        dims = _dims(shape)
         if datatype == "BYTES":
+            if not isinstance(data, list) or len(data) != math.prod(dims):
+                raise DecodeError(
+                    f"malformed n-d array in envelope: BYTES data must be a list of "
+                    f"{math.prod(dims)} items for shape {list(dims)}"
+                )
             array = np.empty(len(data), dtype=object)
-            array[:] = list(data)
-            return array.reshape(shape)
-        if math.prod(shape) * dtype.itemsize != len(data):  # np.ndarray would take a prefix
-            raise DecodeError(
-                f"malformed n-d array in envelope: {len(data)} bytes for shape {shape} "
-                f"of {datatype}"
+            array[:] = bytes_items(data)
+            return array.reshape(dims)
+        if not isinstance(data, bytes) or math.prod(dims) * dtype.itemsize != len(data):
+            raise DecodeError(  # np.ndarray would take a prefix of longer data
+                f"malformed n-d array in envelope: {_size(data)} for shape {list(dims)} of "
+                f"{datatype}"
             )
         # one call instead of frombuffer().reshape(): a third of the cost, per array per message
-        return np.ndarray(shape, dtype, data)
+        return np.ndarray(dims, dtype, data)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(f"malformed n-d array in envelope: {exc}") from exc
+
+
+def _dims(shape: Any) -> tuple[int, ...]:
+    """An n-d array's shape: a list of non-negative ints."""
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise DecodeError(
+            f"malformed n-d array in envelope: shape must be a list of non-negative ints, "
+            f"got {_shown(shape)}"
+        )
+    return tuple(shape)
+
+
+def _size(data: Any) -> str:
+    return f"{len(data)} bytes" if isinstance(data, bytes) else f"a {type(data).__name__}"

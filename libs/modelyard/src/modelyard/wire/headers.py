@@ -28,6 +28,8 @@ class H:
     REPLY_PARTITION = "reply-partition"  # the router pins replies to its own inbox partition
     SHADOW = "shadow"
     ATTEMPT = "attempt"
+    STAGE = "stage"  # on dispatches, echoed on replies: names the hop even when the stage could
+    # not decode the envelope it refused (too large, malformed)
     PROGRESS = (
         "progress"  # on ingress: "1" asks for every stage's reply on reply-to, not just the result
     )
@@ -57,6 +59,7 @@ class MessageMeta:
     shadow: bool = False
     attempt: int = 0
     progress: bool = False  # pipeline requests: every stage's reply on reply-to as well
+    stage: str | None = None  # the router's name for the hop (dispatches and their replies)
 
 
 def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
@@ -84,10 +87,14 @@ def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMet
                 values[slot] = raw  # the last value wins, as in header_value
     if values is None:
         return _NO_META
+    if any(v is not None and len(v) > _CACHED_VALUE_BYTES for v in values):
+        return _meta.__wrapped__(tuple(values))  # a hostile size: parsed, never kept
     return _meta(tuple(values))
 
 
-_META_ORDER = (H.CONTENT_TYPE, H.REPLY_TO, H.REPLY_PARTITION, H.SHADOW, H.ATTEMPT, H.PROGRESS)
+_META_ORDER = (
+    H.CONTENT_TYPE, H.REPLY_TO, H.REPLY_PARTITION, H.SHADOW, H.ATTEMPT, H.PROGRESS, H.STAGE,
+)  # fmt: skip
 _SLOTS = {name: i for i, name in enumerate(_META_ORDER)}
 _NO_META = MessageMeta()
 # header key as sent -> its slot in _META_ORDER (None: not a meta header); saves lower-casing
@@ -95,30 +102,36 @@ _NO_META = MessageMeta()
 _SLOT_OF_KEY: dict[str, int | None] = {}
 _UNSEEN = -1
 _MAX_KEYS = 4096
+_CACHED_KEY_CHARS = 64
+_CACHED_VALUE_BYTES = 512  # meta values a cache may keep (topic names are at most 249)
 
 
 def _learn_slot(key: str) -> int | None:
     slot = _SLOTS.get(key.lower())
-    if len(_SLOT_OF_KEY) < _MAX_KEYS:
+    if len(_SLOT_OF_KEY) < _MAX_KEYS and len(key) <= _CACHED_KEY_CHARS:
         _SLOT_OF_KEY[key] = slot
     return slot
 
 
 @functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics and attempts
 def _meta(values: tuple[bytes | None, ...]) -> MessageMeta:
-    content_type, reply_to, partition, shadow, attempt, progress = values
-    number = _text(attempt)
-    reply_partition = _text(partition)
+    content_type, reply_to, partition, shadow, attempt, progress, stage = values
     return MessageMeta(
         content_type=_text(content_type),
         reply_to=_text(reply_to),
-        reply_partition=int(reply_partition)
-        if reply_partition and reply_partition.isdigit()
-        else -1,
+        reply_partition=_count(partition, -1),
         shadow=_flag(shadow),
-        attempt=int(number) if number and number.isdigit() else 0,
+        attempt=_count(attempt, 0),
         progress=_flag(progress),
+        stage=_text(stage),
     )
+
+
+def _count(raw: bytes | None, default: int) -> int:
+    """A small decimal count (a partition, an attempt); ``default`` for anything else."""
+    if raw is None or not 0 < len(raw) <= 9 or not raw.isdigit():  # bytes.isdigit: ASCII only
+        return default
+    return int(raw)
 
 
 def _flag(raw: bytes | None) -> bool:

@@ -8,6 +8,7 @@ back as an OIP JSON response (or ``{"id": ..., "error": "..."}``).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from modelyard.errors import DecodeError, ModelyardError
 from modelyard.tensors import bytes_items, datatype_of, numpy_dtype
-from modelyard.wire.envelope import Envelope
+from modelyard.wire.envelope import MAX_CALLER_LENGTH, MAX_NAME_LENGTH, Envelope
 
 __all__ = ["decode_oip_json", "encode_oip_json_error", "encode_oip_json_response"]
 
@@ -26,16 +27,29 @@ def decode_oip_json(data: bytes, key: str | None) -> Envelope:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DecodeError(f"value is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise DecodeError("value is JSON nested too deeply") from None
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise DecodeError("OIP v2 JSON request must be an object with an 'inputs' list")
     request_id = body.get("id") or key
     if not isinstance(request_id, str) or not request_id:
         raise DecodeError("OIP v2 JSON request needs an 'id' or a message key")
-    fields = {_name(t): _tensor(t) for t in body["inputs"]}
+    if len(request_id) > MAX_NAME_LENGTH:
+        raise DecodeError(
+            f"request id is {len(request_id)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
+    fields: dict[str, np.ndarray[Any, Any]] = {}
+    for tensor in body["inputs"]:
+        name = _name(tensor)
+        if name in fields:
+            raise DecodeError(f"input {name!r} is given twice")
+        fields[name] = _tensor(tensor)
     params = body.get("parameters")
     if not isinstance(params, dict):
         params = {}
     caller = params.get("caller") if isinstance(params.get("caller"), str) else None
+    if caller is not None and len(caller) > MAX_CALLER_LENGTH:
+        raise DecodeError(f"caller is {len(caller)} characters; the limit is {MAX_CALLER_LENGTH}")
     return Envelope(request_id=request_id, fields=fields, caller=caller)
 
 
@@ -46,22 +60,77 @@ def _name(tensor: Any) -> str:
 
 
 def _tensor(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
+    """One input as an array, refused unless its data holds exactly ``shape``'s element count
+    of values of its datatype (nested lists are read row-major, as the protocol allows)."""
     name, datatype, shape = tensor["name"], tensor.get("datatype"), tensor.get("shape")
     if not isinstance(datatype, str) or not isinstance(shape, list):
         raise DecodeError(f"input {name!r} needs 'datatype' and 'shape'")
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise DecodeError(f"input {name!r}: shape must be a list of non-negative ints")
     try:
         dtype = numpy_dtype(datatype)
     except ModelyardError as exc:
         raise DecodeError(f"input {name!r}: {exc.message}") from exc
-    data = np.asarray(tensor.get("data", []), dtype=object).reshape(-1)
+    data = tensor.get("data", [])
+    if not isinstance(data, list):
+        raise DecodeError(f"input {name!r}: 'data' must be a list")
+    flat = _flattened(data)
+    if len(flat) != math.prod(shape):
+        raise DecodeError(
+            f"input {name!r}: {len(flat)} elements in 'data' for shape {shape} "
+            f"({math.prod(shape)} expected)"
+        )
+    check = _ELEMENT_CHECKS.get(dtype.kind, _is_number)
+    for value in flat:
+        if not check(value):
+            raise DecodeError(f"input {name!r}: {type(value).__name__} element in {datatype} data")
     try:
         if datatype == "BYTES":
-            flat = np.empty(len(data), dtype=object)
-            flat[:] = bytes_items(data)
-            return flat.reshape(shape)
-        return data.astype(dtype).reshape(shape)
-    except (ValueError, TypeError) as exc:
+            array = np.empty(len(flat), dtype=object)
+            array[:] = bytes_items(flat)
+            return array.reshape(shape)
+        with np.errstate(over="raise"):  # 1e300 as FP16 is refused, not made inf
+            return np.array(flat, dtype=dtype).reshape(shape)
+    except (ValueError, TypeError, OverflowError, FloatingPointError, ModelyardError) as exc:
         raise DecodeError(f"input {name!r}: data does not fit {datatype} {shape}: {exc}") from exc
+
+
+def _flattened(data: list[Any]) -> list[Any]:
+    """Leaves of nested lists, row-major, without recursion (nesting depth is the sender's)."""
+    if not any(isinstance(v, list) for v in data):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+# what a JSON element must be for a datatype, by numpy kind; numpy converts the rest (ints out of
+# range raise OverflowError there)
+_ELEMENT_CHECKS = {"b": _is_bool, "i": _is_int, "u": _is_int, "f": _is_number, "O": _is_text}
 
 
 def encode_oip_json_response(envelope: Envelope, outputs: Mapping[str, Any]) -> bytes:
