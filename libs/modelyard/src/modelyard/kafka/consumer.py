@@ -16,7 +16,13 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from modelyard.errors import Disposition, ModelyardError, ValidationError, policy_for
+from modelyard.errors import (
+    Disposition,
+    ModelError,
+    ModelyardError,
+    ValidationError,
+    policy_for,
+)
 from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
@@ -25,8 +31,8 @@ from modelyard.model import Outcome
 from modelyard.stage.batcher import WorkItem
 from modelyard.stage.core import StageCore, outcome_code
 from modelyard.telemetry.hooks import RequestContext
-from modelyard.topics import model_dlq_topic, model_reply_topic, pipeline_dlq_topic
-from modelyard.wire.headers import dead_letter_headers
+from modelyard.topics import model_dlq_topic, model_reply_topic
+from modelyard.wire.headers import MessageMeta, dead_letter_headers
 
 __all__ = ["ConsumerOptions", "StageConsumer"]
 
@@ -61,6 +67,9 @@ class StageConsumer:
         manifest = core.manifest
         self._model, self._version = manifest.name, manifest.version
         self._max_bytes = manifest.limits.max_request_bytes
+        # the stage's own dead letters hold the bytes it was sent (by a router, the router's);
+        # a router dead-letters its caller's original bytes to the pipeline's DLQ itself
+        self._dlq = model_dlq_topic(options.prefix, self._model, self._version)
         self._tracker = OffsetTracker()
         self._stop = threading.Event()
         self._failure: BaseException | None = None
@@ -163,7 +172,11 @@ class StageConsumer:
         items: list[WorkItem] = []
         refused: list[_Answer] = []
         for msg, one in zip(consumed, pending, strict=True):
-            item = self._admit(msg, one, received_at, refused)
+            try:
+                item = self._admit(msg, one, received_at, refused)
+            except Exception as exc:  # no message's content may stop the consumer
+                item = None
+                refused.append(self._unexpected(msg, one, received_at, exc))
             if item is not None:
                 items.append(item)
         if refused:  # answered with their errors, before the model runs the rest
@@ -197,6 +210,22 @@ class StageConsumer:
         refused.append((incoming, pending, request, error or ModelyardError("undecodable")))
         return None
 
+    def _unexpected(
+        self, msg: Message, pending: Pending, received_at: float, exc: Exception
+    ) -> _Answer:
+        """A message whose admission raised what no check foresaw: dead-lettered with its
+        original bytes (and answered, when its key names a request), never retried for ever."""
+        log.exception("message failed unexpectedly; dead-lettering it", offset=msg.offset())
+        key = msg.key()
+        request_id = key.decode("utf-8", "replace") if key and len(key) <= 255 else None
+        headers = [(k, v) for k, v in msg.headers() or [] if v is not None]
+        incoming = Incoming(request_id, msg.value() or b"", headers, MessageMeta(),
+                            replyable=False, request_id=request_id)  # fmt: skip
+        request = RequestContext(request_id or "", "kafka", headers, False, 0, None, None,
+                                 received_at)  # fmt: skip
+        error = ModelyardError(f"the stage failed on this message: {type(exc).__name__}: {exc}")
+        return (incoming, pending, request, error)
+
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             return
@@ -227,7 +256,12 @@ class StageConsumer:
                 self._failure = outcome  # never finished: a restart redelivers it
                 continue
             finishing.append(pending)
-            records += self._records_for(incoming, request, outcome)
+            try:
+                records += self._records_for(incoming, request, outcome)
+            except Exception as exc:  # e.g. a model output the wire cannot carry
+                failed = ModelError(f"the reply cannot be encoded: {type(exc).__name__}: {exc}")
+                codes[-1] = failed.code
+                records += self._records_for(incoming, request, failed)
         acks = AckCountdown(self._tracker, finishing, len(records), self._delivery_failed)
         for record in records:
             self._produce(record, acks)
@@ -245,7 +279,7 @@ class StageConsumer:
             Disposition.DEAD_LETTER,
             Disposition.RETRY,  # the batcher's retries are spent by now
         ):
-            topic = self._dlq_topic(incoming)
+            topic = self._dlq
             dlq_headers = self._dlq_headers(incoming, request, outcome)
             records.append((topic, -1, key, incoming.value, dlq_headers))
             self.hooks.dead_lettered(request, topic, outcome)
@@ -259,11 +293,6 @@ class StageConsumer:
             else:
                 records.append((self._default_reply_topic(), -1, key, value, headers))
         return records
-
-    def _dlq_topic(self, incoming: Incoming) -> str:
-        if incoming.pipeline:
-            return pipeline_dlq_topic(self.opts.prefix, incoming.pipeline)
-        return model_dlq_topic(self.opts.prefix, self._model, self._version)
 
     def _default_reply_topic(self) -> str:
         return model_reply_topic(self.opts.prefix, self._model, self._version)

@@ -116,6 +116,7 @@ def _options(settings: RouterSettings) -> RouterOptions:
         bootstrap=settings.bootstrap,
         prefix=settings.topic_prefix,
         default_timeout_s=settings.default_timeout_s,
+        max_timeout_s=settings.max_timeout_s,
         canary_key=settings.canary_key,
         max_inflight=settings.max_inflight,
         drain_timeout_s=settings.drain_timeout_s,

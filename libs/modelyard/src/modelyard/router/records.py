@@ -12,7 +12,7 @@ import time
 from confluent_kafka import Message
 
 from modelyard.audit import RequestRecord, digest_fields, encode_audit, utc
-from modelyard.errors import Disposition, ModelyardError, policy_for
+from modelyard.errors import Disposition, ModelyardError, error_class, policy_for
 from modelyard.kafka.codec import Incoming
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.topics import (
@@ -40,14 +40,22 @@ class RecordBuilder:
         self._audit = audit_topic(prefix)
 
     def result(self, live: LiveRequest, trace: Headers) -> list[Record]:
-        """The result on the results topic (and reply-to), and the request's audit record."""
+        """The result on the results topic (and reply-to), and the request's audit record;
+        with a dead letter of the caller's bytes when a stage refused the request as poison."""
         result = live.flow.result()
         error = live.flow.error
         record = live.record(error.code if error else "ok", error.message if error else None)
-        return [
+        records = [
             *self._results_of(live.incoming, result, trace),
             (self._audit, live.request_id, record, []),
         ]
+        if error is not None and error.stage is not None and _dead_letters(error.code):
+            headers = dead_letter_headers(
+                live.incoming.headers, error.message, error.code,
+                source=f"pipeline {self.pipeline} ingress", stage=error.stage,
+            )  # fmt: skip
+            records.append((self._dlq, live.incoming.key, live.incoming.value, headers))
+        return records
 
     def rejection(self, incoming: Incoming, error: ModelyardError) -> list[Record]:
         """A request that never started: dead letter (unless only late), error result, audit."""
@@ -154,6 +162,12 @@ class RecordBuilder:
             received_at=now, finished_at=now, latency_ms=0.0,
             input_digest=digest_fields(incoming.value),
         )  # fmt: skip
+
+
+def _dead_letters(code: str) -> bool:
+    """Whether a stage's error ``code`` means the input is poison (it dead-lettered it too)."""
+    disposition = policy_for(error_class(code)("")).disposition
+    return disposition in (Disposition.DEAD_LETTER, Disposition.RETRY)
 
 
 def _json_result(result: Envelope) -> bytes:

@@ -50,6 +50,7 @@ __all__ = ["PipelineRouter", "RouterOptions", "RoutingSource"]
 
 log = structlog.get_logger("modelyard.router")
 _IDLE_FLUSH_S = 0.01  # the longest an idle router waits for acks before it polls again
+_ABANDONED = 1 << 62  # acks a poisoned message's first count waits for: never all arrive
 
 
 class RoutingSource(Protocol):
@@ -64,6 +65,7 @@ class RouterOptions:
     bootstrap: str
     prefix: str = "yard"
     default_timeout_s: float = 30.0  # requests without a deadline get this one
+    max_timeout_s: float = 600.0  # later deadlines are cut to this: nothing is held for ever
     canary_key: Literal["caller", "request"] = "caller"  # what a sticky canary draw hashes
     max_inflight: int = 4096  # requests being routed before ingress pauses
     max_request_bytes: int = 16 << 20
@@ -178,11 +180,40 @@ class PipelineRouter:
                     self._failure = KafkaException(error)
             return
         pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
+        try:
+            if msg.topic() == self._ingress:
+                self._on_request(msg, pending)
+            else:
+                self._on_reply(msg)
+                self._tracker.expect(pending, 0)  # a reply's work is done once it is applied
+        except Exception as exc:  # no message's content may stop the router: see _poisoned
+            self._poisoned(msg, pending, exc)
+
+    def _poisoned(self, msg: Message, pending: Pending, exc: Exception) -> None:
+        """A message whose handling raised what no check foresaw: dead-letter it with its
+        original bytes and answer its caller with an ``internal`` error, so the partition moves
+        on and a restart does not meet it again (a crash loop)."""
+        log.exception(
+            "message failed unexpectedly; dead-lettering it",
+            topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+        )  # fmt: skip
+        self.hooks.dropped("failed unexpectedly")
+        error = ModelyardError(f"the router failed on this message: {type(exc).__name__}: {exc}")
+        incoming = decode_message(
+            msg.key(), msg.value(), msg.headers(), self.opts.max_request_bytes
+        )
+        live = self._live.get(incoming.request_id or "")
+        if live is not None and live.pending is pending:  # admitted by this message: forget it
+            del self._live[live.request_id]
+            self._remember(live.request_id)
+        # what this message held or sent before it failed can no longer finish it: its offset
+        # is finished through a fresh count, once the dead letter and error result are acked
+        pending.acks = _ABANDONED
+        fresh = Pending(pending.tp, pending.offset)
         if msg.topic() == self._ingress:
-            self._on_request(msg, pending)
+            self._send_gated(fresh, self._records.rejection(incoming, error))
         else:
-            self._on_reply(msg)
-            self._tracker.expect(pending, 0)  # a reply's work is done once it is applied
+            self._send_gated(fresh, [self._records.reply_dead_letter(msg, error)])
 
     # requests ----------------------------------------------------------------------------
     def _on_request(self, msg: Message, pending: Pending) -> None:
@@ -240,9 +271,11 @@ class PipelineRouter:
             raise
         except Exception as exc:  # e.g. a ragged list numpy cannot make a tensor of
             raise ValidationError(f"fields cannot be read as tensors: {exc}") from exc
-        deadline_ms = env.deadline_ms or int((time.time() + self.opts.default_timeout_s) * 1000)
-        if deadline_ms <= time.time() * 1000:
+        now_ms = int(time.time() * 1000)
+        deadline_ms = env.deadline_ms or now_ms + int(self.opts.default_timeout_s * 1000)
+        if deadline_ms <= now_ms:
             raise DeadlineExceededError("the request's deadline had passed when it arrived")
+        deadline_ms = min(deadline_ms, now_ms + int(self.opts.max_timeout_s * 1000))
         return Envelope(env.request_id, fields, self.spec.pipeline, None, env.caller, deadline_ms)
 
     def _advance(self, live: LiveRequest) -> None:
@@ -269,6 +302,7 @@ class PipelineRouter:
             (H.REPLY_TO, self._inbox),
             (H.REPLY_PARTITION, str(live.partition)),
             (H.ATTEMPT, str(dispatch.attempt)),
+            (H.STAGE, dispatch.stage),
         ])  # fmt: skip
         _copy_trace(live.incoming.headers, headers)
         self.hooks.hop_started(live, hop, headers)
@@ -292,6 +326,7 @@ class PipelineRouter:
             (H.REPLY_TO, self._shadow_topic),
             (H.ATTEMPT, str(hop.dispatch.attempt)),
             (H.SHADOW, "1"),
+            (H.STAGE, hop.dispatch.stage),
         ])  # fmt: skip
         _copy_trace(live.incoming.headers, headers)
         self.hooks.hop_started(live, hop, headers)
@@ -319,7 +354,8 @@ class PipelineRouter:
             self._produce(self._records.reply_dead_letter(msg, exc))
             return
         meta = parse_meta(msg.headers())
-        stage = reply.stage or ""
+        # a stage that could not decode what it refused (too large) names the hop in a header
+        stage = reply.stage or meta.stage or ""
         if meta.shadow:  # shadows reply to the shadow topic; this one lost its way
             self._produce(self._records.moved_to_shadow(msg))
             return

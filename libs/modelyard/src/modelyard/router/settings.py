@@ -34,6 +34,11 @@ class RouterSettings(KafkaClientSettings, GrpcTlsSettings):
     default_timeout_s: float = Field(
         default=30.0, gt=0, description="Deadline of requests that carry none."
     )
+    max_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="The longest a request may be routed: later deadlines are cut to this.",
+    )
     canary_key: Literal["caller", "request"] = Field(
         default="caller", description="What sticky canary draws hash: the caller or request id."
     )
