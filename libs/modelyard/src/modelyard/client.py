@@ -11,9 +11,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from modelyard.broker import create_topics
+from modelyard.errors import PayloadTooLargeError
+from modelyard.kafka.config import MAX_MESSAGE_BYTES, RECEIVE_MAX_BYTES
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 from modelyard.wire.headers import H
 
@@ -31,13 +33,14 @@ class StageClient:
         self.reply_topic = reply_topic or f"yard.client.{uuid.uuid4().hex[:12]}"
         create_topics(bootstrap, [self.reply_topic])
         base = {"bootstrap.servers": bootstrap, "log.connection.close": False, **(kafka or {})}
-        self._producer = Producer({**base, "linger.ms": 1})
+        self._producer = Producer({**base, "linger.ms": 1, "message.max.bytes": MAX_MESSAGE_BYTES})
         self._consumer = Consumer(
             {
                 **base,
                 "group.id": self.reply_topic,
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
+                "receive.message.max.bytes": RECEIVE_MAX_BYTES,
             }
         )
         self._consumer.assign([TopicPartition(self.reply_topic, 0, 0)])
@@ -47,9 +50,16 @@ class StageClient:
         self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
         all_headers = [(H.REPLY_TO, self.reply_topic.encode()), *(headers or [])]
-        self._producer.produce(
-            topic, encode_envelope(envelope), envelope.request_id, headers=all_headers
-        )
+        value = encode_envelope(envelope)
+        try:
+            self._producer.produce(topic, value, envelope.request_id, headers=all_headers)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise PayloadTooLargeError(
+                    f"request is {len(value)} bytes; Kafka records are limited to "
+                    f"{MAX_MESSAGE_BYTES}"
+                ) from None
+            raise
         self._producer.flush(10)
 
     def wait(self, request_id: str, timeout: float = 60) -> Envelope:

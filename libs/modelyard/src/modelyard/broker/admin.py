@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from modelyard.errors import ConfigError
+from modelyard.kafka.config import MAX_MESSAGE_BYTES
 from modelyard.topics import audit_topic, pipeline_topics
 
 __all__ = ["create_topics", "ensure_pipeline_topics", "partition_counts", "wait_for_kafka"]
@@ -47,10 +48,12 @@ def create_topics(
 ) -> None:
     """Create topics and wait for completion; topics that already exist are left as they are.
 
-    Create with the final partition count: some brokers (Tansu) have no CreatePartitions.
+    Create with the final partition count: some brokers (Tansu) have no CreatePartitions. Every
+    topic takes records up to ``MAX_MESSAGE_BYTES`` unless ``config`` says otherwise.
     """
+    settings = {"max.message.bytes": str(MAX_MESSAGE_BYTES), **(config or {})}
     new = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(settings))
         for name in dict.fromkeys(names)
     ]
     if not new:

@@ -23,9 +23,14 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from modelyard.errors import DecodeError, OverloadedError, UnavailableError
+from modelyard.errors import (
+    DecodeError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
 from modelyard.gateway.pending import RESULT, STAGE, Event
-from modelyard.kafka.config import producer_config
+from modelyard.kafka.config import MAX_MESSAGE_BYTES, producer_config
 from modelyard.telemetry.hooks import Carrier
 from modelyard.wire import decode_envelope
 from modelyard.wire.headers import H, header_value
@@ -111,6 +116,11 @@ class KafkaLink:
         except BufferError:
             raise OverloadedError("the gateway's Kafka send queue is full; retry later") from None
         except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise PayloadTooLargeError(
+                    f"request is {len(value)} bytes; Kafka records are limited to "
+                    f"{MAX_MESSAGE_BYTES}"
+                ) from None
             raise UnavailableError(f"cannot send to {topic}: {exc.args[0].str()}") from None
 
     def close(self, flush_s: float = 5.0) -> None:

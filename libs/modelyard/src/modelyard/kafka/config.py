@@ -10,7 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BACKGROUND_CONSUMER", "BACKGROUND_PRODUCER", "consumer_config", "producer_config"]
+__all__ = [
+    "BACKGROUND_CONSUMER",
+    "BACKGROUND_PRODUCER",
+    "MAX_MESSAGE_BYTES",
+    "RECEIVE_MAX_BYTES",
+    "consumer_config",
+    "producer_config",
+]
+
+# The largest record modelyard produces, and the max.message.bytes of every topic it creates, so
+# a cluster refuses a larger one at produce time. Request limits (a stage's manifest, the
+# router's max_request_bytes) sit below it, so a dead letter can carry what they refuse.
+MAX_MESSAGE_BYTES = 32 << 20
+# librdkafka's largest receive buffer. Below it, one record larger than the buffer on a broker
+# that does not enforce max.message.bytes (the embedded one does not) makes every fetch of its
+# partition fail ("Invalid response size"), and the consumer stalls for good. Received, it is
+# refused as too large and dead-lettered like any other; a buffer is only as large as what comes.
+RECEIVE_MAX_BYTES = 2**31 - 1
 
 # For clients off the request path (the shadow auditor reads and writes so): fewer, larger fetches
 # and batches. On the embedded broker every fetch and produce request costs CPU the primary path
@@ -33,6 +50,7 @@ def consumer_config(
         "fetch.wait.max.ms": 10,
         "fetch.max.bytes": 64 << 20,
         "max.partition.fetch.bytes": 16 << 20,
+        "receive.message.max.bytes": RECEIVE_MAX_BYTES,
         "log.connection.close": False,  # brokers close idle connections; that is not news
     }
     config.update(overrides)
@@ -48,8 +66,7 @@ def producer_config(
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 1,
-        "message.max.bytes": 32
-        << 20,  # a dead letter carries the original, possibly oversize, value
+        "message.max.bytes": MAX_MESSAGE_BYTES,  # larger: refused at produce(), not by a broker
         "compression.type": "none",
         "log.connection.close": False,
     }

@@ -25,14 +25,15 @@ from modelyard.errors import (
 )
 from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
 from modelyard.kafka.commit import commit_finished
-from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.config import MAX_MESSAGE_BYTES, consumer_config, producer_config
+from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import AckCountdown, OffsetTracker, Pending
 from modelyard.model import Outcome
 from modelyard.stage.batcher import WorkItem
 from modelyard.stage.core import StageCore, outcome_code
 from modelyard.telemetry.hooks import RequestContext
 from modelyard.topics import model_dlq_topic, model_reply_topic
-from modelyard.wire.headers import MessageMeta, dead_letter_headers
+from modelyard.wire.headers import MessageMeta, dead_letter
 
 __all__ = ["ConsumerOptions", "StageConsumer"]
 
@@ -79,11 +80,13 @@ class StageConsumer:
         self._joined = threading.Event()
         self._last_commit = 0.0
         self._last_lag = 0.0
+        self.fetch_health = FetchHealth()
         self._consumer = Consumer(
             consumer_config(
-                options.bootstrap, options.group_id, options.kafka, on_commit=self._on_commit
+                options.bootstrap, options.group_id, options.kafka,
+                on_commit=self._on_commit, error_cb=self.fetch_health.on_error,
             )
-        )
+        )  # fmt: skip
         self._producer = Producer(producer_config(options.bootstrap, options.kafka))
         self._thread = threading.Thread(target=self._run, name="modelyard-kafka", daemon=True)
         self._done = self._on_done  # one object: the batcher hands a batch's outcomes over at once
@@ -279,10 +282,9 @@ class StageConsumer:
             Disposition.DEAD_LETTER,
             Disposition.RETRY,  # the batcher's retries are spent by now
         ):
-            topic = self._dlq
-            dlq_headers = self._dlq_headers(incoming, request, outcome)
-            records.append((topic, -1, key, incoming.value, dlq_headers))
-            self.hooks.dead_lettered(request, topic, outcome)
+            value, headers = self._dead_letter(incoming, request, outcome)
+            records.append((self._dlq, -1, key, value, headers))
+            self.hooks.dead_lettered(request, self._dlq, outcome)
         if key and incoming.replyable:
             value = encode_reply(incoming, outcome, self._model, self._version, incoming.stage)
             headers = reply_headers(incoming)
@@ -297,15 +299,16 @@ class StageConsumer:
     def _default_reply_topic(self) -> str:
         return model_reply_topic(self.opts.prefix, self._model, self._version)
 
-    def _dlq_headers(
+    def _dead_letter(
         self, incoming: Incoming, request: RequestContext, error: ModelyardError
-    ) -> list[tuple[str, bytes]]:
-        headers = dead_letter_headers(
-            incoming.headers, error.message, error.code, source=self.opts.topic,
-            stage=incoming.stage or "", model=f"{self._model}:{self._version}",
+    ) -> tuple[bytes, list[tuple[str, bytes]]]:
+        value, headers = dead_letter(
+            incoming.value, incoming.headers, error.message, error.code, source=self.opts.topic,
+            max_bytes=MAX_MESSAGE_BYTES, stage=incoming.stage or incoming.meta.stage or "",
+            model=f"{self._model}:{self._version}",
         )  # fmt: skip
         self.hooks.inject(request, headers)
-        return headers
+        return value, headers
 
     def _produce(self, record: _Record, acks: AckCountdown) -> None:
         topic, partition, key, value, headers = record

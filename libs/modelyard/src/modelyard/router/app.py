@@ -28,7 +28,7 @@ from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.settings import RouterSettings
 from modelyard.router.spec import PipelineSpec
 from modelyard.router.telemetry import RouterHookChain, RouterLogging, RouterMetrics, RouterTracing
-from modelyard.telemetry import start_http_server, stop_http_server
+from modelyard.telemetry import count_receive_failures, start_http_server, stop_http_server
 
 __all__ = ["run_router"]
 
@@ -76,6 +76,7 @@ async def _serve(
     )
     hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging(), guard])
     router = PipelineRouter(spec, follower, _options(settings), hooks)
+    count_receive_failures(registry, lambda: router.fetch_health.failures)
     router.start()
     http, metrics_port = start_http_server(
         settings.metrics_host, settings.metrics_port, registry, _health(router, follower)
@@ -128,6 +129,7 @@ def _health(router: PipelineRouter, follower: ControlFollower) -> Any:
     def checks() -> dict[str, bool]:
         return {
             "kafka": router.joined and router.running and router.failure is None,
+            "fetch": router.fetch_health.ok,
             "control": follower.caught_up and follower.failure is None,
         }
 

@@ -14,6 +14,7 @@ from confluent_kafka import Message
 from modelyard.audit import RequestRecord, digest_fields, encode_audit, utc
 from modelyard.errors import Disposition, ModelyardError, error_class, policy_for
 from modelyard.kafka.codec import Incoming
+from modelyard.kafka.config import MAX_MESSAGE_BYTES
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.topics import (
     audit_topic,
@@ -22,8 +23,8 @@ from modelyard.topics import (
     pipeline_shadow_topic,
 )
 from modelyard.wire import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Envelope, ErrorInfo
-from modelyard.wire.envelope import encode_envelope
-from modelyard.wire.headers import H, Headers, dead_letter_headers, encode_headers
+from modelyard.wire.envelope import MAX_NAME_LENGTH, encode_envelope
+from modelyard.wire.headers import H, Headers, dead_letter, encode_headers
 from modelyard.wire.oip_json import encode_oip_json_error, encode_oip_json_response
 
 __all__ = ["Record", "RecordBuilder"]
@@ -50,11 +51,8 @@ class RecordBuilder:
             (self._audit, live.request_id, record, []),
         ]
         if error is not None and error.stage is not None and _dead_letters(error.code):
-            headers = dead_letter_headers(
-                live.incoming.headers, error.message, error.code,
-                source=f"pipeline {self.pipeline} ingress", stage=error.stage,
-            )  # fmt: skip
-            records.append((self._dlq, live.incoming.key, live.incoming.value, headers))
+            error_from_stage = error_class(error.code)(error.message)
+            records.append(self._dead_letter(live.incoming, error_from_stage, error.stage))
         return records
 
     def rejection(self, incoming: Incoming, error: ModelyardError) -> list[Record]:
@@ -62,9 +60,7 @@ class RecordBuilder:
         request_id = incoming.request_id
         records: list[Record] = []
         if policy_for(error).disposition is not Disposition.REPLY_ERROR:
-            records.append(
-                (self._dlq, incoming.key, incoming.value, self._dlq_headers(incoming, error))
-            )
+            records.append(self._dead_letter(incoming, error, "router"))
         if not request_id:
             return records  # nobody to answer, nothing to audit by
         env = incoming.envelope
@@ -116,14 +112,13 @@ class RecordBuilder:
         """An inbox message that is no stage reply: kept with its bytes, never applied."""
         original = [(k, v) for k, v in (msg.headers() or []) if v is not None]
         source = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
-        headers = dead_letter_headers(original, error.message, error.code, source=source)
+        value, headers = dead_letter(
+            msg.value() or b"", original, error.message, error.code, source=source,
+            max_bytes=MAX_MESSAGE_BYTES,
+        )  # fmt: skip
         key = msg.key()
-        return (
-            self._dlq,
-            key.decode("utf-8", "replace") if key else None,
-            msg.value() or b"",
-            headers,
-        )
+        text_key = key.decode("utf-8", "replace") if key and len(key) <= MAX_NAME_LENGTH else None
+        return (self._dlq, text_key, value, headers)
 
     # internals ---------------------------------------------------------------------------
     def _results_of(self, incoming: Incoming, result: Envelope, trace: Headers) -> list[Record]:
@@ -146,11 +141,13 @@ class RecordBuilder:
                 records.append((reply_to, result.request_id, records[0][2], headers))
         return records
 
-    def _dlq_headers(self, incoming: Incoming, error: ModelyardError) -> Headers:
-        source = f"pipeline {self.pipeline} ingress"
-        return dead_letter_headers(
-            incoming.headers, error.message, error.code, source=source, stage="router"
-        )
+    def _dead_letter(self, incoming: Incoming, error: ModelyardError, stage: str) -> Record:
+        """The caller's original bytes on the pipeline's DLQ, with why and where it failed."""
+        value, headers = dead_letter(
+            incoming.value, incoming.headers, error.message, error.code,
+            source=f"pipeline {self.pipeline} ingress", max_bytes=MAX_MESSAGE_BYTES, stage=stage,
+        )  # fmt: skip
+        return (self._dlq, incoming.key, value, headers)
 
     def _rejected(self, incoming: Incoming, error: ModelyardError) -> RequestRecord:
         now = utc(time.time())

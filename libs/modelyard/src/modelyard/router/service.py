@@ -29,6 +29,7 @@ from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationEr
 from modelyard.kafka.codec import Incoming, decode_message
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import OffsetTracker, Pending
 from modelyard.router.flow import Dispatch, RequestFlow, request_specs
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
@@ -100,9 +101,10 @@ class PipelineRouter:
         self._paused = False
         self._last_commit = 0.0
         group = router_group(options.prefix, spec.pipeline)
+        self.fetch_health = FetchHealth()
         self._consumer = Consumer(
             consumer_config(
-                options.bootstrap, group, options.kafka,
+                options.bootstrap, group, options.kafka, error_cb=self.fetch_health.on_error,
                 **{"partition.assignment.strategy": "range"},  # co-partitions ingress and inbox
             )
         )  # fmt: skip

@@ -27,6 +27,7 @@ from modelyard.telemetry import (
     LoggingHooks,
     MetricsHooks,
     TracingHooks,
+    count_receive_failures,
     start_http_server,
     stop_http_server,
 )
@@ -74,8 +75,11 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
         checks = {"model": model.ready()}
         if consumer is not None:
             checks["kafka"] = consumer.joined and consumer.running and consumer.failure is None
+            checks["fetch"] = consumer.fetch_health.ok
         return checks
 
+    if consumer is not None:
+        count_receive_failures(registry, lambda: consumer.fetch_health.failures)
     http, metrics_port = start_http_server(
         settings.metrics_host, settings.metrics_port, registry, health
     )

@@ -6,7 +6,12 @@ and ``configure_tracing`` once and serve metrics with ``start_http_server``.
 
 from modelyard.telemetry.hooks import HookChain, RequestContext, StageHooks
 from modelyard.telemetry.logging import LoggingHooks, configure_logging
-from modelyard.telemetry.metrics import MetricsHooks, start_http_server, stop_http_server
+from modelyard.telemetry.metrics import (
+    MetricsHooks,
+    count_receive_failures,
+    start_http_server,
+    stop_http_server,
+)
 from modelyard.telemetry.tracing import TracingHooks, configure_tracing, extract, inject_current
 
 __all__ = [
@@ -18,6 +23,7 @@ __all__ = [
     "TracingHooks",
     "configure_logging",
     "configure_tracing",
+    "count_receive_failures",
     "extract",
     "inject_current",
     "start_http_server",

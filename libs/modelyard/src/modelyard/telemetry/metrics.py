@@ -25,7 +25,14 @@ from prometheus_client import (
 from modelyard.telemetry._tally import Tally
 from modelyard.telemetry.hooks import RequestContext, StageHooks
 
-__all__ = ["HealthCheck", "MetricsHooks", "MetricsServer", "start_http_server", "stop_http_server"]
+__all__ = [
+    "HealthCheck",
+    "MetricsHooks",
+    "MetricsServer",
+    "count_receive_failures",
+    "start_http_server",
+    "stop_http_server",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +42,16 @@ HealthCheck = Callable[[], dict[str, bool]]
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _MV = ("model", "version")
+
+
+def count_receive_failures(registry: CollectorRegistry, failures: Callable[[], int]) -> None:
+    """Export a consumer's fetch responses too large to receive (see kafka.fetch_health)."""
+    Gauge(
+        "modelyard_kafka_receive_failures",
+        "Fetch responses the consumer could not receive since start (a record over "
+        "receive.message.max.bytes); while they come, /healthz/ready is not ready.",
+        registry=registry,
+    ).set_function(failures)
 
 
 class MetricsHooks(StageHooks):

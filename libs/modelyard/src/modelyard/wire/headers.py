@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "Headers",
     "MessageMeta",
-    "dead_letter_headers",
+    "dead_letter",
     "encode_headers",
     "header_value",
     "parse_meta",
@@ -47,6 +48,8 @@ class H:
     DLQ_STAGE = "dlq-stage"
     DLQ_MODEL = "dlq-model"
     DLQ_SOURCE = "dlq-source"  # topic/partition/offset of the original message
+    DLQ_TRUNCATED = "dlq-truncated"  # the original value's size, when only its start is kept
+    DLQ_SHA256 = "dlq-sha256"  # sha256 of the whole original value, when truncated
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,17 +149,44 @@ def encode_headers(pairs: Iterable[tuple[str, str | None]]) -> Headers:
     return [(k, v.encode()) for k, v in pairs if v is not None]
 
 
-def dead_letter_headers(
+def dead_letter(
+    value: bytes,
     original: Iterable[tuple[str, bytes]],
     message: str,
     code: str,
     *,
     source: str,
+    max_bytes: int,
     stage: str | None = None,
     model: str | None = None,
-) -> Headers:
-    """A dead letter's headers: the original ones, then why and where it failed (``dlq-*``)."""
-    return [*original, *encode_headers([
-        (H.DLQ_ERROR, message), (H.DLQ_ERROR_CODE, code), (H.DLQ_MODEL, model),
+) -> tuple[bytes, Headers]:
+    """A dead letter's value and headers: the original bytes and headers, then why and where it
+    failed (``dlq-*``).
+
+    A record that would exceed ``max_bytes`` (the largest a topic takes) keeps the first bytes of
+    the value that fit, drops original header values over 4 KiB, and says so in
+    ``dlq-truncated`` (the original value's size) and ``dlq-sha256`` (of the whole value), so
+    producing it cannot fail and stop the partition behind it.
+    """
+    why = encode_headers([
+        (H.DLQ_ERROR, message[:_MAX_REASON]), (H.DLQ_ERROR_CODE, code), (H.DLQ_MODEL, model),
         (H.DLQ_STAGE, stage), (H.DLQ_SOURCE, source),
+    ])  # fmt: skip
+    headers = [*original, *why]
+    if len(value) + _size(headers) <= max_bytes - _RECORD_OVERHEAD:
+        return value, headers
+    kept = [(k, v) for k, v in original if len(v) <= _KEPT_HEADER_BYTES]
+    headers = [*kept, *why, *encode_headers([
+        (H.DLQ_TRUNCATED, str(len(value))), (H.DLQ_SHA256, hashlib.sha256(value).hexdigest()),
     ])]  # fmt: skip
+    room = max(0, max_bytes - _RECORD_OVERHEAD - _size(headers))
+    return value[:room], headers
+
+
+def _size(headers: Headers) -> int:
+    return sum(len(k) + len(v) for k, v in headers)
+
+
+_MAX_REASON = 4096  # characters of an error message a dead letter keeps
+_KEPT_HEADER_BYTES = 4096
+_RECORD_OVERHEAD = 4096  # key, batch and record framing
