@@ -17,7 +17,9 @@ from modelyard.broker import create_topics
 from modelyard.control import Shadow, StageRouting
 from modelyard.repository.build import BuildContext
 from modelyard.router import parse_spec
+from modelyard.router.live import LiveRequest
 from modelyard.router.service import PipelineRouter, RouterOptions
+from modelyard.router.telemetry import RouterHooks
 from modelyard.shadows.auditor import ShadowAuditor
 from modelyard.topics import (
     audit_topic,
@@ -98,6 +100,15 @@ class Stack:
         return {k: v for k, v in found.items() if k in ids}
 
 
+class _ExplodingHooks(RouterHooks):
+    """Raises for requests whose id starts with ``explode``: a stand-in for any bug that a
+    message's content could trigger in the router's per-request code."""
+
+    def request_received(self, live: LiveRequest) -> None:
+        if live.request_id.startswith("explode"):
+            raise RuntimeError(f"no check foresaw {live.request_id}")
+
+
 def _role(message: Message) -> str:
     """Shadow replies carry `shadow: 1`; the router's copies of primaries `shadow-role`."""
     headers = dict(message.headers() or [])
@@ -131,7 +142,8 @@ def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         for v in ("1", "2")
     ]
     routing = StaticRouting("tp", first=StageRouting(active="1"), second=StageRouting(active="1"))
-    router = PipelineRouter(SPEC, routing, RouterOptions(bootstrap=broker, prefix=prefix))
+    options = RouterOptions(bootstrap=broker, prefix=prefix)
+    router = PipelineRouter(SPEC, routing, options, hooks=_ExplodingHooks())
     auditor = ShadowAuditor(broker, "tp", prefix=prefix, ttl_s=2.0)
     try:
         for stage in stages:
@@ -231,10 +243,66 @@ def test_bad_input_is_dead_lettered_and_traffic_keeps_flowing(stack: Stack) -> N
         "ok-after": "ok",
     }
     assert results["boom-1"][0].error.stage == "first"  # type: ignore[union-attr]
-    dlq = stack.collect("dlq", lambda ms: {b"bad-bytes", b"bad-type"} <= {m.key() for m in ms})
+    keys = {b"bad-bytes", b"bad-type", b"boom-1"}
+    dlq = stack.collect("dlq", lambda ms: keys <= {m.key() for m in ms})
     by_key = {m.key(): m for m in dlq}
     assert by_key[b"bad-bytes"].value() == garbage
     assert by_key[b"bad-type"].value() == wrong_type
+    # the model's refusal: the caller's bytes, marked with the stage that refused them
+    assert by_key[b"boom-1"].value() == _request("boom-1", "boom")
+    assert _headers(by_key[b"boom-1"])[:2] == (b"model", b"first")
+
+
+def _headers(message: Message) -> tuple[bytes | None, bytes | None]:
+    found = dict(message.headers() or [])
+    return found.get("dlq-error-code"), found.get("dlq-stage")
+
+
+def _ext(datatype: str, shape: list[int], data: Any) -> msgpack.ExtType:
+    return msgpack.ExtType(1, msgpack.packb([datatype, shape, data]))
+
+
+def test_values_that_once_crashed_the_router_get_errors_and_traffic_keeps_flowing(
+    stack: Stack,
+) -> None:
+    def envelope(rid: str, text: Any, **extra: Any) -> bytes:
+        return msgpack.packb({"v": 1, "id": rid, "fields": {"text": text}, **extra})
+
+    hostile = {
+        "none-text": (envelope("none-text", [None]), "validation"),
+        "map-text": (envelope("map-text", [{"a": 1}]), "validation"),
+        "none-ext": (envelope("none-ext", _ext("BYTES", [1], [None])), "decode"),
+        "huge-caller": (envelope("huge-caller", ["hi"], caller="c" * (1 << 20)), "decode"),
+        # over the stage's 64 KiB limit, under the router's: the stage's refusal comes back
+        "too-large": (envelope("too-large", ["x" * 70_000]), "too_large"),
+    }
+    stack.send(*[(rid, value) for rid, (value, _) in hostile.items()], ("fine-after", "fine"))
+    results = stack.results({*hostile, "fine-after"})
+    codes = {rid: r[0].error.code if r[0].error else "ok" for rid, r in results.items()}
+    assert codes == {**{rid: code for rid, (_, code) in hostile.items()}, "fine-after": "ok"}
+    assert results["too-large"][0].error.stage == "first"  # type: ignore[union-attr]
+    keys = {rid.encode() for rid in hostile}
+    dlq = {m.key(): m for m in stack.collect("dlq", lambda ms: keys <= {m.key() for m in ms})}
+    for rid, (value, code) in hostile.items():
+        assert dlq[rid.encode()].value() == value  # the caller's bytes, as sent
+        stage = b"first" if rid == "too-large" else b"router"
+        assert _headers(dlq[rid.encode()]) == (code.encode(), stage)
+
+
+def test_a_request_the_router_fails_on_unexpectedly_is_dead_lettered_and_answered(
+    stack: Stack,
+) -> None:
+    stack.send(("explode-1", "boom?"), ("calm-after", "calm"))
+    results = stack.results({"explode-1", "calm-after"})
+    error = results["explode-1"][0].error
+    assert error is not None
+    assert error.code == "internal"
+    assert "RuntimeError: no check foresaw explode-1" in error.message
+    assert results["calm-after"][0].error is None
+    dlq = stack.collect("dlq", lambda ms: b"explode-1" in {m.key() for m in ms})
+    [letter] = [m for m in dlq if m.key() == b"explode-1"]
+    assert letter.value() == _request("explode-1", "boom?")
+    assert _headers(letter) == (b"internal", b"router")
 
 
 def test_shadow_replies_are_captured_and_never_served(stack: Stack) -> None:
