@@ -1,9 +1,12 @@
-"""``Stack`` (what ``modelyard up`` runs) on the real broker with small test models, no router."""
+"""``Stack`` (what ``modelyard up`` runs) on the real broker with small test models; routers are
+a stand-in (``tests.support.fake_router_cli``) except where a test says otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,12 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
-from modelyard.broker import partition_counts
+from modelyard.broker import EmbeddedBroker, partition_counts
 from modelyard.client import StageClient
 from modelyard.control import CanaryChange, Rollout, ShadowChange
 from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
+from modelyard.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.repository.build import BuildContext
 from modelyard.stack import Stack
 from modelyard.topics import (
@@ -277,19 +283,153 @@ def test_routers_are_started_with_the_agreed_command_line(
     assert stack.failure is None
 
 
-@pytest.mark.parametrize(("marker", "code"), [("router-fails", 3), ("router-exits", 4)])
-def test_a_router_that_fails_or_dies_fails_the_stack(
-    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path, marker: str, code: int
-) -> None:
-    repo, _ = layout
+def _marked_spec(tmp_path: Path, marker: str) -> Path:
+    """A copy of the spec beside ``marker``, which tells the stand-in router how to misbehave."""
     spec = tmp_path / "shouty.yaml"
     spec.write_text(SPEC)
     (tmp_path / marker).touch()
+    return spec
+
+
+def test_a_router_that_fails_before_it_is_ready_fails_the_start(
+    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, _ = layout
+    spec = _marked_spec(tmp_path, "router-fails")
     stack = _stack(broker, unique, (repo, spec), Lines(), router=True, cli=FAKE_CLI)
-    if marker == "router-fails":
-        with pytest.raises(ConfigError, match=rf"router:shouty did not become ready .*code {code}"):
-            stack.start()
-        return
+    with pytest.raises(ConfigError, match=r"router:shouty did not become ready .*code 3"):
+        stack.start()
+
+
+def test_a_router_that_keeps_dying_fails_the_stack_after_its_restarts(
+    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, _ = layout
+    spec = _marked_spec(tmp_path, "router-exits")  # exits 4 right after every ready line
+    lines = Lines()
+    stack = _stack(broker, unique, (repo, spec), lines, router=True, cli=FAKE_CLI, max_restarts=2)
     with stack:
-        assert stack.wait(30), "the stack did not notice its router died"
-        assert stack.failure == f"router:shouty exited with code {code}"
+        assert stack.wait(60), "the stack did not give up on its router"
+        assert stack.failure == "router:shouty exited with code 4 after 2 restart(s)"
+    starts = [line for line in lines.of("router:shouty") if line.startswith("fake router argv")]
+    assert len(starts) == 3  # the first one and its two restarts
+
+
+def _infer(stub: pb_grpc.PipelineServiceStub, rid: str, text: bytes) -> list[bytes]:
+    tensor = pb.Tensor(name="text", datatype="BYTES", shape=[1], bytes_contents=[text])
+    request = pb.InferRequest(id=rid, pipeline="shouty", inputs=[tensor])
+    response = stub.Infer(request, timeout=60, wait_for_ready=True)  # reconnects if need be
+    assert not response.error.code, response.error
+    [shout] = response.outputs
+    return list(shout.bytes_contents)
+
+
+_TCP_STATES = {"04": "FIN_WAIT1", "05": "FIN_WAIT2", "06": "TIME_WAIT", "0A": "LISTEN"}
+
+
+def _port_states(port: int) -> list[str]:
+    """States of this machine's TCP sockets whose local port is ``port`` (from /proc/net)."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        states += [_TCP_STATES.get(r[3], r[3]) for r in rows if int(r[1][-4:], 16) == port]
+    return states
+
+
+def test_a_killed_router_comes_back_on_its_port_and_serves(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    """The real router, on a port the OS chose: SIGKILLed while a caller is connected, it is
+    restarted on the same port although the killed one's connection lingers there (TIME_WAIT),
+    and the caller's channel gets its next result through the new router."""
+    lines = Lines()
+    with _stack(broker, unique, layout, lines, router=True, router_port=0) as stack:
+        address = stack.router_grpc
+        assert address is not None
+        port = int(address.rpartition(":")[2])
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.PipelineServiceStub(channel)
+            assert _infer(stub, "before", b"hello") == [b"HELLO"]
+            killed = stack.processes()["router:shouty"]
+            os.kill(killed, signal.SIGKILL)  # its connection to this channel is open
+            deadline = time.monotonic() + 30
+            while stack.processes()["router:shouty"] == killed:  # probe: the monitor restarts it
+                assert time.monotonic() < deadline, "the killed router was not restarted"
+                assert not stack.wait(0.05), stack.failure
+            ready = stack.wait_child("router:shouty", timeout_s=90)
+            assert ready["grpc"] == address
+            lingering = _port_states(port)
+            assert {"TIME_WAIT", "FIN_WAIT2"} & set(lingering), lingering
+            assert _infer(stub, "after", b"again") == [b"AGAIN"]
+        assert stack.router_grpc == address
+        assert stack.failure is None
+    announced = [line for line in lines.of("router:shouty") if line.startswith("modelyard router")]
+    assert len(announced) == 2, announced
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid``: pid -> command line."""
+    found = {}
+    for entry in [e for e in Path("/proc").iterdir() if e.name.isdigit()]:
+        with contextlib.suppress(OSError):  # exited while we looked
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+    return {p: cmd.decode() for p, cmd in found.items()}
+
+
+def _worker_of(proc: subprocess.Popen[str], other_than: int | None = None) -> int:
+    """Pid of up's ``modelyard serve`` child, once there is one other than ``other_than``."""
+    deadline = time.monotonic() + 60
+    while True:
+        pids = [p for p, cmd in _children(proc.pid).items() if " serve " in cmd and p != other_than]
+        if pids:
+            return pids[0]
+        assert time.monotonic() < deadline, "up started no worker"
+        try:
+            code = proc.wait(0.05)  # the probe's pause; up must not exit meanwhile
+        except subprocess.TimeoutExpired:
+            continue
+        raise AssertionError(f"up exited with code {code}")
+
+
+def test_up_command_exits_1_naming_a_child_that_keeps_dying(
+    layout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, spec = layout
+    argv = [sys.executable, "-m", "modelyard.cli.main", "up", "--no-router", "--port", "0",
+            "--pipeline", str(spec), "--repository", str(repo), "--partitions", "2",
+            "--max-restarts", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "up.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
+                                text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("modelyard up ready"), log.read_text()
+        first = _worker_of(proc)
+        os.kill(first, signal.SIGKILL)
+        os.kill(_worker_of(proc, other_than=first), signal.SIGKILL)  # its one restart
+        assert proc.wait(60) == 1, log.read_text()[-3000:]
+        reason = "worker shout:2 exited with code -9 (SIGKILL) after 1 restart(s)"
+        assert f"Error: {reason}; stopped" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_a_broker_port_left_in_time_wait_is_taken_again(tmp_path: Path) -> None:
+    """``up --port N`` right after a run on N: that run's connections linger in TIME_WAIT, which
+    must not make the port look taken."""
+    with EmbeddedBroker(log_file=tmp_path / "first.log") as first:
+        caller = socket.create_connection((first.host, first.port))
+    with caller:  # the broker closed its end first (it stopped): its side is left in TIME_WAIT
+        assert caller.recv(1) == b""
+    assert "TIME_WAIT" in _port_states(first.port), _port_states(first.port)
+    with EmbeddedBroker(first.port, log_file=tmp_path / "second.log") as second:
+        assert second.running

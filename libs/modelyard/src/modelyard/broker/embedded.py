@@ -39,8 +39,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Whether ``host:port`` can be bound right now."""
+    """Whether ``host:port`` can be bound right now by a listener (which sets SO_REUSEADDR, as
+    the broker's does): a port only left in TIME_WAIT by an earlier run is free; one that
+    something listens on is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

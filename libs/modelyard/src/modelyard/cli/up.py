@@ -70,7 +70,8 @@ _READY = "modelyard up ready"
 @click.option(
     "--max-restarts",
     type=click.IntRange(min=0),
-    help="Restarts of a dying worker before up stops with exit code 1  [default: 3]",
+    help="Restarts of each child that dies (worker, router, shadow auditor) before up stops "
+    "with exit code 1  [default: 3]",
 )
 def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> None:
     """Start the embedded broker, create topics, roll out the first versions, start one worker
@@ -79,10 +80,11 @@ def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> No
 
     Prints `modelyard up ready bootstrap=HOST:PORT router=HOST:PORT` on stdout once everything
     is ready. Workers are started for versions that come into use later (rollout, canary,
-    shadow); a worker that dies is restarted (--max-restarts), while a router or broker that
-    dies stops the stack with exit code 1. Ctrl-C or SIGTERM stops the routers, then the
-    workers (they drain and commit), then the broker, and exits 0. Every option is also an
-    environment variable MODELYARD_UP_<NAME>.
+    shadow). A worker, router or shadow auditor that dies is restarted, a router on the port it
+    had; one that dies more than --max-restarts times, or a broker that dies, stops the stack
+    with exit code 1 and names it. Ctrl-C or SIGTERM stops the routers, then the workers (they
+    drain and commit), then the broker, and exits 0. Every option is also an environment
+    variable MODELYARD_UP_<NAME>.
     """
     from modelyard.errors import ModelyardError  # noqa: PLC0415
     from modelyard.stack import Stack, StackSettings  # noqa: PLC0415

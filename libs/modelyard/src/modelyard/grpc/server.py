@@ -32,7 +32,9 @@ def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", max_request_bytes + MESSAGE_HEADROOM_BYTES),
         ("grpc.max_send_message_length", -1),  # outputs are the model's; never cut them off
         # gRPC sets SO_REUSEPORT by default, which lets a second server silently share the port
-        # and steal half the traffic; a stage must own its port or fail to start.
+        # and steal half the traffic; a stage must own its port or fail to start. (SO_REUSEADDR
+        # gRPC sets on every TCP listener, with no option to turn it off: a server restarted on
+        # its port binds while connections of the one before linger in TIME_WAIT.)
         ("grpc.so_reuseport", 0),
     ]
 

@@ -3,18 +3,24 @@ line parsed, stopped with SIGTERM (it drains) and killed only after a grace peri
 
 Children run in their own process group, so a terminal's Ctrl-C reaches ``up`` alone and ``up``
 stops them in order (router first, then workers, then the broker).
+
+:class:`Supervised` is the restart policy every child of ``up`` shares (worker, router, shadow
+auditor): a child that dies is started again from its own command line, keeping the ports it
+announced, until it has used up ``max_restarts``.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Child", "LineSink"]
+__all__ = ["Child", "LineSink", "Supervised", "exit_reason", "pin_ports"]
 
 LineSink = Callable[[str, str], None]  # (child name, line without newline)
 
@@ -40,6 +46,7 @@ class Child:
         plain: bool = False,
     ) -> None:
         self.name = name
+        self.argv = list(argv)
         self._plain = plain
         self.ready_prefix = ready_prefix
         self.ready: dict[str, str] | None = None
@@ -116,6 +123,57 @@ class Child:
                 self._settled.set()
             self._sink(self.name, line)
         self._settled.set()  # the output ended (the child exited): wake waiters
+
+
+@dataclass
+class Supervised:
+    """A child that ``up`` keeps running, and how many times it was restarted already.
+
+    ``sticky`` maps an option of its command line to the ready field announcing that address
+    (``{"--grpc-port": "grpc"}``): a restart listens on the port the dead child announced, so
+    callers reconnect to the same address, even when the option asked for any free port (0).
+    """
+
+    child: Child
+    label: str  # how a failure names it: "worker ocr:2", "router:docs"
+    sticky: Mapping[str, str] = field(default_factory=dict)
+    restarts: int = 0
+
+    def give_up(self, max_restarts: int) -> str | None:
+        """Why the dead child is not started again (the stack's failure), or None to restart."""
+        if self.restarts < max_restarts:
+            return None
+        return f"{self.label} {exit_reason(self.child.returncode)} after {self.restarts} restart(s)"
+
+    def restart_argv(self) -> list[str]:
+        """The dead child's command line, its sticky options set to the ports it announced."""
+        return pin_ports(self.child.argv, self.child.ready, self.sticky)
+
+
+def exit_reason(code: int | None) -> str:
+    """``exited with code 4``; ``exited with code -9 (SIGKILL)`` for a child killed by a signal."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"exited with code {code} ({signal.Signals(-code).name})"
+        except ValueError:  # not a signal this platform names
+            pass
+    return f"exited with code {code}"
+
+
+def pin_ports(
+    argv: Sequence[str], ready: Mapping[str, str] | None, sticky: Mapping[str, str]
+) -> list[str]:
+    """``argv`` with the value of each option in ``sticky`` replaced by the port of the ready
+    field it names (``host:port``); options or fields that are missing are left as they are."""
+    pinned = list(argv)
+    for option, name in sticky.items():
+        address = (ready or {}).get(name, "")
+        port = address.rpartition(":")[2]
+        if port.isdigit() and option in pinned[:-1]:
+            pinned[pinned.index(option) + 1] = port
+    return pinned
 
 
 def _fields(line: str) -> dict[str, str]:

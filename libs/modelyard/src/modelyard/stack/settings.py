@@ -49,7 +49,10 @@ class StackSettings(BaseSettings):
         default=180.0, gt=0, description="How long every child may take to print its ready line."
     )
     max_restarts: int = Field(
-        default=3, ge=0, description="Restarts of a worker that dies before up gives up."
+        default=3,
+        ge=0,
+        description="Restarts of each child (worker, router, shadow auditor) that dies before up "
+        "gives up; counted over the stack's life.",
     )
     stop_timeout_s: float = Field(
         default=40.0, gt=0, description="How long a child may drain after SIGTERM before a kill."

@@ -10,10 +10,13 @@ auditor: shadow work must never take CPU from requests callers wait for. When su
 starts serving (promoted, rolled out, canaried), its worker is replaced by one at normal priority;
 the old one drains and exits once the new one is ready.
 
-Policy when a child dies on its own: a worker is restarted (its consumer group hands its
-partitions to the new process; nothing committed is lost), up to ``max_restarts`` times; after
-that, or when a router or the embedded broker dies, the stack is failed (``failure`` says why,
-``wait()`` returns) and ``modelyard up`` stops everything and exits 1.
+Policy when a child dies on its own, the same for every child (worker, router, shadow auditor;
+:class:`~modelyard.stack.child.Supervised`): it is started again from its own command line, up
+to ``max_restarts`` times over the stack's life. A worker's consumer group hands its partitions
+to the new process (nothing committed is lost); a router comes back on the gRPC port it had (the
+port the first one got when ``router_port`` is 0), so callers reconnect to the same address.
+A child past its restarts, or an embedded broker that dies, fails the stack (``failure`` names
+the child and its exit code, ``wait()`` returns) and ``modelyard up`` stops everything and exits 1.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from modelyard.errors import ConfigError
 from modelyard.repository.store import ModelRepository
 from modelyard.router import load_spec
 from modelyard.router.spec import PipelineSpec
-from modelyard.stack.child import Child, LineSink
+from modelyard.stack.child import Child, LineSink, Supervised
 from modelyard.stack.plan import ModelVersion, shadow_only_versions, version_roles
 from modelyard.stack.settings import StackSettings
 from modelyard.stack.setup import bootstrap_control, create_stack_topics
@@ -68,13 +71,6 @@ class _Retiring:
     asked_at: float | None = None  # when SIGTERM was sent (monotonic)
 
 
-@dataclass
-class _Worker:
-    child: Child
-    restarts: int = 0
-    background: bool = False  # started niced: the version only takes shadow copies
-
-
 def _print_line(name: str, line: str) -> None:
     sys.stderr.write(f"{name:>16} | {line}\n")  # one write per line: lines never interleave
 
@@ -103,9 +99,10 @@ class Stack:
         self._sink = on_line or _print_line
         self._broker: EmbeddedBroker | None = None
         self._follower: ControlFollower | None = None
-        self._workers: dict[ModelVersion, _Worker] = {}
-        self._routers: dict[str, Child] = {}
-        self._auditors: dict[str, Child] = {}
+        self._workers: dict[ModelVersion, Supervised] = {}
+        self._niced: set[ModelVersion] = set()  # workers started niced: shadow copies only
+        self._routers: dict[str, Supervised] = {}  # by pipeline
+        self._auditors: dict[str, Supervised] = {}  # by pipeline
         self._missing: set[ModelVersion] = set()
         self._retiring: list[_Retiring] = []  # replaced workers, still running
         self._lock = threading.RLock()
@@ -128,39 +125,41 @@ class Stack:
     def workers(self) -> dict[str, dict[str, str]]:
         """``"model:version"`` -> its ready line's fields (grpc, metrics, topic); ready ones."""
         with self._lock:
-            items = [(f"{m}:{v}", w.child) for (m, v), w in sorted(self._workers.items())]
+            items = [(w.child.name, w.child) for _, w in sorted(self._workers.items())]
         return {ref: c.ready for ref, c in items if c.ready is not None and c.running}
 
     @property
     def routers(self) -> dict[str, dict[str, str]]:
-        """Pipeline -> the fields of its router's ready line (grpc, metrics)."""
-        return {p: c.ready for p, c in self._routers.items() if c.ready is not None}
+        """Pipeline -> the fields of its router's ready line (grpc, metrics); ready ones."""
+        with self._lock:
+            items = [(p, s.child) for p, s in self._routers.items()]
+        return {p: c.ready for p, c in items if c.ready is not None and c.running}
 
     @property
     def router_grpc(self) -> str | None:
-        """``host:port`` of the first pipeline's router, None without routers."""
-        first = next(iter(self.routers.values()), None)
+        """``host:port`` of the first pipeline's router; None without one (or while it restarts)."""
+        first = self.routers.get(self.specs[0].pipeline) if self.specs else None
         return first.get("grpc") if first else None
 
     def processes(self) -> dict[str, int]:
-        """Child name (``router:<pipeline>``, ``<model>:<version>``) -> pid of its process."""
-        with self._lock:
-            workers = {f"{m}:{v}": w.child.pid for (m, v), w in sorted(self._workers.items())}
-        services = [*self._routers.values(), *self._auditors.values()]
-        return {**{c.name: c.pid for c in services}, **workers}
+        """Child name (``router:<pipeline>``, ``shadow-audit:<spec>``, ``<model>:<version>``)
+        -> pid of its current process."""
+        return {s.child.name: s.child.pid for s in self._supervised()}
 
-    def wait_worker(self, ref: str, timeout_s: float = 60.0) -> dict[str, str]:
-        """The ready fields of worker ``ref`` once it is up (started later by a change, too)."""
-        model, _, version = ref.partition(":")
+    def wait_child(self, name: str, timeout_s: float = 60.0) -> dict[str, str]:
+        """The ready fields of child ``name`` (see ``processes()``) once it is up: started later
+        by a change, or restarted after it died."""
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0 and not self._failed.is_set():
-            with self._lock:
-                worker = self._workers.get((model, version))
-            child = worker.child if worker is not None else None
+            child = next((s.child for s in self._supervised() if s.child.name == name), None)
             if child is not None and child.running and child.wait_ready(min(remaining, 0.5)):
                 return dict(child.ready or {})
             self._failed.wait(min(remaining, 0.05))  # not (re)started yet: the monitor will
-        raise StackError(f"worker {ref} is not ready: {self.failure or 'timed out'}")
+        raise StackError(f"{name} is not ready: {self.failure or 'timed out'}")
+
+    def wait_worker(self, ref: str, timeout_s: float = 60.0) -> dict[str, str]:
+        """The ready fields of worker ``ref`` (``model:version``) once it is up."""
+        return self.wait_child(ref, timeout_s)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the stack fails (True) or ``timeout_s`` passes (False)."""
@@ -235,7 +234,12 @@ class Stack:
         return Child(name, argv, ready_prefix=ready_prefix, sink=self._sink, env=self._env(),
                      cwd=self._cwd, plain=not sys.stderr.isatty())  # fmt: skip
 
-    def _start_worker(self, model: str, version: str, background: bool = False) -> Child:
+    def _supervised(self) -> list[Supervised]:
+        """Every child the stack keeps running: routers, shadow auditors, workers."""
+        with self._lock:
+            return [*self._routers.values(), *self._auditors.values(), *self._workers.values()]
+
+    def _start_worker(self, model: str, version: str, background: bool = False) -> Supervised:
         s = self.settings
         argv = self._cli(
             "serve", f"{model}:{version}", "--repository", str(self._repo.root),
@@ -245,7 +249,8 @@ class Stack:
         )  # fmt: skip
         if background:
             argv = ["nice", "-n", str(_BACKGROUND_NICE), *argv]
-        return self._spawn(f"{model}:{version}", argv, STAGE_READY)
+        child = self._spawn(f"{model}:{version}", argv, STAGE_READY)
+        return Supervised(child, f"worker {child.name}")
 
     def _start_routers(self) -> None:
         s = self.settings
@@ -255,12 +260,12 @@ class Stack:
                 "--bootstrap", self.bootstrap, "--grpc-port", str(s.router_port if i == 0 else 0),
                 "--metrics-port", "0", "--topic-prefix", s.topic_prefix,
             )  # fmt: skip
-            self._routers[spec.pipeline] = self._spawn(
-                f"router:{spec.pipeline}", argv, ROUTER_READY
-            )
+            child = self._spawn(f"router:{spec.pipeline}", argv, ROUTER_READY)
+            # restarted on the port it announced: callers reconnect to the same address
+            self._routers[spec.pipeline] = Supervised(child, child.name, {"--grpc-port": "grpc"})
             self._auditors[spec.pipeline] = self._spawn_auditor(path)
 
-    def _spawn_auditor(self, path: Path) -> Child:
+    def _spawn_auditor(self, path: Path) -> Supervised:
         s = self.settings
         argv = self._cli(
             "shadow-audit", str(path.absolute()), "--bootstrap", self.bootstrap,
@@ -268,7 +273,8 @@ class Stack:
         )  # fmt: skip
         # shadows are best effort: comparing them must never take CPU from the primary path
         name = f"shadow-audit:{path.stem}"
-        return self._spawn(name, ["nice", "-n", str(_BACKGROUND_NICE), *argv], SHADOW_AUDIT_READY)
+        niced = ["nice", "-n", str(_BACKGROUND_NICE), *argv]
+        return Supervised(self._spawn(name, niced, SHADOW_AUDIT_READY), name)
 
     def _reconcile(self) -> None:
         """Start a worker for every version in use that has none, niced if the version only
@@ -286,20 +292,22 @@ class Stack:
                               model=model, version=version)  # fmt: skip
                     continue
                 niced = (model, version) in background
-                child = self._start_worker(model, version, niced)
-                self._workers[(model, version)] = _Worker(child, background=niced)
+                self._workers[(model, version)] = self._start_worker(model, version, niced)
+                if niced:
+                    self._niced.add((model, version))
             for mv, worker in list(self._workers.items()):
-                if worker.background and mv not in background:
+                if mv in self._niced and mv not in background:
                     self._to_foreground(mv, worker)
 
-    def _to_foreground(self, mv: ModelVersion, worker: _Worker) -> None:
+    def _to_foreground(self, mv: ModelVersion, worker: Supervised) -> None:
         """A shadow-only version now serves callers: replace its niced worker (an unprivileged
         process cannot raise its own priority back). Both share the consumer group, so the
         topic is never unserved for long, and the old one drains before it exits."""
         model, version = mv
         log.info("version now serves callers; restarting its worker at normal priority",
                  worker=f"{model}:{version}")  # fmt: skip
-        self._workers[mv] = _Worker(self._start_worker(model, version))
+        self._workers[mv] = self._start_worker(model, version)
+        self._niced.discard(mv)
         self._retiring.append(_Retiring(worker.child, mv))
 
     def _retire_replaced(self) -> None:
@@ -321,10 +329,7 @@ class Stack:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout_s
-        with self._lock:
-            children = [w.child for w in self._workers.values()]
-        children += [*self._routers.values(), *self._auditors.values()]
-        for child in children:
+        for child in [s.child for s in self._supervised()]:
             if not child.wait_ready(deadline - time.monotonic()):
                 code = child.wait(1.0)  # its output ended: it is exiting, or it timed out
                 state = "timed out" if code is None else f"exited with code {code}"
@@ -346,27 +351,25 @@ class Stack:
     def _check_children(self) -> None:
         if self._broker is not None and not self._broker.running:
             self._fail(f"the embedded broker on {self.bootstrap} exited")
-        for service in [*self._routers.values(), *self._auditors.values()]:
-            if not service.running:
-                self._fail(f"{service.name} exited with code {service.returncode}")
-        with self._lock:
-            dead = [(mv, w) for mv, w in self._workers.items() if not w.child.running]
-        for (model, version), worker in dead:
-            self._restart(model, version, worker)
+        for supervised in self._supervised():
+            if not supervised.child.running:
+                self._restart(supervised)
 
-    def _restart(self, model: str, version: str, worker: _Worker) -> None:
-        ref, code = f"{model}:{version}", worker.child.returncode
-        worker.child.close()
-        if worker.restarts >= self.settings.max_restarts:
-            self._fail(f"worker {ref} exited with code {code} after {worker.restarts} restart(s)")
+    def _restart(self, supervised: Supervised) -> None:
+        """Start a dead child again from its command line, or fail the stack past its restarts."""
+        dead = supervised.child
+        dead.close()
+        if (reason := supervised.give_up(self.settings.max_restarts)) is not None:
+            self._fail(reason)
             return
-        log.warning("worker exited unexpectedly; restarting", worker=ref, code=code,
-                    restart=f"{worker.restarts + 1}/{self.settings.max_restarts}")  # fmt: skip
+        log.warning("child exited unexpectedly; restarting", child=dead.name,
+                    code=dead.returncode,
+                    restart=f"{supervised.restarts + 1}/{self.settings.max_restarts}")  # fmt: skip
         with self._lock:
             if not self._stopping.is_set():
-                child = self._start_worker(model, version, worker.background)
-                restarted = _Worker(child, worker.restarts + 1, worker.background)
-                self._workers[(model, version)] = restarted
+                supervised.child = self._spawn(dead.name, supervised.restart_argv(),
+                                               dead.ready_prefix)  # fmt: skip
+                supervised.restarts += 1
 
     def _fail(self, reason: str) -> None:
         if self.failure is None:
@@ -384,10 +387,11 @@ class Stack:
             self._monitor.join()
         if self._follower is not None:
             self._follower.stop()
-        self._stop_children([*self._routers.values(), *self._auditors.values()])
         with self._lock:
+            services = [s.child for s in [*self._routers.values(), *self._auditors.values()]]
             workers = [w.child for w in self._workers.values()]
             workers += [old.child for old in self._retiring]
+        self._stop_children(services)
         self._stop_children(workers)
         if self._broker is not None:
             self._broker.stop()

@@ -140,6 +140,7 @@ class MetricsServer(ThreadingHTTPServer):
     """The HTTP server plus the thread that runs it (joined by ``stop_http_server``)."""
 
     daemon_threads = True  # a stuck scrape must not hold the process open
+    allow_reuse_address = True  # SO_REUSEADDR: a restart binds while old connections TIME_WAIT
     thread: threading.Thread
 
 
