@@ -63,7 +63,7 @@ def _is_topic_name(name: str) -> bool:
 
 @functools.lru_cache(maxsize=1024)  # a stage sees few distinct reply-to topics
 def _is_topic(name: str) -> bool:
-    return _TOPIC_NAME.fullmatch(name) is not None
+    return name not in (".", "..") and _TOPIC_NAME.fullmatch(name) is not None  # Kafka's rule
 
 
 _MAX_CONTENT_TYPE = 256

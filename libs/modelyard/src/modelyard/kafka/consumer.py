@@ -26,6 +26,7 @@ from modelyard.errors import (
 from modelyard.kafka.codec import Incoming, decode_message, encode_reply, reply_headers
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import MAX_MESSAGE_BYTES, consumer_config, producer_config
+from modelyard.kafka.delivery import PartitionCounts, is_permanent, producer_partition_count
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import AckCountdown, OffsetTracker, Pending
 from modelyard.model import Outcome
@@ -88,6 +89,7 @@ class StageConsumer:
             )
         )  # fmt: skip
         self._producer = Producer(producer_config(options.bootstrap, options.kafka))
+        self._reply_partitions = PartitionCounts(producer_partition_count(self._producer))
         self._thread = threading.Thread(target=self._run, name="modelyard-kafka", daemon=True)
         self._done = self._on_done  # one object: the batcher hands a batch's outcomes over at once
 
@@ -291,7 +293,8 @@ class StageConsumer:
             self.hooks.inject(request, headers)
             meta = incoming.meta
             if meta.reply_to:
-                records.append((meta.reply_to, meta.reply_partition, key, value, headers))
+                partition = self._reply_partitions.partition(meta.reply_to, meta.reply_partition)
+                records.append((meta.reply_to, partition, key, value, headers))
             else:
                 records.append((self._default_reply_topic(), -1, key, value, headers))
         return records
@@ -322,11 +325,29 @@ class StageConsumer:
                 if self._failure is not None:
                     raise
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending: e.g. an invalid topic
+                if not self._forgiven(exc.args[0], topic):
+                    raise
+                acks(None, None)  # counted as sent: nothing will ever deliver it
+                return
 
-    def _delivery_failed(self, error: KafkaError, msg: Message) -> None:
-        # librdkafka already retried; committing past this message would lose it
+    def _delivery_failed(self, error: KafkaError, msg: Message) -> bool:
+        """True when the failed record was a reply the caller's destination can never take;
+        else (librdkafka already retried) the consumer stops: committing past it would lose it."""
+        topic = msg.topic() or ""
+        self.hooks.send_failed(topic, KafkaException(error))
+        if self._forgiven(error, topic):
+            return True
         self._failure = KafkaException(error)
-        self.hooks.send_failed(msg.topic() or "", KafkaException(error))
+        return False
+
+    def _forgiven(self, error: KafkaError, topic: str) -> bool:
+        """A permanent failure anywhere but the dead-letter topic (losing a dead letter would
+        lose the message) is the destination's, not the message's: logged, never retried."""
+        if topic == self._dlq or not is_permanent(error):
+            return False
+        log.warning("reply cannot be delivered; dropped", topic=topic, error=error.str())
+        return True
 
     # commits, backpressure, rebalance --------------------------------------------------
     def _commit_if_due(self, force: bool = False) -> None:

@@ -145,12 +145,13 @@ class OffsetTracker:
 
 class AckCountdown:
     """The delivery callback of every record produced to answer some messages: they finish
-    together once the broker has acknowledged the last of those records.
+    together once the broker has acknowledged the last of those records (or ``on_error`` has
+    forgiven a failed one: a reply to a destination the caller named that can never take it).
 
     One object per answered batch instead of a closure and a locked update per record; ``next``
     on a count is atomic, so whichever thread serves delivery reports may call it. A failed
     delivery goes to ``on_error`` and the messages never finish, so nothing past them is
-    committed (a restart redelivers them).
+    committed (a restart redelivers them), unless ``on_error`` returns True.
     """
 
     __slots__ = ("_acked", "_on_error", "_pending", "_records", "_tracker")
@@ -160,7 +161,7 @@ class AckCountdown:
         tracker: OffsetTracker,
         pending: list[Pending],
         records: int,
-        on_error: Callable[[Any, Any], None],
+        on_error: Callable[[Any, Any], bool],
     ) -> None:
         self._tracker, self._pending, self._records = tracker, pending, records
         self._on_error = on_error
@@ -169,7 +170,7 @@ class AckCountdown:
             tracker.finish(pending)
 
     def __call__(self, error: Any, msg: Any) -> None:
-        if error is not None:
-            self._on_error(error, msg)
-        elif next(self._acked) == self._records:
+        if error is not None and not self._on_error(error, msg):
+            return
+        if next(self._acked) == self._records:
             self._tracker.finish(self._pending)

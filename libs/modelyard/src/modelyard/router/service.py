@@ -29,6 +29,7 @@ from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationEr
 from modelyard.kafka.codec import Incoming, decode_message
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.delivery import is_permanent
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import OffsetTracker, Pending
 from modelyard.router.flow import Dispatch, RequestFlow, request_specs
@@ -38,9 +39,12 @@ from modelyard.router.spec import PipelineSpec
 from modelyard.router.telemetry import RouterHooks
 from modelyard.tensors import InputValidator
 from modelyard.topics import (
+    audit_topic,
     model_input_topic,
+    pipeline_dlq_topic,
     pipeline_inbox_topic,
     pipeline_ingress_topic,
+    pipeline_results_topic,
     pipeline_shadow_topic,
     router_group,
 )
@@ -110,6 +114,12 @@ class PipelineRouter:
         )  # fmt: skip
         self._producer = Producer(producer_config(options.bootstrap, options.kafka))
         self._records = RecordBuilder(spec.pipeline, spec.version, options.prefix)
+        # where losing a record loses data: a permanent failure there still stops the router
+        self._internal = frozenset((
+            pipeline_results_topic(options.prefix, spec.pipeline),
+            pipeline_dlq_topic(options.prefix, spec.pipeline), audit_topic(options.prefix),
+            self._shadow_topic, self._inbox,
+        ))  # fmt: skip
         self._thread = threading.Thread(target=self._run, name="modelyard-router", daemon=True)
 
     # lifecycle ---------------------------------------------------------------------------
@@ -274,7 +284,9 @@ class PipelineRouter:
         except Exception as exc:  # e.g. a ragged list numpy cannot make a tensor of
             raise ValidationError(f"fields cannot be read as tensors: {exc}") from exc
         now_ms = int(time.time() * 1000)
-        deadline_ms = env.deadline_ms or now_ms + int(self.opts.default_timeout_s * 1000)
+        deadline_ms = env.deadline_ms
+        if deadline_ms is None:  # 0 is a deadline too: long past
+            deadline_ms = now_ms + int(self.opts.default_timeout_s * 1000)
         if deadline_ms <= now_ms:
             raise DeadlineExceededError("the request's deadline had passed when it arrived")
         deadline_ms = min(deadline_ms, now_ms + int(self.opts.max_timeout_s * 1000))
@@ -416,10 +428,19 @@ class PipelineRouter:
         self._tracker.ack(pending)  # releases the hold; finishes it now if nothing was sent
 
     def _acked(self, pending: Pending, error: KafkaError | None, msg: Message) -> None:
-        if error is not None:  # librdkafka has retried; committing past it would lose it
-            self._failure = KafkaException(error)
-            return
+        if error is not None and not self._forgiven(error, msg.topic() or ""):
+            self._failure = KafkaException(error)  # retried already; committing past it would
+            return  # lose it
         self._tracker.ack(pending)
+
+    def _forgiven(self, error: KafkaError, topic: str) -> bool:
+        """A permanent failure to send to a topic the caller named (reply-to) is the
+        destination's fault, not the message's: logged and counted as sent, never retried."""
+        if topic in self._internal or not is_permanent(error):
+            return False
+        log.warning("result cannot be delivered to reply-to; dropped", topic=topic,
+                    error=error.str())  # fmt: skip
+        return True
 
     def _logged(self, error: KafkaError | None, msg: Message) -> None:
         if error is not None:
@@ -436,6 +457,11 @@ class PipelineRouter:
                 return
             except BufferError:  # local queue full: serve delivery callbacks, then retry
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending: e.g. an invalid topic
+                if on_delivery is None or not self._forgiven(exc.args[0], topic):
+                    raise
+                on_delivery(None, None)  # counted as sent: nothing will ever deliver it
+                return
 
     def _commit_if_due(self, force: bool = False) -> None:
         now = time.monotonic()
