@@ -49,6 +49,15 @@ def _settle(check: Callable[[], object], deadline: float) -> None:
         threading.Event().wait(0.02)  # poll until the condition clears or the grace runs out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def worker_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Partition claims of the workers tests start (kafka.poison) stay in the session's tmp,
+    not in the user's state directory."""
+    os.environ["MODELYARD_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    del os.environ["MODELYARD_STATE_DIR"]
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads_or_processes() -> Iterator[None]:
     """Fail a test that leaves a new thread alive or a child process unreaped."""

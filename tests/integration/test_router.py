@@ -297,7 +297,7 @@ def test_a_request_the_router_fails_on_unexpectedly_is_dead_lettered_and_answere
     error = results["explode-1"][0].error
     assert error is not None
     assert error.code == "internal"
-    assert "RuntimeError: no check foresaw explode-1" in error.message
+    assert "RuntimeError('no check foresaw explode-1')" in error.message
     assert results["calm-after"][0].error is None
     dlq = stack.collect("dlq", lambda ms: b"explode-1" in {m.key() for m in ms})
     [letter] = [m for m in dlq if m.key() == b"explode-1"]

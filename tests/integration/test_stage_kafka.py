@@ -287,3 +287,47 @@ def test_hostile_values_are_dead_lettered_not_fatal(broker: str, unique: str, re
     assert json.loads(by_key["nested"])["code"] == "decode"  # JSON in, JSON error out
     assert decode_envelope(by_key["after"]).fields["shout"].tolist() == [b"STILL FLOWING"]
     assert "bad-reply-to" not in by_key  # never replied to an unusable topic
+
+
+def test_a_message_that_kills_the_stage_is_dead_lettered_after_bounded_restarts(
+    broker: str, unique: str, repo: Path, tmp_path: Path
+) -> None:
+    out, dlq = f"{unique}.out", f"{unique}.m.shout.1.dlq"
+    create_topics(broker, [f"{unique}.in", out, dlq])
+    die = request("die-1", out, text=["die"])
+    produce_all(broker, f"{unique}.in", [request("before", out, text=["a"]), die,
+                                         request("after", out, text=["b"])])  # fmt: skip
+    replies, letters = Collector(broker, out), Collector(broker, dlq)
+    state = {"MODELYARD_STATE_DIR": str(tmp_path / "state")}
+    starts, stages = 0, []
+    try:
+        while True:  # what a supervisor does: start it again each time it dies
+            starts += 1
+            stage = StageProcess("shout:1", repo, *stage_args(unique, broker), env=state)
+            stages.append(stage)
+            msgs = replies.until(
+                lambda m, s=stage: (
+                    s.proc.poll() is not None  # type: ignore[misc]
+                    or {b"after", b"die-1"} <= {x.key() for x in m}
+                ),
+                90,
+            )
+            if stage.proc.poll() is None:  # answered everything and still up
+                break
+            assert stage.proc.returncode == -signal.SIGKILL
+            assert starts < 5, "the stage kept dying on the same message"
+        dead = letters.until(lambda m: b"die-1" in {x.key() for x in m})
+    finally:
+        for one in stages:
+            one.kill()
+        replies.close()
+        letters.close()
+    assert starts == 4  # died handling it, then twice more handling it alone, then refused it
+    [letter] = [m for m in dead if m.key() == b"die-1"]
+    assert letter.value() == die[1]
+    assert header_value(letter.headers(), "dlq-error-code") == "internal"
+    assert "died 2 times" in (header_value(letter.headers(), "dlq-error") or "")
+    by_key = replies_by_id(msgs)
+    assert by_key["die-1"].error is not None
+    assert by_key["die-1"].error.code == "internal"
+    assert by_key["after"].fields["shout"].tolist() == [b"B"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +17,9 @@ __all__ = ["Broken", "Shout", "write_broken_version", "write_shout_version"]
 
 
 class Shout(Model):
-    """Upper-cases text; raises on b"boom" (poison) and sleeps on b"slow:<ms>"."""
+    """Upper-cases text; raises on b"boom" (poison), kills its process on b"die" (a native
+    crash or the OOM killer, which nothing in the process can catch) and sleeps on
+    b"slow:<ms>"."""
 
     def load(self) -> None:
         self._pause = threading.Event()
@@ -26,6 +30,8 @@ class Shout(Model):
             texts = [bytes(t) for t in inputs["text"].tolist()]
             if b"boom" in texts:
                 raise RuntimeError("the model cannot digest 'boom'")
+            if b"die" in texts:
+                os.kill(os.getpid(), signal.SIGKILL)
             for t in texts:
                 if t.startswith(b"slow:"):
                     self._pause.wait(int(t[5:]) / 1000)  # a slow model, for backpressure tests

@@ -28,6 +28,14 @@ __all__ = ["router_command"]
 @click.option("--metrics-port", type=int, help="Metrics/health HTTP port, 0 for any [9200].")
 @click.option("--default-timeout-s", type=float, help="Deadline of requests without one [30].")
 @click.option(
+    "--max-timeout-s", type=float, help="Latest deadline a request may ask for, in s [600]."
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Partition claims that end crash loops [~/.local/state/modelyard].",
+)
+@click.option(
     "--canary-key", type=click.Choice(["caller", "request"]), help="Sticky canary key [caller]."
 )
 @click.option("--no-contract-check", "no_check", is_flag=True, help="Skip the start-up check.")

@@ -31,6 +31,11 @@ __all__ = ["serve_command"]
 @click.option("--input-topic", help="Topic to consume [yard.m.<model>.<version>].")
 @click.option("--group", "group_id", help="Consumer group [yard.g.<model>.<version>].")
 @click.option("--topic-prefix", help="Prefix of modelyard topics [yard].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Partition claims that end crash loops [~/.local/state/modelyard].",
+)
 @click.option("--no-verify", "no_verify", is_flag=True, help="Skip artifact sha256 checks.")
 def serve_command(
     model: str, no_kafka: bool, no_grpc: bool, no_verify: bool, **options: Any

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from modelyard.kafka.config import MAX_MESSAGE_BYTES, consumer_config, producer_
 from modelyard.kafka.delivery import PartitionCounts, is_permanent, producer_partition_count
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import AckCountdown, OffsetTracker, Pending
+from modelyard.kafka.poison import PoisonLedger
 from modelyard.model import Outcome
 from modelyard.stage.batcher import WorkItem
 from modelyard.stage.core import StageCore, outcome_code
@@ -59,6 +61,7 @@ class ConsumerOptions:
     lag_interval_s: float = 0.5  # cheap: cached watermarks, no broker round trip
     drain_timeout_s: float = 30.0
     kafka: dict[str, Any] = field(default_factory=dict)  # passed through (SASL/SSL, tuning)
+    state_dir: Path | None = None  # partition claims (kafka.poison); None: no crash-loop rule
 
 
 class StageConsumer:
@@ -90,6 +93,7 @@ class StageConsumer:
         )  # fmt: skip
         self._producer = Producer(producer_config(options.bootstrap, options.kafka))
         self._reply_partitions = PartitionCounts(producer_partition_count(self._producer))
+        self._ledger = PoisonLedger(options.state_dir, options.group_id)
         self._thread = threading.Thread(target=self._run, name="modelyard-kafka", daemon=True)
         self._done = self._on_done  # one object: the batcher hands a batch's outcomes over at once
 
@@ -139,6 +143,13 @@ class StageConsumer:
         if self._paused:
             # keeps the group membership alive; anything it still returns must be handled
             msg = self._consumer.poll(self.opts.paused_poll_s)
+            return [msg] if msg is not None else []
+        if self._ledger.careful:  # after a crash: one message at a time, each recorded first
+            if self._unanswered:
+                self._producer.poll(self.opts.paused_poll_s)
+                return []
+            self._ledger.end()
+            msg = self._consumer.poll(self.opts.poll_timeout_s)
             return [msg] if msg is not None else []
         # never take more than there is room for: what stays in Kafka is lag, not a buffer
         room = min(500, max(1, self.opts.max_inflight - self._unanswered))
@@ -195,6 +206,14 @@ class StageConsumer:
         """The message as work for the model, or None when it is refused (added to
         ``refused``, to be answered with its error)."""
         incoming = decode_message(msg.key(), msg.value(), msg.headers(), self._max_bytes)
+        tp = (msg.topic() or "", msg.partition() or 0)
+        deaths = self._ledger.deaths(tp, msg.offset() or 0)
+        if deaths:
+            incoming.error = ModelyardError(
+                f"the stage died {deaths} times while handling this message; not tried again"
+            )
+        else:
+            self._ledger.begin(tp, msg.offset() or 0)
         meta = incoming.meta
         request = RequestContext(
             incoming.request_id or "", "kafka", incoming.headers, meta.shadow, meta.attempt,
@@ -397,6 +416,7 @@ class StageConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._tracker.assign([(tp.topic, tp.partition) for tp in partitions])
+        self._ledger.claim([(tp.topic, tp.partition) for tp in partitions])
         self._joined.set()
         if self._paused:
             consumer.pause(partitions)
@@ -408,6 +428,7 @@ class StageConsumer:
             self._wait_for(lambda: self._tracker.pending_in(tps) == 0, self.opts.drain_timeout_s)
         if self._failure is None:
             self._commit_if_due(force=True)
+            self._ledger.release(tps)
         self._tracker.revoke(tps)
         log.info("partitions revoked", partitions=[tp.partition for tp in partitions])
 
@@ -424,6 +445,7 @@ class StageConsumer:
         self._producer.flush(5)
         if self._failure is None:
             self._commit_if_due(force=True)
+            self._ledger.release()
         else:
             log.error("stopping on failure without committing", error=str(self._failure))
         self._consumer.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
+
+from modelyard.kafka.poison import default_state_dir
 
 __all__ = ["KafkaClientSettings"]
 
@@ -20,6 +23,11 @@ class KafkaClientSettings(BaseSettings):
     )
     kafka_sasl_password: SecretStr | None = Field(
         default=None, description="sasl.password, kept out of logs and reprs."
+    )
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Where a worker keeps its partition claims, so that a message that kills "
+        "it is dead-lettered after bounded restarts (keep it across restarts).",
     )
 
     def kafka_extra(self) -> dict[str, Any]:

@@ -122,6 +122,7 @@ def _options(settings: RouterSettings) -> RouterOptions:
         max_inflight=settings.max_inflight,
         drain_timeout_s=settings.drain_timeout_s,
         kafka=settings.kafka_extra(),
+        state_dir=settings.state_dir,
     )
 
 

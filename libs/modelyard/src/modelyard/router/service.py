@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -32,6 +33,7 @@ from modelyard.kafka.config import consumer_config, producer_config
 from modelyard.kafka.delivery import is_permanent
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import OffsetTracker, Pending
+from modelyard.kafka.poison import PoisonLedger
 from modelyard.router.flow import Dispatch, RequestFlow, request_specs
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.router.records import Record, RecordBuilder
@@ -79,6 +81,7 @@ class RouterOptions:
     drain_timeout_s: float = 30.0
     remember_finished: int = 100_000  # request ids kept to drop redelivered duplicates
     kafka: dict[str, Any] = field(default_factory=dict)
+    state_dir: Path | None = None  # partition claims (kafka.poison); None: no crash-loop rule
 
 
 class PipelineRouter:
@@ -96,6 +99,7 @@ class PipelineRouter:
         self._shadow_topic = pipeline_shadow_topic(options.prefix, spec.pipeline)
         self._validate_inputs = InputValidator(request_specs(spec))  # prepared once
         self._tracker = OffsetTracker()
+        self._ledger = PoisonLedger(options.state_dir, router_group(options.prefix, spec.pipeline))
         self._live: dict[str, LiveRequest] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._deadlines: list[tuple[float, str]] = []
@@ -191,7 +195,14 @@ class PipelineRouter:
                 if error.fatal():
                     self._failure = KafkaException(error)
             return
-        pending = self._tracker.begin((msg.topic(), msg.partition()), msg.offset())
+        tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+        pending = self._tracker.begin(tp, offset)
+        deaths = self._ledger.deaths(tp, offset)
+        if deaths:
+            why = f"the router died {deaths} times while handling this message; not tried again"
+            self._poisoned(msg, pending, why)
+            return
+        self._ledger.begin(tp, offset)  # recorded first while careful (after a crash)
         try:
             if msg.topic() == self._ingress:
                 self._on_request(msg, pending)
@@ -199,18 +210,20 @@ class PipelineRouter:
                 self._on_reply(msg)
                 self._tracker.expect(pending, 0)  # a reply's work is done once it is applied
         except Exception as exc:  # no message's content may stop the router: see _poisoned
-            self._poisoned(msg, pending, exc)
+            log.exception("message failed unexpectedly", offset=offset)
+            self._poisoned(msg, pending, f"the router failed on this message: {exc!r}")
+        self._ledger.end()
 
-    def _poisoned(self, msg: Message, pending: Pending, exc: Exception) -> None:
-        """A message whose handling raised what no check foresaw: dead-letter it with its
+    def _poisoned(self, msg: Message, pending: Pending, why: str) -> None:
+        """A message whose handling failed in a way no check foresaw: dead-letter it with its
         original bytes and answer its caller with an ``internal`` error, so the partition moves
         on and a restart does not meet it again (a crash loop)."""
-        log.exception(
-            "message failed unexpectedly; dead-lettering it",
+        log.error(
+            "dead-lettering a message that fails the router", reason=why,
             topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
         )  # fmt: skip
         self.hooks.dropped("failed unexpectedly")
-        error = ModelyardError(f"the router failed on this message: {type(exc).__name__}: {exc}")
+        error = ModelyardError(why)
         incoming = decode_message(
             msg.key(), msg.value(), msg.headers(), self.opts.max_request_bytes
         )
@@ -480,6 +493,7 @@ class PipelineRouter:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._tracker.assign([(tp.topic, tp.partition) for tp in partitions])
+        self._ledger.claim([(tp.topic, tp.partition) for tp in partitions])
         if self._paused or self._stop.is_set():
             consumer.pause([tp for tp in partitions if tp.topic == self._ingress])
         self._joined.set()
@@ -493,6 +507,8 @@ class PipelineRouter:
             del self._live[live.request_id]  # the new owner routes it again from ingress
             live.flow.fail("revoked", "partition moved to another router")
             self.hooks.request_finished(live, "revoked")
+        if self._failure is None:
+            self._ledger.release([(tp.topic, tp.partition) for tp in partitions])
         self._tracker.revoke([(tp.topic, tp.partition) for tp in partitions])
         log.info("partitions revoked", partitions=sorted({tp.partition for tp in partitions}))
 
@@ -509,6 +525,7 @@ class PipelineRouter:
         self._producer.poll(0)
         if self._failure is None:
             self._commit_if_due(force=True)
+            self._ledger.release()
         self._consumer.close()
         log.info("router stopped", clean=self._failure is None)
 

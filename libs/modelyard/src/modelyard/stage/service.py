@@ -113,6 +113,7 @@ def _start_consumer(settings: StageSettings, core: StageCore, topic: str) -> Sta
         max_inflight=settings.max_inflight or manifest.batching.max_queue,
         drain_timeout_s=settings.drain_timeout_s,
         kafka=settings.kafka_extra(),
+        state_dir=settings.state_dir,
     )
     # a consumer subscribed to a topic that does not exist yet may not see it for minutes
     create_topics(settings.bootstrap, [topic], partitions=settings.partitions)
