@@ -341,13 +341,13 @@ def test_a_killed_router_comes_back_on_its_port_and_serves(
     broker: str, unique: str, layout: tuple[Path, Path]
 ) -> None:
     """The real router, on a port the OS chose: SIGKILLed while a caller is connected, it is
-    restarted on the same port although the killed one's connection lingers there (TIME_WAIT),
-    and the caller's channel gets its next result through the new router."""
+    restarted on the same port, and the caller's channel gets its next result through the new
+    router. (Whether the killed one's connection still lingers when the new one binds depends
+    on the kernel's timing; test_a_broker_port_left_in_time_wait_is_taken_again makes sure.)"""
     lines = Lines()
     with _stack(broker, unique, layout, lines, router=True, router_port=0) as stack:
         address = stack.router_grpc
         assert address is not None
-        port = int(address.rpartition(":")[2])
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.PipelineServiceStub(channel)
             assert _infer(stub, "before", b"hello") == [b"HELLO"]
@@ -359,8 +359,6 @@ def test_a_killed_router_comes_back_on_its_port_and_serves(
                 assert not stack.wait(0.05), stack.failure
             ready = stack.wait_child("router:shouty", timeout_s=90)
             assert ready["grpc"] == address
-            lingering = _port_states(port)
-            assert {"TIME_WAIT", "FIN_WAIT2"} & set(lingering), lingering
             assert _infer(stub, "after", b"again") == [b"AGAIN"]
         assert stack.router_grpc == address
         assert stack.failure is None

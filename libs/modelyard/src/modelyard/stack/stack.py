@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,7 @@ class Stack:
         self._child_env, self._cwd = dict(child_env or {}), cwd
         self._sink = on_line or _print_line
         self._broker: EmbeddedBroker | None = None
+        self._state_dir: tempfile.TemporaryDirectory[str] | None = None
         self._follower: ControlFollower | None = None
         self._workers: dict[ModelVersion, Supervised] = {}
         self._niced: set[ModelVersion] = set()  # workers started niced: shadow copies only
@@ -212,6 +214,9 @@ class Stack:
         except BrokerStartError as exc:
             raise StackError(f"{exc} (--port 0 picks a free port)") from None
         log.info("embedded broker started", bootstrap=self._broker.bootstrap)
+        # its topics die with it, so must the workers' partition claims (kafka.poison): offsets
+        # of the next broker's topics name other messages
+        self._state_dir = tempfile.TemporaryDirectory(prefix="modelyard-up-state-")
         return self._broker.bootstrap
 
     def _env(self) -> dict[str, str]:
@@ -224,6 +229,8 @@ class Stack:
         }
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
+        if self._state_dir is not None:
+            env["MODELYARD_STATE_DIR"] = self._state_dir.name
         return {**env, **self._child_env}
 
     def _cli(self, *args: str) -> list[str]:
@@ -395,6 +402,8 @@ class Stack:
         self._stop_children(workers)
         if self._broker is not None:
             self._broker.stop()
+        if self._state_dir is not None:
+            self._state_dir.cleanup()
 
     def _stop_children(self, children: list[Child]) -> None:
         for child in children:
