@@ -39,7 +39,6 @@ from tests.support.kafka_io import Collector, produce_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "text"
 STAGE = "langid"
 PARTITIONS = 2
@@ -108,7 +107,7 @@ class Seen:
 
 
 def test_hostile_stream_gets_answers_and_dead_letters_without_restarts(
-    broker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    broker: str, reference_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
     prefix = f"hs{uuid.uuid4().hex[:10]}"
@@ -116,7 +115,7 @@ def test_hostile_stream_gets_answers_and_dead_letters_without_restarts(
     spec.write_text(SPEC)
     lines = Lines()
     stack = Stack(
-        pipelines=(spec,), repository=ROOT / "models", bootstrap=broker, topic_prefix=prefix,
+        pipelines=(spec,), repository=reference_repo, bootstrap=broker, topic_prefix=prefix,
         partitions=PARTITIONS, router_port=0, log_level="WARNING", on_line=lines,
     )  # fmt: skip
     with stack:
