@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from modelyard.audit import (
@@ -13,6 +15,7 @@ from modelyard.audit import (
     encode_audit_values,
     utc,
 )
+from modelyard.audit.waterfall import render_waterfall
 from modelyard.errors import DecodeError
 
 
@@ -96,3 +99,29 @@ def test_fast_encoding_reads_back_as_the_models() -> None:
     assert decoded_request.skipped == ("translate",)
     with pytest.raises(DecodeError):  # a key the model does not know fails loudly
         decode_audit(encode_audit_values("hop", {**hop, "surprise": 1}))
+
+
+def _hop_json(**overrides: object) -> bytes:
+    data = json.loads(encode_audit(_hop()))
+    data.update(overrides)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[" * 100_000,  # json.loads raised RecursionError
+        _hop_json(latency_ms=float("nan")),  # the waterfall could not draw its bar
+        _hop_json(latency_ms=float("inf")),
+        _hop_json().replace(b'"latency_ms": 250.0', b'"latency_ms": 1e400'),
+        _hop_json(stage="\ud800"),  # a lone surrogate: no terminal or store takes it
+    ],
+)
+def test_values_that_are_no_usable_record_are_decode_errors(value: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_audit(value)
+
+
+def test_a_decoded_record_draws_as_a_waterfall() -> None:
+    record = decode_audit(_hop_json(latency_ms=1e300, attempt=2))
+    assert render_waterfall([record])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -30,6 +31,7 @@ from modelyard.control import (
 )
 from modelyard.control.routing import MAX_PREVIOUS, Canary, Shadow
 from modelyard.errors import DecodeError
+from pydantic import ValidationError as PydanticValidationError
 
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -222,3 +224,37 @@ def test_shadow_sampling_rate(rate: float) -> None:
     assert abs(sum(sampled) / len(ids) - rate) < 0.02
     assert sampled == [should_shadow(state, i, scope="docs/ocr") for i in ids]  # stable
     assert not should_shadow(StageRouting(active="1"), "req-1", scope="docs/ocr")
+
+
+def _record_json(**state_a: object) -> bytes:
+    record = make_record(
+        PipelineRouting(pipeline="docs"),
+        Rollout(stage="a", version="1"),
+        actor="alice",
+        at=datetime(2025, 1, 2, tzinfo=UTC),
+    )
+    data = json.loads(encode_record(record))
+    data["state"]["stages"]["a"].update(state_a)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[" * 100_000,  # json.loads raised RecursionError
+        _record_json(guards=[{"metric": "error_rate", "max": float("inf")}]),  # dumps as null
+        _record_json(active="../x y"),  # routed to: a topic name is made of it
+        _record_json(previous=["v 1"]),
+        _record_json(active="1").replace(b'"alice"', b'"\\ud800"'),  # no writer can encode it
+    ],
+)
+def test_values_that_are_no_usable_record_are_decode_errors(value: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_record(value)
+
+
+def test_a_release_must_name_versions() -> None:
+    with pytest.raises(PydanticValidationError):
+        PipelineRouting.model_validate(
+            {"pipeline": "docs", "releases": {"r": {"name": "r", "stages": {"a": "x/y"}}}}
+        )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from modelyard.errors import DecodeError
+from modelyard.errors import DecodeError, ModelError
 from modelyard.wire import Envelope, ErrorInfo, decode_envelope, encode_envelope
 from modelyard.wire.headers import parse_meta
 from modelyard.wire.oip_json import decode_oip_json, encode_oip_json_response
@@ -251,3 +251,22 @@ def test_envelope_heads_of_the_wrong_type_or_size_are_decode_errors(
 ) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_envelope(msgpack.packb(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"id": "\\ud800", "inputs": []}',
+        '{"id": "r", "inputs": [{"name": "\\udfff", "datatype": "FP32", "shape": [0]}]}',
+        '{"id": "r", "inputs": [], "parameters": {"caller": "a\\ud800b"}}',
+    ],
+)
+def test_oip_json_refuses_lone_surrogates_in_names(body: str) -> None:
+    with pytest.raises(DecodeError, match="lone surrogate"):
+        decode_oip_json(body.encode(), None)
+
+
+def test_an_output_that_is_no_tensor_is_a_model_error_in_json() -> None:
+    env = Envelope("r1")
+    with pytest.raises(ModelError, match="output 'y' is not a tensor"):
+        encode_oip_json_response(env.reply({}, "m", "1"), {"y": [[1, 2], [3]]})

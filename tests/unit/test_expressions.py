@@ -148,3 +148,39 @@ def test_normalization_rule() -> None:
     assert normalize(np.asarray([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
     assert normalize(np.asarray(7)) == 7
     assert normalize("x") == "x"
+
+
+@pytest.mark.parametrize(
+    "text", ["+".join(["1"] * 150) + " == 1", "-" * 1900 + "1", "not " * 150 + "x"]
+)
+def test_deeply_nested_conditions_are_refused_when_compiled(text: str) -> None:
+    # these once raised RecursionError from the checker instead of an ExpressionError
+    with pytest.raises(ExpressionError, match="nested more than 100 levels"):
+        compile_condition(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("str([[[0] * 10000] * 10000] * 10000) == ''", "result longer than 10000"),  # hung
+        ("[[0] * 9999] * 2", "result longer than 10000"),  # nested values are counted
+        ("'%999999999d' % 1 == ''", "string formatting"),  # a 1 GB string
+        ("request.caller % 2", "string formatting"),
+    ],
+)
+def test_conditions_cannot_build_huge_values(text: str, message: str) -> None:
+    with pytest.raises(EvaluationError, match=message):
+        compile_condition(text).evaluate(CONTEXT)
+
+
+def test_repeats_within_the_bound_and_modulo_on_numbers_still_work() -> None:
+    assert compile_condition("[[0] * 100] * 99 == [[0] * 100] * 99").evaluate(CONTEXT)
+    assert compile_condition("'ab' * 5000 == 'ab' * 5000 and 10 % 3 == 1").evaluate(CONTEXT)
+
+
+def test_comparing_values_nested_too_deeply_is_an_evaluation_error() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):  # a stage output as deep as msgpack lets a reply be, and more
+        deep = [deep]
+    with pytest.raises(EvaluationError, match="RecursionError"):
+        compile_condition("x == y").evaluate({"x": deep, "y": [[deep]][0]})

@@ -145,3 +145,24 @@ def test_malformed_requests_are_decode_errors() -> None:
     twice.inputs.append(twice.inputs[0])
     with pytest.raises(DecodeError, match="more than once"):
         decode_inputs(twice)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+@pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [1] * 70])
+def test_shapes_numpy_cannot_hold_are_validation_errors(
+    raw: bool, datatype: str, shape: list[int]
+) -> None:
+    # no elements (or one), but dims numpy cannot address: it raised ValueError
+    request = pb.ModelInferRequest()
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=shape)
+    count = 0 if 0 in shape else 1
+    if raw:
+        item = b"\x01\x00\x00\x00x" if datatype == "BYTES" else b"\x00" * 4
+        request.raw_input_contents.append(item * count)
+    elif datatype == "BYTES":
+        tensor.contents.bytes_contents.extend([b"x"] * count)
+    else:
+        tensor.contents.fp32_contents.extend([0.0] * count)
+    with pytest.raises(ValidationError, match="cannot be represented"):
+        decode_inputs(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from modelyard.errors import ConfigError
 from modelyard.router import PipelineSpec, Ref, SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +166,13 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_spec(tmp_path / "nope.yaml")
 
 
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("pipeline: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_spec(path)
+
+
 def test_walk_fan_out_and_join() -> None:
     spec = parse_spec(SMALL)
     assert spec.ready_stages(set(), set()).run == ("a",)
@@ -204,3 +212,45 @@ def test_reference_walk_english_and_german(docs: PipelineSpec) -> None:
     )
     status = docs.outputs["translation_status"]
     assert docs.resolve(status, {"ocr", "langid", "sentiment"}, {"translate"}) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pipeline: \x00", "unacceptable character #x0000"),  # PyYAML's ReaderError
+        ("pipeline: ok\nversion: \x07", "unacceptable character #x0007"),
+        ("[" * 5000, "nested more than 64 levels deep"),  # RecursionError, slowly
+        ("version: 2001-02-30", "day is out of range"),  # the constructor's ValueError
+        ("version: " + "1" * 5000, "invalid YAML value"),  # int() refuses 5000 digits
+        ("? {[a]: 1}\n: 1", "keys must be strings"),  # an unhashable key's ConstructorError
+        ("a: !!python/object:os.system x", "could not determine a constructor"),
+        ("a: &x [*x]", "an alias refers to a collection that contains it"),  # RecursionError
+    ],
+)
+def test_hostile_yaml_is_a_spec_error(text: str, message: str) -> None:
+    assert message in str(_error(text))
+
+
+def test_aliases_that_expand_without_bound_are_refused() -> None:
+    levels = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i, name in enumerate("bcdefgh"):
+        prev = "abcdefgh"[i]
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
+    error = _error("\n".join(levels))  # 10**8 values once expanded: refused at once
+    assert "expands to more than 10000 values" in str(error)
+
+
+def test_aliases_within_bounds_still_load() -> None:
+    text = _docs_with("  ocr:\n    model: ocr\n", "  ocr:\n    model: &m ocr\n")
+    text = text.replace("    model: langid\n", "    model: langid\n    description: *m\n", 1)
+    assert parse_spec(text).stages["langid"].description == "ocr"
+
+
+def test_a_request_field_shape_holds_sizes_or_minus_one() -> None:
+    # shape [-2] loaded, then refused every request (and broke code that sized arrays by it)
+    text = _docs_with(
+        "image: {datatype: BYTES, shape: [1]}", "image: {datatype: BYTES, shape: [-2]}"
+    )
+    error = _error(text)
+    assert "inputs.image.shape" in str(error)
+    assert "dimensions are sizes, or -1 for any size" in str(error)

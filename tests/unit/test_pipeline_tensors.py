@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from modelyard.errors import DecodeError, ValidationError
+from modelyard.errors import DecodeError, ModelError, ValidationError
 from modelyard.gateway.tensors import from_proto, inputs_from_proto, outputs_to_proto, to_proto
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.tensors import DATATYPES
@@ -120,3 +120,23 @@ def test_any_bytes_elements_round_trip(items: list[bytes]) -> None:
     array = np.empty(len(items), dtype=object)
     array[:] = items
     assert from_proto(to_proto("t", array)).tolist() == items
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+@pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [1] * 70])
+def test_shapes_numpy_cannot_hold_are_validation_errors(datatype: str, shape: list[int]) -> None:
+    tensor = pb.Tensor(name="x", datatype=datatype, shape=shape)
+    if 0 not in shape:
+        if datatype == "BYTES":
+            tensor.bytes_contents.append(b"x")
+        else:
+            tensor.raw_contents = b"\x00" * 4
+    with pytest.raises(ValidationError, match="cannot be represented"):
+        from_proto(tensor)
+
+
+@pytest.mark.parametrize("value", [[[1, 2], [3]], {"a": 1}, [None], ["a", 1], 2**70])
+def test_result_fields_that_are_no_tensor_are_the_models_fault(value: object) -> None:
+    # a stage's output the gateway cannot return: a ModelError, not the caller's validation
+    with pytest.raises(ModelError, match="output 'y' cannot be returned as a tensor"):
+        outputs_to_proto({"y": value})

@@ -66,3 +66,9 @@ def test_accepted_bytes_tensors_hold_only_bytes() -> None:
     assert TEXT({"text": clean})["text"] is clean  # nothing to convert: no copy
     assert TEXT({"text": np.array(["a", b"b"], dtype=object)})["text"].tolist() == [b"a", b"b"]
     assert TEXT({"text": np.array(["ü"])})["text"].tolist() == ["ü".encode()]
+
+
+@pytest.mark.parametrize("shape", [(-2,), (3, -7)])
+def test_a_spec_dimension_below_minus_one_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="greater than or equal to -1"):
+        TensorSpec(name="x", datatype="FP32", shape=shape)

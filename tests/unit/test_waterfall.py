@@ -116,3 +116,21 @@ def test_a_hop_recorded_twice_is_drawn_once_and_a_retry_is_not_a_duplicate() -> 
         ["sentiment", "sentiment:2", "active", "ok"],
         ["sentiment", "sentiment:2", "active", "ok"],
     ]
+
+
+def test_records_whose_clocks_disagree_wildly_still_draw() -> None:
+    # a request "received" 7,900 years after its hop ran: the bar's offset once overflowed
+    # an index (OverflowError) instead of being drawn at the edge
+    late = RequestRecord(
+        **{"outcome": "ok", **COMMON},
+        spec_version=1,
+        received_at=utc(T0).replace(year=9922),
+        finished_at=utc(T0),
+        latency_ms=1.0,
+        input_digest="0" * 64,
+    )
+    huge = hop("ocr", "ocr:2", 0.0, 50.0).model_copy(update={"latency_ms": 1e308})  # bar > inf
+    lines = render_waterfall([late, huge])
+    bars = [line.split("|")[1] for line in lines if "ocr:2" in line]
+    assert bars
+    assert all(len(bar) == 40 for bar in bars)

@@ -8,7 +8,7 @@ object arrays holding ``bytes``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -141,7 +141,9 @@ class TensorSpec(BaseModel):
 
     name: str = Field(description="Tensor name, as the model and OIP clients see it.")
     datatype: str = Field(description="OIP datatype: FP32, INT64, BYTES, ...")
-    shape: tuple[int, ...] = Field(description="Dimensions; -1 marks a variable dimension.")
+    shape: tuple[Annotated[int, Field(ge=-1)], ...] = Field(
+        description="Dimensions; -1 marks a variable dimension."
+    )
     optional: bool = Field(default=False, description="Inputs only: may be omitted.")
 
     def check(self, array: np.ndarray[Any, Any]) -> None:

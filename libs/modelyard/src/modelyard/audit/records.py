@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from modelyard.errors import DecodeError
@@ -33,7 +33,10 @@ __all__ = [
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # allow_inf_nan: a latency of NaN or Infinity (JSON readers accept both) is no time at all
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False
+    )
 
     schema_: Literal[1] = Field(default=1, alias="schema", description="Record format version.")
     request_id: str
@@ -81,8 +84,7 @@ class RequestRecord(_Record):
 AuditRecord = Annotated[HopRecord | RequestRecord, Field(discriminator="kind")]
 
 
-class _Envelope(BaseModel):
-    record: AuditRecord
+_RECORD: TypeAdapter[HopRecord | RequestRecord] = TypeAdapter(AuditRecord)
 
 
 def encode_audit(record: HopRecord | RequestRecord) -> bytes:
@@ -109,10 +111,14 @@ def _iso(ts: float) -> str:
 
 
 def decode_audit(value: bytes) -> HopRecord | RequestRecord:
-    """Parse an audit-topic value; DecodeError if it is not a valid record."""
+    """Parse an audit-topic value; DecodeError if it is not a valid record.
+
+    Parsed by pydantic's JSON reader, which refuses lone surrogates (text that cannot be printed
+    or stored again) and nesting past its limit, where ``json.loads`` would not.
+    """
     try:
-        return _Envelope.model_validate({"record": json.loads(value)}).record
-    except (ValueError, PydanticValidationError) as exc:
+        return _RECORD.validate_json(value)
+    except PydanticValidationError as exc:
         raise DecodeError(f"invalid audit record: {exc}") from None
 
 

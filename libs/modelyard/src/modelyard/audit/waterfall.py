@@ -91,10 +91,16 @@ def _hop_lines(hop: HopRecord, start_ms: float, total_ms: float, width: int) -> 
 
 
 def _bar(hop: HopRecord, start_ms: float, total_ms: float, width: int) -> str:
-    begin = min(width - 1, int(start_ms / total_ms * width))
-    length = max(1, min(width - begin, round(hop.latency_ms / total_ms * width)))
+    begin = min(width - 1, int(_share(start_ms, total_ms) * width))
+    length = max(1, min(width - begin, round(_share(hop.latency_ms, total_ms) * width)))
     glyph = _SHADOW if hop.shadow else _SOLID
     return (" " * begin + glyph * length).ljust(width)
+
+
+def _share(part: float, whole: float) -> float:
+    """``part / whole`` within [0, 1]: records written on several machines may disagree (a hop
+    dispatched centuries before its request arrived), and the bar still has to fit."""
+    return min(max(part / whole, 0.0), 1.0)
 
 
 def _ms(start: datetime, end: datetime) -> float:

@@ -65,7 +65,7 @@ class ControlError(ConfigError):
 
 
 class _Change(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Rollout(_Change):

@@ -6,7 +6,7 @@ changes state; :mod:`modelyard.control.changes` computes the next state from the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,10 +22,14 @@ __all__ = [
 
 MAX_PREVIOUS = 10  # rollback depth kept per stage: bounds the size of every control record
 VERSION = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # as a manifest version
+# every version a record names is routed to (a topic name is made of it), so each is checked
+Version = Annotated[str, Field(pattern=VERSION)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: JSON readers take NaN and Infinity, but a record holding one could not be
+    # written back (pydantic writes them as null), so no reader could take the next record
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Canary(_Frozen):
@@ -54,8 +58,8 @@ class GuardRule(_Frozen):
 class StageRouting(_Frozen):
     """The routing of one (pipeline, stage)."""
 
-    active: str | None = Field(default=None, description="Version serving the primary path.")
-    previous: tuple[str, ...] = Field(default=(), description="Rollback stack, newest last.")
+    active: Version | None = Field(default=None, description="Version serving the primary path.")
+    previous: tuple[Version, ...] = Field(default=(), description="Rollback stack, newest last.")
     canary: Canary | None = None
     shadow: Shadow | None = None
     guards: tuple[GuardRule, ...] = ()
@@ -65,7 +69,7 @@ class Release(_Frozen):
     """A named snapshot of every stage's active version."""
 
     name: str
-    stages: dict[str, str] = Field(description="Stage -> active version when saved.")
+    stages: dict[str, Version] = Field(description="Stage -> active version when saved.")
 
 
 class PipelineRouting(_Frozen):

@@ -20,7 +20,6 @@ afterwards to detect a lost race.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +44,7 @@ __all__ = [
 class ControlRecord(BaseModel):
     """One audited change to a pipeline's routing, carrying the full resulting state."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schema_: Literal[1] = Field(default=1, alias="schema", description="Record format version.")
     key: str = Field(description="Kafka key: the pipeline name.")
@@ -84,10 +83,14 @@ def encode_record(record: ControlRecord) -> bytes:
 
 
 def decode_record(value: bytes) -> ControlRecord:
-    """Parse a control-topic value; DecodeError if it is not a valid record."""
+    """Parse a control-topic value; DecodeError if it is not a valid record.
+
+    Parsed by pydantic's JSON reader, which refuses what ``json.loads`` would let through to
+    break later: lone surrogates (text no writer can encode again) and nesting past its limit.
+    """
     try:
-        return ControlRecord.model_validate(json.loads(value))
-    except (ValueError, PydanticValidationError) as exc:  # JSONDecodeError is a ValueError
+        return ControlRecord.model_validate_json(value)
+    except PydanticValidationError as exc:
         raise DecodeError(f"invalid control record: {exc}") from None
 
 

@@ -24,6 +24,7 @@ from modelyard.gateway.pending import RESULT, Event, EventQueue, Pending
 from modelyard.telemetry.hooks import Carrier
 from modelyard.topics import pipeline_ingress_topic
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, encode_envelope
+from modelyard.wire.envelope import MAX_NAME_LENGTH
 from modelyard.wire.headers import H
 
 __all__ = ["DEFAULT_TIMEOUT_S", "PipelineGateway"]
@@ -32,7 +33,8 @@ DEFAULT_TIMEOUT_S = 30.0
 # Waiting this much past the deadline lets the router's own `deadline` result (which says
 # which stages ran) arrive before the gateway gives up on its own.
 REPLY_GRACE_S = 1.0
-_PIPELINE = re.compile(r"^[A-Za-z0-9_-]+$")  # a topic-name segment: no dots, no spaces
+# a topic-name segment (no dots, no spaces) no longer than an envelope carries
+_PIPELINE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME_LENGTH}}}")
 _MAX_ID = 200
 
 
@@ -159,7 +161,7 @@ class PipelineGateway:
     ) -> Envelope:
         if not self._open:
             raise UnavailableError("the gateway is not started (use `async with` or start())")
-        if not _PIPELINE.match(pipeline):
+        if not _PIPELINE.fullmatch(pipeline):
             raise ValidationError(f"invalid pipeline name {pipeline!r}")
         rid = request_id or uuid.uuid4().hex
         if len(rid) > _MAX_ID or not rid.isprintable():

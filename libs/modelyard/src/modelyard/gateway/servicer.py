@@ -34,6 +34,7 @@ from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.telemetry.hooks import Carrier
 from modelyard.telemetry.tracing import extract, inject_current
 from modelyard.wire import ErrorInfo
+from modelyard.wire.envelope import MAX_CALLER_LENGTH
 from modelyard.wire.headers import H
 
 __all__ = ["ERROR_CODE_KEY", "ERROR_STAGE_KEY", "REQUEST_ID_KEY", "PipelineServicer"]
@@ -105,8 +106,12 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
                 raise _failure(span, call.request_id, exc) from None
             if result.error is not None:
                 raise _failed(span, result.request_id, result.error)
+            try:
+                answer = response(result, call.trace_id)
+            except ModelyardError as exc:  # a result field that is no tensor (a stage's output)
+                raise _failed(span, result.request_id, _info(exc)) from None
             _done(result.request_id, "ok")
-            return response(result, call.trace_id)
+            return answer
 
     async def _stream(
         self, request: pb.InferRequest, context: Context
@@ -140,6 +145,10 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     def _call(self, request: pb.InferRequest, request_id: str, context: Context) -> _Call:
         metadata: Metadata = tuple(context.invocation_metadata() or ())
         caller = self.principal(metadata)
+        if len(caller) > MAX_CALLER_LENGTH:  # the router refuses envelopes naming such a caller
+            raise ValidationError(
+                f"caller is {len(caller)} characters; the limit is {MAX_CALLER_LENGTH}"
+            )
         structlog.contextvars.bind_contextvars(request_id=request_id, caller=caller)  # this task
         span = trace.get_current_span()
         span.set_attribute("modelyard.request_id", request_id)

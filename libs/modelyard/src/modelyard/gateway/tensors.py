@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import DecodeError, ValidationError
+from modelyard.errors import DecodeError, ModelError, ValidationError
 from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.tensors import as_tensor, bytes_items, datatype_of, numpy_dtype
 
@@ -46,12 +46,31 @@ def from_proto(tensor: pb.Tensor) -> Array:
         raise ValidationError(f"tensor {name!r}: shape {list(shape)} has a negative dimension")
     count = math.prod(shape)
     flat = _bytes(tensor, count) if datatype == "BYTES" else _raw(tensor, dtype, count)
-    return flat.reshape(shape)
+    try:
+        return flat.reshape(shape)
+    except ValueError as exc:  # no elements, but dims numpy cannot address, or rank > 64
+        raise ValidationError(
+            f"tensor {name!r}: shape {list(shape)} cannot be represented: {exc}"
+        ) from None
 
 
 def outputs_to_proto(fields: Mapping[str, Any]) -> list[pb.Tensor]:
-    """Result fields as tensors; fields without a value (a skipped stage's) are left out."""
-    return [to_proto(name, value) for name, value in fields.items() if value is not None]
+    """Result fields as tensors; fields without a value (a skipped stage's) are left out.
+
+    Result fields are stage outputs as the stages sent them: one that is no tensor (a ragged
+    list, a map) raises ModelError, the stage's fault, not the caller's.
+    """
+    out = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        try:
+            out.append(to_proto(name, value))
+        except ValidationError as exc:
+            raise ModelError(
+                f"output {name!r} cannot be returned as a tensor: {exc.message}"
+            ) from None
+    return out
 
 
 def to_proto(name: str, value: Any) -> pb.Tensor:

@@ -88,7 +88,10 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
         raise ValidationError(
             f"input {name!r}: shape {list(shape)} needs {count} elements, got {flat.size}"
         )
-    return flat.reshape(shape)
+    try:
+        return flat.reshape(shape)
+    except ValueError as exc:  # no elements, but dims numpy cannot address ([0, 2**62, 2**62])
+        raise _unshapeable(name, shape, exc) from None
 
 
 def encode_outputs(
@@ -151,7 +154,14 @@ def _from_raw_numbers(
         )
     # one call for the shaped view; copied because a view of bytes is read-only and models may
     # reasonably write to their inputs
-    return np.ndarray(shape, dtype, raw).copy()
+    try:
+        return np.ndarray(shape, dtype, raw).copy()
+    except ValueError as exc:  # no elements, but dims numpy cannot address, or rank > 64
+        raise _unshapeable(name, shape, exc) from None
+
+
+def _unshapeable(name: str, shape: tuple[int, ...], exc: ValueError) -> ValidationError:
+    return ValidationError(f"input {name!r}: shape {list(shape)} cannot be represented: {exc}")
 
 
 _OBJECT = DATATYPES["BYTES"]

@@ -38,7 +38,8 @@ class _Eval:
             return self.dispatch(node)
         except EvaluationError:
             raise
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
+            # RecursionError: comparing or printing a value nested ~1000 deep (a stage's reply)
             raise self.fail(node, f"{type(exc).__name__}: {exc}") from None
 
     def dispatch(self, node: ast.expr) -> Any:  # noqa: PLR0911 - one branch per node type
@@ -116,17 +117,32 @@ class _Eval:
         left, right = self.node(node.left), self.node(node.right)
         if isinstance(node.op, ast.Mult):
             self.check_repeat(node, left, right)
+        elif isinstance(node.op, ast.Mod) and isinstance(left, str):
+            # str % x is printf formatting, not arithmetic: '%999999999d' % 1 is a 1 GB string
+            raise self.fail(node, "% on a str (string formatting) is not supported")
         return BINOPS[type(node.op)](left, right)
 
     def check_repeat(self, node: ast.BinOp, left: Any, right: Any) -> None:
         for seq, count in ((left, right), (right, left)):
             repeats = isinstance(seq, str | list) and isinstance(count, int)
-            if repeats and len(seq) * count > MAX_SEQUENCE:
+            if repeats and count > 0 and _size(seq, MAX_SEQUENCE // count) * count > MAX_SEQUENCE:
                 raise self.fail(node, f"result longer than {MAX_SEQUENCE}")
 
     def call(self, node: ast.Call) -> Any:
         assert isinstance(node.func, ast.Name)  # the compiler allows only whitelisted names
         return FUNCTIONS[node.func.id](*(self.node(a) for a in node.args))
+
+
+def _size(value: str | list[Any], limit: int) -> int:
+    """Characters and list items in ``value``, nested lists counted in full (``[[0] * 9999] * 9``
+    holds 90,000 values, not 9); the walk stops once the count passes ``limit``."""
+    size, pending = 0, [value]
+    while pending and size <= limit:
+        item = pending.pop()
+        size += len(item)
+        if isinstance(item, list):
+            pending.extend(v for v in item if isinstance(v, list | str))
+    return size
 
 
 def evaluate(tree: ast.expr, context: Mapping[str, Any], text: str) -> Any:

@@ -14,6 +14,7 @@ __all__ = [
     "CMPOPS",
     "FUNCTIONS",
     "LITERALS",
+    "MAX_DEPTH",
     "MAX_SEQUENCE",
     "MAX_TEXT",
     "UNARY",
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 MAX_TEXT = 2000  # conditions are one-liners; a cap also bounds parser recursion
-MAX_SEQUENCE = 10_000  # longest str/list that `*` may build: no memory bombs from 'a' * 10**9
+MAX_DEPTH = 100  # nesting of the parsed tree: the checker and the evaluator recurse per level
+MAX_SEQUENCE = 10_000  # most values `*` may build, nested ones counted: no 'a' * 10**9 bombs
 
 
 class ExpressionError(ConfigError):

@@ -19,6 +19,11 @@ Values read from the context are normalised by :func:`modelyard.router.values.no
 (UTF-8 bytes read as ``str``, one-element arrays as their element), so ``langid.language != 'en'``
 works on a ``BYTES [1]`` tensor. Attribute access on values, other calls, lambdas,
 comprehensions, subscripts of anything but a context value, ``**``, f-strings and so on are refused.
+
+Bounds, so a condition can neither crash nor exhaust the router: at most ``MAX_TEXT`` characters
+nested at most ``MAX_DEPTH`` levels (refused at compile time); ``*`` builds at most
+``MAX_SEQUENCE`` values, nested lists counted in full; ``%`` is arithmetic only (``str % x``,
+printf formatting, is refused: ``'%999999999d' % 1`` is a gigabyte).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from modelyard.router._grammar import (
     CMPOPS,
     FUNCTIONS,
     LITERALS,
+    MAX_DEPTH,
     MAX_TEXT,
     UNARY,
     EvaluationError,
@@ -80,6 +86,17 @@ def _check(node: ast.AST, refs: set[tuple[str, ...]]) -> None:
         _check_all(node.elts, refs)
     else:
         raise _refuse(node, _describe(node))
+
+
+def _check_depth(root: ast.AST) -> None:
+    """Refuse trees nested deeper than MAX_DEPTH (``1+1+...+1`` nests once per ``+``), before
+    anything recurses over them; walked without recursion."""
+    pending = [(root, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"nested more than {MAX_DEPTH} levels deep", _col(node))
+        pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def _check_all(nodes: list[ast.expr], refs: set[tuple[str, ...]]) -> None:
@@ -167,6 +184,9 @@ def compile_condition(text: str) -> Condition:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise _syntax_error(exc, text) from None
+    except (ValueError, RecursionError, MemoryError):  # a NUL; the parser's own nesting limits
+        raise ExpressionError("invalid syntax: not a parsable expression", 1) from None
+    _check_depth(tree.body)
     refs: set[tuple[str, ...]] = set()
     _check(tree.body, refs)
     return Condition(text=text, tree=tree, references=frozenset(refs))

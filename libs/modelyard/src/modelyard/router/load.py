@@ -41,9 +41,13 @@ def parse_spec(text: str, source: str = "<spec>") -> PipelineSpec:
 def load_spec(path: Path) -> PipelineSpec:
     """Read and validate the spec at ``path`` (errors name the file by its base name)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline spec {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"pipeline spec {path} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
     return parse_spec(text, source=Path(path).name)
 
 

@@ -106,7 +106,8 @@ class RecordBuilder:
         """A shadow reply that came to the inbox, passed on unchanged to the shadow topic."""
         headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
         key = msg.key()
-        return (self._shadow, key.decode() if key else None, msg.value() or b"", headers)
+        text_key = key.decode("utf-8", "replace") if key else None  # the caller's bytes
+        return (self._shadow, text_key, msg.value() or b"", headers)
 
     def reply_dead_letter(self, msg: Message, error: ModelyardError) -> Record:
         """An inbox message that is no stage reply: kept with its bytes, never applied."""
@@ -173,6 +174,9 @@ def _json_result(result: Envelope) -> bytes:
     if result.error is not None:
         return encode_oip_json_error(result.request_id, result.error.code, result.error.message)
     response = result.reply({}, result.pipeline or "", "")
-    body = json.loads(encode_oip_json_response(response, result.fields))
+    try:
+        body = json.loads(encode_oip_json_response(response, result.fields))
+    except ModelyardError as exc:  # a stage output JSON cannot carry: the caller learns why
+        return encode_oip_json_error(result.request_id, exc.code, exc.message)
     body["parameters"] = {"served_by": dict(result.served_by or {})}
     return json.dumps(body).encode()

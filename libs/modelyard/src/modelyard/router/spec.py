@@ -142,6 +142,13 @@ class TensorField(_Frozen):
             raise ValueError(f"unknown datatype {value!r}; expected one of {sorted(DATATYPES)}")
         return value
 
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(dim < -1 for dim in value):  # no request could ever match such a field
+            raise ValueError(f"shape {list(value)}: dimensions are sizes, or -1 for any size")
+        return value
+
 
 class Stage(_Frozen):
     """One stage: a model, where each of its inputs comes from, and when it runs."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import DecodeError, ModelyardError
+from modelyard.errors import DecodeError, ModelError, ModelyardError
 from modelyard.tensors import bytes_items, datatype_of, numpy_dtype
 from modelyard.wire.envelope import MAX_CALLER_LENGTH, MAX_NAME_LENGTH, Envelope
 
@@ -34,6 +34,7 @@ def decode_oip_json(data: bytes, key: str | None) -> Envelope:
     request_id = body.get("id") or key
     if not isinstance(request_id, str) or not request_id:
         raise DecodeError("OIP v2 JSON request needs an 'id' or a message key")
+    _encodable(request_id, "request id")
     if len(request_id) > MAX_NAME_LENGTH:
         raise DecodeError(
             f"request id is {len(request_id)} characters; the limit is {MAX_NAME_LENGTH}"
@@ -50,13 +51,25 @@ def decode_oip_json(data: bytes, key: str | None) -> Envelope:
     caller = params.get("caller") if isinstance(params.get("caller"), str) else None
     if caller is not None and len(caller) > MAX_CALLER_LENGTH:
         raise DecodeError(f"caller is {len(caller)} characters; the limit is {MAX_CALLER_LENGTH}")
+    if caller is not None:
+        _encodable(caller, "caller")
     return Envelope(request_id=request_id, fields=fields, caller=caller)
 
 
 def _name(tensor: Any) -> str:
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise DecodeError("each input needs a string 'name'")
-    return str(tensor["name"])
+    return _encodable(tensor["name"], "input name")
+
+
+def _encodable(text: str, what: str) -> str:
+    """``text`` if it is valid Unicode; JSON's ``\\ud800`` escapes give lone surrogates, which
+    no producer could write back into a header, a key or a reply."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} holds a lone surrogate (not valid Unicode)") from None
+    return text
 
 
 def _tensor(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -134,16 +147,21 @@ _ELEMENT_CHECKS = {"b": _is_bool, "i": _is_int, "u": _is_int, "f": _is_number, "
 
 
 def encode_oip_json_response(envelope: Envelope, outputs: Mapping[str, Any]) -> bytes:
+    """Raises ModelError for an output that is no tensor (ragged, nested past numpy's limit)."""
     body = {
         "model_name": envelope.model,
         "model_version": envelope.version,
         "id": envelope.request_id,
-        "outputs": [_output(name, np.asarray(value)) for name, value in outputs.items()],
+        "outputs": [_output(name, value) for name, value in outputs.items()],
     }
     return json.dumps(body).encode()
 
 
-def _output(name: str, array: np.ndarray[Any, Any]) -> dict[str, Any]:
+def _output(name: str, value: Any) -> dict[str, Any]:
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"output {name!r} is not a tensor: {exc}") from None
     datatype = datatype_of(array)
     flat = array.reshape(-1).tolist()
     if datatype == "BYTES":
