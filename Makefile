@@ -60,6 +60,15 @@ test-e2e: ## End-to-end tests of the whole stack
 test: setup check-generated lint ## Everything CI runs: setup, generated-code check, lint, all test tiers
 	$(PYTEST) tests -q
 
+FUZZ_SECONDS ?= 120
+.PHONY: fuzz
+fuzz: ## Longer fuzzing: atheris on every entry point (FUZZ_SECONDS each), then hypothesis x20; crashers go to tests/fuzz/corpus
+	@status=0; \
+	$(UV) python scripts/fuzz.py --seconds $(FUZZ_SECONDS) || status=$$?; \
+	MODELYARD_FUZZ_PROFILE=long MODELYARD_FUZZ_SAVE=1 MODELYARD_FUZZ_KNOWN=skip \
+		$(PYTEST) tests/fuzz -q || status=$$?; \
+	exit $$status
+
 .PHONY: bench
 bench: setup ## Benchmarks with side-by-side baselines, printed as ratios
 	@test -f models/.complete || $(MAKE) --no-print-directory models
