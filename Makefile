@@ -28,10 +28,11 @@ check-generated: generate ## Fail if committed generated code is stale
 	@test -z "$$(git status --porcelain -- $(GENERATED))" || (echo "generated code is stale: run 'make generate' and commit" && git status --porcelain -- $(GENERATED) && exit 1)
 
 .PHONY: lint
-lint: ## ruff (lint + format check) and strict mypy
+lint: ## ruff (lint + format check), strict mypy, and the package layering (import-linter)
 	$(UV) ruff check .
 	$(UV) ruff format --check .
 	$(UV) mypy
+	$(UV) lint-imports --no-cache
 
 .PHONY: models
 models: ## Build the model repository (models/) from packages, with provenance, and verify it

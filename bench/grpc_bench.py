@@ -93,7 +93,7 @@ def _free_ports(n: int) -> list[int]:
 
 def _oip() -> tuple[Any, Any]:
     # Imported on use: the Kafka half of the benchmark runs without the generated modules.
-    from modelyard.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc  # noqa: PLC0415
+    from modelyard.api.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc  # noqa: PLC0415
 
     return grpc_service_pb2, grpc_service_pb2_grpc
 

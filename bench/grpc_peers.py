@@ -65,7 +65,7 @@ def write_mlserver_model(root: Path, grpc_port: int, http_port: int, metrics_por
 async def serve_bare(host: str, port: int) -> None:
     """Serve the bare servicer until SIGTERM/SIGINT."""
     import grpc  # noqa: PLC0415
-    from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc  # noqa: PLC0415
+    from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc  # noqa: PLC0415
 
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_bare_servicer(), server)
@@ -81,8 +81,8 @@ async def serve_bare(host: str, port: int) -> None:
 
 
 def _bare_servicer() -> Any:
-    from modelyard.oip.v2 import grpc_service_pb2 as pb  # noqa: PLC0415
-    from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc  # noqa: PLC0415
+    from modelyard.api.oip.v2 import grpc_service_pb2 as pb  # noqa: PLC0415
+    from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc  # noqa: PLC0415
 
     class Bare(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         async def ServerLive(self, request: Any, context: Any) -> Any:

@@ -25,12 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelyard.grpc.servicer import OipServicer
-from modelyard.kafka.consumer import ConsumerOptions, StageConsumer
-from modelyard.oip.v2 import grpc_service_pb2 as pb
+from modelyard.api.oip.v2 import grpc_service_pb2 as pb
 from modelyard.repository.store import ModelRepository
 from modelyard.stage.batcher import Batcher
 from modelyard.stage.core import StageCore
+from modelyard.stage.grpc_adapter import OipServicer
+from modelyard.stage.kafka_adapter import ConsumerOptions, StageConsumer
 from modelyard.telemetry import HookChain, LoggingHooks, MetricsHooks, TracingHooks
 from modelyard.telemetry.logging import configure_logging
 from prometheus_client import CollectorRegistry

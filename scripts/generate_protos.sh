@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the committed Python code for every .proto under protos/ (`make generate`).
 #
-# Output lands next to the hand-written code (`protos/modelyard/oip/v2/x.proto` becomes
-# `modelyard.oip.v2.x_pb2`), because `-I protos` mirrors the import path and generated imports
+# Output lands next to the hand-written code (`protos/modelyard/api/oip/v2/x.proto` becomes
+# `modelyard.api.oip.v2.x_pb2`), because `-I protos` mirrors the import path and generated imports
 # need no rewriting. The generator is the pinned grpcio-tools of the dev group, and the output is
 # deterministic, so `make generate && git diff --exit-code` proves the committed code is fresh.
 #

@@ -21,8 +21,8 @@ import structlog
 
 with atheris.instrument_imports(include=["modelyard"]):
     import numpy as np
-    from modelyard.oip.v2 import grpc_service_pb2 as oip
-    from modelyard.pipeline.v1 import pipeline_pb2 as ppb
+    from modelyard.api.oip.v2 import grpc_service_pb2 as oip
+    from modelyard.api.pipeline.v1 import pipeline_pb2 as ppb
     from modelyard.wire import Envelope, encode_envelope
 
     from tests.fuzz.framing import Message, frame_message

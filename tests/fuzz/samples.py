@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelyard.graph.load import parse_spec
+from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.manifest import Manifest
-from modelyard.router.load import parse_spec
-from modelyard.router.spec import PipelineSpec
 
 __all__ = [
     "CONTROL_SAMPLE",

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgpack
 from hypothesis import strategies as st
+from modelyard.api.oip.v2 import grpc_service_pb2 as oip
+from modelyard.api.pipeline.v1 import pipeline_pb2 as ppb
 from modelyard.errors import ModelyardError
-from modelyard.oip.v2 import grpc_service_pb2 as oip
-from modelyard.pipeline.v1 import pipeline_pb2 as ppb
 from modelyard.tensors import DATATYPES
 from modelyard.wire import decode_envelope
 from modelyard.wire.headers import H

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from modelyard.api.oip.v2 import grpc_service_pb2 as oip
+from modelyard.api.pipeline.v1 import pipeline_pb2 as ppb
 from modelyard.audit import HopRecord, RequestRecord, decode_audit, encode_audit
 from modelyard.audit.reader import AuditScan, _keep
 from modelyard.audit.waterfall import render_waterfall
@@ -42,17 +44,15 @@ from modelyard.gateway.core import PipelineGateway
 from modelyard.gateway.pending import RESULT, STAGE
 from modelyard.gateway.principal import TokenPrincipals
 from modelyard.gateway.servicer import PipelineServicer
-from modelyard.grpc.servicer import OipServicer
+from modelyard.graph import service as router_service
+from modelyard.graph.flow import RequestFlow, request_specs
+from modelyard.graph.load import load_spec, parse_spec
+from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.codec import decode_message, encode_reply, reply_headers
 from modelyard.model import Inputs, Model, Outcome
-from modelyard.oip.v2 import grpc_service_pb2 as oip
-from modelyard.pipeline.v1 import pipeline_pb2 as ppb
-from modelyard.router import service as router_service
-from modelyard.router.flow import RequestFlow, request_specs
-from modelyard.router.load import load_spec, parse_spec
 from modelyard.router.service import PipelineRouter, RouterOptions
-from modelyard.router.spec import PipelineSpec
 from modelyard.stage.core import StageCore
+from modelyard.stage.grpc_adapter import OipServicer
 from modelyard.telemetry.hooks import StageHooks
 from modelyard.tensors import DATATYPES, InputValidator
 from modelyard.wire import CONTENT_TYPE_JSON, Envelope, decode_envelope, encode_envelope

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import given
-from modelyard.oip.v2 import grpc_service_pb2 as oip
-from modelyard.pipeline.v1 import pipeline_pb2 as ppb
+from modelyard.api.oip.v2 import grpc_service_pb2 as oip
+from modelyard.api.pipeline.v1 import pipeline_pb2 as ppb
 
 from tests.fuzz.profiles import fuzz_settings
 from tests.fuzz.strategies import GRPC_METADATA, RESULT_FIELDS, grpc_requests, infer_requests

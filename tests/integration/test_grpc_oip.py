@@ -14,11 +14,11 @@ import modelyard
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from modelyard.api.oip.v2 import grpc_service_pb2 as pb
+from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from modelyard.errors import ModelError
-from modelyard.grpc import CALLER_METADATA_KEY, start_grpc_server, stop_grpc_server
-from modelyard.oip.v2 import grpc_service_pb2 as pb
-from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from modelyard.repository.manifest import Limits, Manifest
+from modelyard.stage.grpc_adapter import CALLER_METADATA_KEY, start_grpc_server, stop_grpc_server
 from modelyard.telemetry.hooks import RequestContext, StageHooks
 from modelyard.tensors import TensorSpec, validate_inputs
 from tritonclient.utils import InferenceServerException

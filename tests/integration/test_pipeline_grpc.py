@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.api.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.gateway import PipelineGateway, TokenPrincipals, start_pipeline_grpc
 from modelyard.gateway.servicer import ERROR_CODE_KEY, ERROR_STAGE_KEY, REQUEST_ID_KEY
 from modelyard.gateway.tensors import from_proto
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
-from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

@@ -15,8 +15,8 @@ from confluent_kafka import Message
 from modelyard.audit import HopRecord, RequestRecord, decode_audit
 from modelyard.broker import create_topics
 from modelyard.control import Shadow, StageRouting
+from modelyard.graph import parse_spec
 from modelyard.repository.build import BuildContext
-from modelyard.router import parse_spec
 from modelyard.router.live import LiveRequest
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.telemetry import RouterHooks

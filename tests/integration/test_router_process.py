@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 from confluent_kafka import Message, Producer
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.api.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.control import CanaryChange, GuardRule, GuardsChange, Rollback, Rollout
 from modelyard.control.topic import read_records, read_state, write_change
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
-from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.repository.build import BuildContext
 from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, decode_envelope, encode_envelope

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Message
 from modelyard.broker import ensure_pipeline_topics
 from modelyard.control import Shadow, StageRouting
+from modelyard.graph import parse_spec
 from modelyard.repository.build import BuildContext
-from modelyard.router import parse_spec
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.telemetry import RouterHookChain, RouterTracing
 from modelyard.telemetry.tracing import inject_current

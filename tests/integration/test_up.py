@@ -16,13 +16,13 @@ from typing import Any
 
 import grpc
 import pytest
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.api.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.broker import EmbeddedBroker, partition_counts
 from modelyard.client import StageClient
 from modelyard.control import CanaryChange, Rollout, ShadowChange
 from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
-from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.repository.build import BuildContext
 from modelyard.stack import Stack
 from modelyard.topics import (

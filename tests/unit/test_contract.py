@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modelyard.graph import ContractError, PipelineSpec, check_contract, load_spec, parse_spec
+from modelyard.graph.contract import require_contract, shapes_compatible
 from modelyard.repository.manifest import Manifest
-from modelyard.router import ContractError, PipelineSpec, check_contract, load_spec, parse_spec
-from modelyard.router.contract import require_contract, shapes_compatible
 from modelyard.tensors import TensorSpec
 
 DOCS = Path(__file__).resolve().parents[2] / "pipelines" / "docs.yaml"

@@ -25,9 +25,9 @@ from modelyard.control import (
 from modelyard.control.deploy import check_change
 from modelyard.control.describe import describe_change, percent
 from modelyard.errors import ConfigError
+from modelyard.graph import ContractError, parse_spec
 from modelyard.repository.build import BuildContext
 from modelyard.repository.store import ModelRepository
-from modelyard.router import ContractError, parse_spec
 from modelyard.stack.plan import (
     initial_versions,
     parse_versions,

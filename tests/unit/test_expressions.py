@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from modelyard.router.expressions import (
+from modelyard.graph.expressions import (
     EvaluationError,
     ExpressionError,
     compile_condition,
 )
-from modelyard.router.values import normalize
+from modelyard.graph.values import normalize
 
 
 def _bytes(*items: bytes) -> np.ndarray[Any, Any]:

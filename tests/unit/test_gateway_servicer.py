@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.gateway.servicer import ERROR_CODE_KEY, PipelineServicer
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.wire import Envelope
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from modelyard.api.oip.v2 import grpc_service_pb2 as pb
 from modelyard.errors import DecodeError, ValidationError
 from modelyard.grpc.tensors import decode_inputs, encode_outputs
-from modelyard.oip.v2 import grpc_service_pb2 as pb
 from modelyard.tensors import DATATYPES
 
 Array = np.ndarray[Any, Any]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from modelyard.errors import ConfigError
-from modelyard.router import PipelineSpec, Ref, SpecError, load_spec, parse_spec
+from modelyard.graph import PipelineSpec, Ref, SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "pipelines" / "docs.yaml"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.errors import DecodeError, ModelError, ValidationError
 from modelyard.gateway.tensors import from_proto, inputs_from_proto, outputs_to_proto, to_proto
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.tensors import DATATYPES
 
 Array = np.ndarray[Any, Any]

@@ -8,9 +8,9 @@ import pytest
 from modelyard.control import Canary, PipelineRouting, Shadow, StageRouting
 from modelyard.control.deploy import check_routing
 from modelyard.errors import ConfigError
+from modelyard.graph import ContractError, parse_spec
 from modelyard.repository.build import BuildContext
 from modelyard.repository.store import ModelRepository
-from modelyard.router import ContractError, parse_spec
 
 from tests.support.models import write_shout_version
 from tests.support.onnx_models import write_affine_version

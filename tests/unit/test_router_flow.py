@@ -15,8 +15,8 @@ from modelyard.control import (
     Shadow,
     StageRouting,
 )
-from modelyard.router import load_spec, parse_spec
-from modelyard.router.flow import Dispatch, RequestFlow
+from modelyard.graph import load_spec, parse_spec
+from modelyard.graph.flow import Dispatch, RequestFlow
 from modelyard.router.guards import GuardWatch
 from modelyard.wire import Envelope, ErrorInfo
 

@@ -101,7 +101,7 @@ def _records(target: Target) -> list[ControlRecord]:
 
 
 def _order(pipelines: Path, pipeline: str) -> tuple[str, ...]:
-    from modelyard.router import load_spec  # noqa: PLC0415
+    from modelyard.graph import load_spec  # noqa: PLC0415
 
     path = pipelines / f"{pipeline}.yaml"
     try:

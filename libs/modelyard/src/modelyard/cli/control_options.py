@@ -196,8 +196,8 @@ def _check(
 ) -> None:
     from modelyard.control.deploy import check_change  # noqa: PLC0415
     from modelyard.control.topic import read_state  # noqa: PLC0415
+    from modelyard.graph import load_spec  # noqa: PLC0415
     from modelyard.repository.store import ModelRepository  # noqa: PLC0415
-    from modelyard.router import load_spec  # noqa: PLC0415
 
     path = pipelines / f"{pipeline}.yaml"
     names_version = isinstance(change, Rollout | ReleaseRollback) or (

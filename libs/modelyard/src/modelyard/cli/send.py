@@ -196,7 +196,7 @@ def _label(text: str) -> str:
 
 def _first_bytes_input(pipelines: Path, pipeline: str) -> str:
     """The first BYTES input of the pipeline's spec, if the spec is at hand."""
-    from modelyard.router import load_spec  # noqa: PLC0415  # YAML and the spec schema: only here
+    from modelyard.graph import load_spec  # noqa: PLC0415  # YAML and the spec schema: only here
 
     path = pipelines / f"{pipeline}.yaml"
     if not path.is_file():

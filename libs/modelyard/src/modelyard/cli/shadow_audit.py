@@ -37,7 +37,7 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415  # keeps --help fast
 
     from modelyard.control.follower import ControlFollower  # noqa: PLC0415
-    from modelyard.router.load import load_spec  # noqa: PLC0415
+    from modelyard.graph.load import load_spec  # noqa: PLC0415
     from modelyard.shadows.auditor import ShadowAuditor  # noqa: PLC0415
     from modelyard.shadows.guard import withdrawing_guard  # noqa: PLC0415
     from modelyard.telemetry import (  # noqa: PLC0415

@@ -25,10 +25,10 @@ from modelyard.control.changes import (
     ShadowChange,
 )
 from modelyard.control.routing import PipelineRouting, StageRouting
+from modelyard.graph.contract import ContractError, check_contract
+from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.manifest import Manifest
 from modelyard.repository.store import ModelRepository
-from modelyard.router.contract import ContractError, check_contract
-from modelyard.router.spec import PipelineSpec
 
 __all__ = ["check_change", "check_routing", "check_versions", "routed_versions"]
 

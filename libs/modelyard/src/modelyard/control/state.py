@@ -28,9 +28,11 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from modelyard.control.changes import Change, apply
+from modelyard.control.canary import choose_version, should_shadow
+from modelyard.control.changes import Change, ControlError, apply
 from modelyard.control.routing import PipelineRouting, StageRouting
-from modelyard.errors import DecodeError
+from modelyard.errors import DecodeError, UnavailableError
+from modelyard.graph.flow import Route
 
 __all__ = [
     "ControlRecord",
@@ -128,3 +130,15 @@ class ControlState:
     def stage(self, pipeline: str, stage: str) -> StageRouting:
         """The routing of one stage."""
         return self.pipeline(pipeline).stage(stage)
+
+    def route(self, pipeline: str, stage: str, *, sticky_key: str, request_id: str) -> Route:
+        """Where this request goes at this stage: the canary draw by ``sticky_key``, the shadow
+        draw by ``request_id`` (the :class:`~modelyard.graph.flow.Routes` a flow walks with)."""
+        state = self.stage(pipeline, stage)
+        scope = f"{pipeline}/{stage}"
+        try:
+            version, role = choose_version(state, sticky_key, scope=scope)
+        except ControlError as exc:
+            raise UnavailableError(exc.message) from None
+        shadowed = state.shadow is not None and should_shadow(state, request_id, scope=scope)
+        return Route(version, role, state.shadow.version if shadowed and state.shadow else None)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.gateway.tensors import outputs_to_proto
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.wire import Envelope, ErrorInfo
 
 __all__ = ["response", "stage_result"]

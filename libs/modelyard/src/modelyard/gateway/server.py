@@ -9,11 +9,11 @@ import grpc
 import grpc.aio
 from opentelemetry import trace
 
+from modelyard.api.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.gateway.core import PipelineGateway
 from modelyard.gateway.principal import PrincipalResolver
 from modelyard.gateway.servicer import PipelineServicer
 from modelyard.grpc.server import listen, server_options
-from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "start_pipeline_grpc"]
 

@@ -22,6 +22,8 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.api.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.errors import ModelyardError, ValidationError, error_class, policy_for
 from modelyard.gateway.carrier import request_carrier
 from modelyard.gateway.core import PipelineGateway
@@ -29,8 +31,6 @@ from modelyard.gateway.messages import response, stage_result
 from modelyard.gateway.pending import STAGE
 from modelyard.gateway.principal import Metadata, PrincipalResolver, TokenPrincipals
 from modelyard.gateway.tensors import inputs_from_proto
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
-from modelyard.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
 from modelyard.telemetry.hooks import Carrier
 from modelyard.telemetry.tracing import extract, inject_current
 from modelyard.wire import ErrorInfo

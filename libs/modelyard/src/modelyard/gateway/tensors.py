@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.errors import DecodeError, ModelError, ValidationError
-from modelyard.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.tensors import as_tensor, bytes_items, datatype_of, numpy_dtype
 
 __all__ = ["from_proto", "inputs_from_proto", "outputs_to_proto", "to_proto"]

@@ -1,15 +1,7 @@
-"""The OIP v2 gRPC transport of a stage: tensor codec, servicer and server lifecycle."""
+"""gRPC transport primitives: OIP v2 tensor codec, server lifecycle and TLS. A stage's OIP
+servicer is :mod:`modelyard.stage.grpc_adapter`."""
 
-from modelyard.grpc.server import start_grpc_server, stop_grpc_server
-from modelyard.grpc.servicer import CALLER_METADATA_KEY, InferenceCore, OipServicer
+from modelyard.grpc.server import stop_grpc_server
 from modelyard.grpc.tensors import decode_inputs, encode_outputs
 
-__all__ = [
-    "CALLER_METADATA_KEY",
-    "InferenceCore",
-    "OipServicer",
-    "decode_inputs",
-    "encode_outputs",
-    "start_grpc_server",
-    "stop_grpc_server",
-]
+__all__ = ["decode_inputs", "encode_outputs", "stop_grpc_server"]

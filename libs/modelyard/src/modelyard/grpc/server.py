@@ -1,22 +1,18 @@
-"""Start and stop the ``grpc.aio`` server that serves a stage over OIP v2."""
+"""``grpc.aio`` server primitives: channel options, binding a port (TLS or not), stopping."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
 
 from modelyard.errors import ConfigError
-from modelyard.grpc.servicer import InferenceCore, OipServicer
-from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 
 __all__ = [
     "MESSAGE_HEADROOM_BYTES",
     "listen",
     "server_options",
-    "start_grpc_server",
     "stop_grpc_server",
 ]
 
@@ -37,29 +33,6 @@ def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
         # its port binds while connections of the one before linger in TIME_WAIT.)
         ("grpc.so_reuseport", 0),
     ]
-
-
-async def start_grpc_server(
-    core: InferenceCore,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    options: Sequence[tuple[str, Any]] | None = None,
-    credentials: grpc.ServerCredentials | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """Serve ``core`` over OIP v2 on ``host:port`` (0: the OS picks); returns the bound port.
-
-    ``options`` replaces :func:`server_options`; ``credentials`` (e.g.
-    ``grpc.ssl_server_credentials``) turns on TLS or mTLS.
-    """
-    if options is None:
-        options = server_options(core.manifest.limits.max_request_bytes)
-    server = grpc.aio.server(options=list(options))
-    register = pb_grpc.add_GRPCInferenceServiceServicer_to_server
-    register(OipServicer(core), server)  # type: ignore[no-untyped-call]  # generated, unannotated
-    bound = listen(server, host, port, credentials)
-    await server.start()
-    return server, bound
 
 
 async def stop_grpc_server(server: grpc.aio.Server, grace: float | None = 5.0) -> None:

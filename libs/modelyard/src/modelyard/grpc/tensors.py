@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.api.oip.v2 import grpc_service_pb2 as pb
 from modelyard.errors import DecodeError, ValidationError
-from modelyard.oip.v2 import grpc_service_pb2 as pb
 from modelyard.tensors import DATATYPES, as_tensor, bytes_items, datatype_of, numpy_dtype
 
 __all__ = ["CONTENTS_FIELD", "decode_inputs", "decode_tensor", "encode_outputs"]

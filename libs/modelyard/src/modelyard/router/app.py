@@ -21,12 +21,12 @@ from modelyard.control.deploy import check_routing
 from modelyard.control.follower import ControlFollower
 from modelyard.control.topic import ensure_control_topic, write_change
 from modelyard.errors import ConfigError
+from modelyard.graph.load import load_spec
+from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.store import ModelRepository
 from modelyard.router.guards import GuardHook, Trip
-from modelyard.router.load import load_spec
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.settings import RouterSettings
-from modelyard.router.spec import PipelineSpec
 from modelyard.router.telemetry import RouterHookChain, RouterLogging, RouterMetrics, RouterTracing
 from modelyard.telemetry import count_receive_failures, start_http_server, stop_http_server
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.audit import digest_fields, encode_audit_values
+from modelyard.graph.flow import Dispatch, RequestFlow
 from modelyard.kafka.codec import Incoming
 from modelyard.kafka.offsets import Pending
-from modelyard.router.flow import Dispatch, RequestFlow
 from modelyard.wire.headers import H, header_value
 
 __all__ = ["Hop", "LiveRequest", "trace_id_of"]

@@ -27,6 +27,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from modelyard.audit import digest_fields
 from modelyard.control import ControlState
 from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationError
+from modelyard.graph.flow import Dispatch, RequestFlow, request_specs
+from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.codec import Incoming, decode_message
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
@@ -34,10 +36,8 @@ from modelyard.kafka.delivery import is_permanent
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.offsets import OffsetTracker, Pending
 from modelyard.kafka.poison import PoisonLedger
-from modelyard.router.flow import Dispatch, RequestFlow, request_specs
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.router.records import Record, RecordBuilder
-from modelyard.router.spec import PipelineSpec
 from modelyard.router.telemetry import RouterHooks
 from modelyard.tensors import InputValidator
 from modelyard.topics import (

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from modelyard.control import ControlState, PipelineRouting
 from modelyard.errors import ConfigError
-from modelyard.router.spec import PipelineSpec
+from modelyard.graph.spec import PipelineSpec
 from modelyard.topics import model_dlq_topic, model_input_topic
 
 __all__ = [

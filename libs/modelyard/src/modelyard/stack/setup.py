@@ -11,8 +11,8 @@ from modelyard.control import Rollout
 from modelyard.control.deploy import check_versions
 from modelyard.control.topic import ensure_control_topic, read_state, write_change
 from modelyard.errors import ConfigError
+from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.store import ModelRepository
-from modelyard.router.spec import PipelineSpec
 from modelyard.stack.plan import initial_versions, model_topics
 from modelyard.stack.settings import StackSettings
 

@@ -38,9 +38,9 @@ from modelyard.broker import BrokerStartError, EmbeddedBroker, wait_for_kafka
 from modelyard.control import ControlState
 from modelyard.control.topic import ControlFollower
 from modelyard.errors import ConfigError
+from modelyard.graph import load_spec
+from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.store import ModelRepository
-from modelyard.router import load_spec
-from modelyard.router.spec import PipelineSpec
 from modelyard.stack.child import Child, LineSink, Supervised
 from modelyard.stack.plan import ModelVersion, shadow_only_versions, version_roles
 from modelyard.stack.settings import StackSettings

@@ -17,10 +17,10 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from modelyard.broker import create_topics
-from modelyard.kafka.consumer import ConsumerOptions, StageConsumer
 from modelyard.repository.store import ModelRepository
 from modelyard.stage.batcher import Batcher, RetryPolicy
 from modelyard.stage.core import StageCore
+from modelyard.stage.kafka_adapter import ConsumerOptions, StageConsumer
 from modelyard.stage.settings import StageSettings
 from modelyard.telemetry import (
     HookChain,
@@ -126,7 +126,7 @@ async def _start_grpc(settings: StageSettings, core: StageCore) -> tuple[Any, in
     if not settings.grpc_enabled:
         return None, None
     # imported here so a Kafka-only stage never loads grpc
-    from modelyard.grpc.server import start_grpc_server  # noqa: PLC0415
+    from modelyard.stage.grpc_adapter import start_grpc_server  # noqa: PLC0415
 
     return await start_grpc_server(
         core,

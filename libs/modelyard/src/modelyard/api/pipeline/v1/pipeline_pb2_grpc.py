@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from modelyard.pipeline.v1 import pipeline_pb2 as modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2
+from modelyard.api.pipeline.v1 import pipeline_pb2 as modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2
 
 GRPC_GENERATED_VERSION = '1.75.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + f' but the generated code in modelyard/pipeline/v1/pipeline_pb2_grpc.py depends on'
+        + f' but the generated code in modelyard/api/pipeline/v1/pipeline_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class PipelineServiceStub(object):
         """
         self.Infer = channel.unary_unary(
                 '/modelyard.pipeline.v1.PipelineService/Infer',
-                request_serializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
-                response_deserializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferResponse.FromString,
                 _registered_method=True)
         self.InferStream = channel.unary_stream(
                 '/modelyard.pipeline.v1.PipelineService/InferStream',
-                request_serializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
-                response_deserializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferEvent.FromString,
+                request_serializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferEvent.FromString,
                 _registered_method=True)
 
 
@@ -70,13 +70,13 @@ def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Infer': grpc.unary_unary_rpc_method_handler(
                     servicer.Infer,
-                    request_deserializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.FromString,
-                    response_serializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferResponse.SerializeToString,
             ),
             'InferStream': grpc.unary_stream_rpc_method_handler(
                     servicer.InferStream,
-                    request_deserializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.FromString,
-                    response_serializer=modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferEvent.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -104,8 +104,8 @@ class PipelineService(object):
             request,
             target,
             '/modelyard.pipeline.v1.PipelineService/Infer',
-            modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
-            modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferResponse.FromString,
+            modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
+            modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -131,8 +131,8 @@ class PipelineService(object):
             request,
             target,
             '/modelyard.pipeline.v1.PipelineService/InferStream',
-            modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
-            modelyard_dot_pipeline_dot_v1_dot_pipeline__pb2.InferEvent.FromString,
+            modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferRequest.SerializeToString,
+            modelyard_dot_api_dot_pipeline_dot_v1_dot_pipeline__pb2.InferEvent.FromString,
             options,
             channel_credentials,
             insecure,

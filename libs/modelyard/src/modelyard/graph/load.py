@@ -2,7 +2,7 @@
 
 The wiring checks are those that need the whole spec: every source names a declared request
 field or a known stage, conditions read only known names, and the stages form no cycle. What a
-stage's *model* accepts is checked later against manifests (:mod:`modelyard.router.contract`).
+stage's *model* accepts is checked later against manifests (:mod:`modelyard.graph.contract`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from pydantic import ValidationError as PydanticValidationError
 
 from modelyard.errors import ConfigError
-from modelyard.router._yaml import FieldPath, LineMap, YamlError, load_with_lines
-from modelyard.router.graph import REQUEST, find_cycle
-from modelyard.router.spec import NAME, REQUEST_METADATA, PipelineSpec, Source, SpecError
+from modelyard.graph._yaml import FieldPath, LineMap, YamlError, load_with_lines
+from modelyard.graph.graph import REQUEST, find_cycle
+from modelyard.graph.spec import NAME, REQUEST_METADATA, PipelineSpec, Source, SpecError
 
 __all__ = ["load_spec", "parse_spec", "validate_spec"]
 

@@ -13,18 +13,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from modelyard.control import ControlError, ControlState, choose_version, should_shadow
-from modelyard.router.expressions import EvaluationError
-from modelyard.router.graph import REQUEST
-from modelyard.router.spec import REQUEST_METADATA, PipelineSpec, Source
+from modelyard.errors import UnavailableError
+from modelyard.graph.expressions import EvaluationError
+from modelyard.graph.graph import REQUEST
+from modelyard.graph.spec import REQUEST_METADATA, PipelineSpec, Source
 from modelyard.tensors import TensorSpec
 from modelyard.wire import Envelope, ErrorInfo
 
-__all__ = ["Dispatch", "HopRole", "RequestFlow", "request_specs"]
+__all__ = ["Dispatch", "HopRole", "RequestFlow", "Route", "Routes", "request_specs"]
 
 HopRole = Literal["active", "canary", "shadow"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request's input to a stage goes: the version that serves it, in which role,
+    and the shadow version that gets a copy (None: no copy)."""
+
+    version: str
+    role: HopRole
+    shadow: str | None = None
+
+
+class Routes(Protocol):
+    """The routing a flow is walked with (the control plane's state implements it)."""
+
+    def route(self, pipeline: str, stage: str, *, sticky_key: str, request_id: str) -> Route:
+        """The route of this request at this stage; UnavailableError when there is none."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +97,7 @@ class RequestFlow:
             not self.inflight and len(self.outputs) + len(self.skipped) == len(self.spec.stages)
         )
 
-    def advance(self, routing: ControlState) -> list[Dispatch]:
+    def advance(self, routing: Routes) -> list[Dispatch]:
         """Skip what must be skipped and dispatch what can run now (shadow copies included)."""
         out: list[Dispatch] = []
         while self.error is None:
@@ -129,7 +147,7 @@ class RequestFlow:
         )
 
     # internals ---------------------------------------------------------------------------
-    def _start(self, stage: str, routing: ControlState) -> list[Dispatch]:
+    def _start(self, stage: str, routing: Routes) -> list[Dispatch]:
         definition = self.spec.stages[stage]
         try:
             if definition.when is not None and not definition.when.evaluate(self._context()):
@@ -143,19 +161,19 @@ class RequestFlow:
         if missing:  # the deploy-time contract check makes this a version that broke its manifest
             self.fail("contract", f"stage {stage!r}: no value for input(s) {missing}", stage)
             return []
-        state = routing.stage(self.spec.pipeline, stage)
-        scope = f"{self.spec.pipeline}/{stage}"
         try:
-            version, role = choose_version(state, self.sticky_key, scope=scope)
-        except ControlError as exc:
-            self.fail("unavailable", exc.message, stage)
+            route = routing.route(
+                self.spec.pipeline, stage, sticky_key=self.sticky_key, request_id=self.request_id
+            )
+        except UnavailableError as exc:
+            self.fail(exc.code, exc.message, stage)
             return []
-        primary = Dispatch(stage, definition.model, version, role, fields)
+        primary = Dispatch(stage, definition.model, route.version, route.role, fields)
         self.inflight[stage] = primary
         self.served_by[stage] = primary.served_by
         sends = [primary]
-        if state.shadow is not None and should_shadow(state, self.request_id, scope=scope):
-            sends.append(Dispatch(stage, definition.model, state.shadow.version, "shadow", fields))
+        if route.shadow is not None:
+            sends.append(Dispatch(stage, definition.model, route.shadow, "shadow", fields))
         return sends
 
     def _context(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modelyard.router.spec import Ref, Source, Stage
+    from modelyard.graph.spec import Ref, Source, Stage
 
 __all__ = ["REQUEST", "Frontier", "find_cycle", "frontier", "resolve", "topological_order"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -18,15 +18,22 @@ import numpy as np
 import structlog
 
 import modelyard
+from modelyard.api.oip.v2 import grpc_service_pb2 as pb
+from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from modelyard.errors import ModelyardError, PayloadTooLargeError, ValidationError, policy_for
+from modelyard.grpc.server import listen, server_options, stop_grpc_server
 from modelyard.grpc.tensors import decode_inputs, encode_outputs
-from modelyard.oip.v2 import grpc_service_pb2 as pb
-from modelyard.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from modelyard.repository.manifest import Manifest
 from modelyard.telemetry.hooks import Carrier, RequestContext, StageHooks
 from modelyard.tensors import TensorSpec
 
-__all__ = ["CALLER_METADATA_KEY", "InferenceCore", "OipServicer"]
+__all__ = [
+    "CALLER_METADATA_KEY",
+    "InferenceCore",
+    "OipServicer",
+    "start_grpc_server",
+    "stop_grpc_server",
+]
 
 CALLER_METADATA_KEY = "x-modelyard-caller"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -214,3 +221,26 @@ def _deadline_ms(context: Context) -> int | None:
     """The caller's gRPC deadline as epoch milliseconds, so expired work is never run."""
     remaining = context.time_remaining()
     return None if remaining is None else int((time.time() + remaining) * 1000)
+
+
+async def start_grpc_server(
+    core: InferenceCore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: Sequence[tuple[str, Any]] | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Serve ``core`` over OIP v2 on ``host:port`` (0: the OS picks); returns the bound port.
+
+    ``options`` replaces :func:`server_options`; ``credentials`` (e.g.
+    ``grpc.ssl_server_credentials``) turns on TLS or mTLS.
+    """
+    if options is None:
+        options = server_options(core.manifest.limits.max_request_bytes)
+    server = grpc.aio.server(options=list(options))
+    register = pb_grpc.add_GRPCInferenceServiceServicer_to_server
+    register(OipServicer(core), server)  # type: ignore[no-untyped-call]  # generated, unannotated
+    bound = listen(server, host, port, credentials)
+    await server.start()
+    return server, bound

@@ -1,7 +1,7 @@
 """Pipeline specs: the YAML that names a pipeline's stages, their wiring and its results.
 
 The schema is documented in ``docs/pipeline-spec.md``. Build specs with
-:func:`modelyard.router.load.load_spec` / ``parse_spec``, which validate the wiring too; every
+:func:`modelyard.graph.load.load_spec` / ``parse_spec``, which validate the wiring too; every
 problem is a :class:`SpecError` that names the file, line and field path
 (``docs.yaml:12: stages.translate.inputs.text: unknown stage 'langd' ...``).
 """
@@ -26,10 +26,10 @@ from pydantic import (
 )
 
 from modelyard.errors import ConfigError
-from modelyard.router import graph
-from modelyard.router._yaml import FieldPath, LineMap
-from modelyard.router.expressions import Condition, ExpressionError, compile_condition
-from modelyard.router.graph import REQUEST
+from modelyard.graph import graph
+from modelyard.graph._yaml import FieldPath, LineMap
+from modelyard.graph.expressions import Condition, ExpressionError, compile_condition
+from modelyard.graph.graph import REQUEST
 from modelyard.tensors import DATATYPES
 
 __all__ = [

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from modelyard.oip.v2 import grpc_service_pb2 as modelyard_dot_oip_dot_v2_dot_grpc__service__pb2
+from modelyard.api.oip.v2 import grpc_service_pb2 as modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2
 
 GRPC_GENERATED_VERSION = '1.75.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + f' but the generated code in modelyard/oip/v2/grpc_service_pb2_grpc.py depends on'
+        + f' but the generated code in modelyard/api/oip/v2/grpc_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,33 +37,33 @@ class GRPCInferenceServiceStub(object):
         """
         self.ServerLive = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerLive',
-                request_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
-                request_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
-                request_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
-                request_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
-                request_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
-                request_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferResponse.FromString,
+                request_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
 
 
@@ -118,33 +118,33 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveRequest.FromString,
-                    response_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyRequest.FromString,
-                    response_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyRequest.FromString,
-                    response_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferRequest.FromString,
-                    response_serializer=modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferRequest.FromString,
+                    response_serializer=modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,8 +173,8 @@ class GRPCInferenceService(object):
             request,
             target,
             '/inference.GRPCInferenceService/ServerLive',
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveResponse.FromString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -200,8 +200,8 @@ class GRPCInferenceService(object):
             request,
             target,
             '/inference.GRPCInferenceService/ServerReady',
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyResponse.FromString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -227,8 +227,8 @@ class GRPCInferenceService(object):
             request,
             target,
             '/inference.GRPCInferenceService/ModelReady',
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyResponse.FromString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -254,8 +254,8 @@ class GRPCInferenceService(object):
             request,
             target,
             '/inference.GRPCInferenceService/ServerMetadata',
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -281,8 +281,8 @@ class GRPCInferenceService(object):
             request,
             target,
             '/inference.GRPCInferenceService/ModelMetadata',
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -308,8 +308,8 @@ class GRPCInferenceService(object):
             request,
             target,
             '/inference.GRPCInferenceService/ModelInfer',
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-            modelyard_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferResponse.FromString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+            modelyard_dot_api_dot_oip_dot_v2_dot_grpc__service__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

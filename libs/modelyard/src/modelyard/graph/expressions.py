@@ -15,7 +15,7 @@ The language:
   ``a if cond else b``;
 - the functions ``len lower upper str int float``.
 
-Values read from the context are normalised by :func:`modelyard.router.values.normalize`
+Values read from the context are normalised by :func:`modelyard.graph.values.normalize`
 (UTF-8 bytes read as ``str``, one-element arrays as their element), so ``langid.language != 'en'``
 works on a ``BYTES [1]`` tensor. Attribute access on values, other calls, lambdas,
 comprehensions, subscripts of anything but a context value, ``**``, f-strings and so on are refused.
@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.router._evaluate import evaluate
-from modelyard.router._grammar import (
+from modelyard.graph._evaluate import evaluate
+from modelyard.graph._grammar import (
     BINOPS,
     CMPOPS,
     FUNCTIONS,

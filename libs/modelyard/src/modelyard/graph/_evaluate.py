@@ -1,4 +1,4 @@
-"""Evaluation of a checked condition tree (see :mod:`modelyard.router.expressions`).
+"""Evaluation of a checked condition tree (see :mod:`modelyard.graph.expressions`).
 
 Only node types the compiler let through reach here; anything else is a bug, not user input.
 Every operand failure (wrong types, division by zero, a missing field) becomes an
@@ -11,7 +11,7 @@ import ast
 from collections.abc import Mapping
 from typing import Any
 
-from modelyard.router._grammar import (
+from modelyard.graph._grammar import (
     BINOPS,
     CMPOPS,
     FUNCTIONS,
@@ -19,7 +19,7 @@ from modelyard.router._grammar import (
     UNARY,
     EvaluationError,
 )
-from modelyard.router.values import normalize
+from modelyard.graph.values import normalize
 
 __all__ = ["evaluate"]
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from modelyard.errors import ConfigError
+from modelyard.graph._yaml import FieldPath
+from modelyard.graph.graph import REQUEST
+from modelyard.graph.spec import PipelineSpec, Ref, Source, TensorField
 from modelyard.repository.manifest import Manifest
-from modelyard.router._yaml import FieldPath
-from modelyard.router.graph import REQUEST
-from modelyard.router.spec import PipelineSpec, Ref, Source, TensorField
 from modelyard.tensors import TensorSpec
 
 __all__ = ["ContractError", "check_contract", "require_contract", "shapes_compatible"]

@@ -1,0 +1,1 @@
+"""Generated API code from protos/ (scripts/generate_protos.sh): OIP v2 and the pipeline service."""
