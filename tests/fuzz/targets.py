@@ -53,7 +53,7 @@ from modelyard.model import Inputs, Model, Outcome
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.stage.core import StageCore
 from modelyard.stage.grpc_adapter import OipServicer
-from modelyard.telemetry.hooks import StageHooks
+from modelyard.telemetry.hooks import Hooks
 from modelyard.tensors import DATATYPES, InputValidator
 from modelyard.wire import CONTENT_TYPE_JSON, Envelope, decode_envelope, encode_envelope
 from modelyard.wire.headers import H, header_value
@@ -246,7 +246,7 @@ class _InlineBatcher:
 
 def _stage() -> StageCore:
     model = _Echo(MANIFEST, path=None)  # type: ignore[arg-type]
-    return StageCore(model, _InlineBatcher(model), StageHooks())  # type: ignore[arg-type]
+    return StageCore(model, _InlineBatcher(model), Hooks())  # type: ignore[arg-type]
 
 
 STAGE_CORE = _stage()

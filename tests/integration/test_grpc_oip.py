@@ -19,7 +19,7 @@ from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from modelyard.errors import ModelError
 from modelyard.repository.manifest import Limits, Manifest
 from modelyard.stage.grpc_adapter import CALLER_METADATA_KEY, start_grpc_server, stop_grpc_server
-from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.telemetry.hooks import Hooks, RequestContext
 from modelyard.tensors import TensorSpec, validate_inputs
 from tritonclient.utils import InferenceServerException
 
@@ -52,7 +52,7 @@ class DoublingCore:
             ),
             limits=Limits(max_request_bytes=LIMIT_BYTES),
         )
-        self.hooks = StageHooks()
+        self.hooks = Hooks()
         self.seen: list[RequestContext] = []
         self.deadlines: list[int | None] = []
 

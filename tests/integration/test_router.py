@@ -19,8 +19,8 @@ from modelyard.graph import parse_spec
 from modelyard.repository.build import BuildContext
 from modelyard.router.live import LiveRequest
 from modelyard.router.service import PipelineRouter, RouterOptions
-from modelyard.router.telemetry import RouterHooks
 from modelyard.shadows.auditor import ShadowAuditor
+from modelyard.telemetry.hooks import Hooks
 from modelyard.topics import (
     audit_topic,
     model_input_topic,
@@ -100,11 +100,11 @@ class Stack:
         return {k: v for k, v in found.items() if k in ids}
 
 
-class _ExplodingHooks(RouterHooks):
+class _ExplodingHooks(Hooks):
     """Raises for requests whose id starts with ``explode``: a stand-in for any bug that a
     message's content could trigger in the router's per-request code."""
 
-    def request_received(self, live: LiveRequest) -> None:
+    def route_started(self, live: LiveRequest) -> None:
         if live.request_id.startswith("explode"):
             raise RuntimeError(f"no check foresaw {live.request_id}")
 

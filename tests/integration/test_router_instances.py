@@ -14,7 +14,7 @@ from modelyard.graph import parse_spec
 from modelyard.repository.build import BuildContext
 from modelyard.router.live import LiveRequest
 from modelyard.router.service import PipelineRouter, RouterOptions
-from modelyard.router.telemetry import RouterHooks
+from modelyard.telemetry.hooks import Hooks
 from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 
@@ -76,13 +76,13 @@ def _send(broker: str, prefix: str, ids: list[str]) -> None:
     produce_all(broker, pipeline_ingress_topic(prefix, "tp"), records)
 
 
-class Routed(RouterHooks):
+class Routed(Hooks):
     """Which requests one instance routed, through the router's hook seam."""
 
     def __init__(self) -> None:
         self.ids: set[str] = set()
 
-    def request_finished(self, live: LiveRequest, outcome: str) -> None:
+    def route_finished(self, live: LiveRequest, outcome: str) -> None:
         self.ids.add(live.request_id)
 
 

@@ -13,7 +13,7 @@ from modelyard.control import Shadow, StageRouting
 from modelyard.graph import parse_spec
 from modelyard.repository.build import BuildContext
 from modelyard.router.service import PipelineRouter, RouterOptions
-from modelyard.router.telemetry import RouterHookChain, RouterTracing
+from modelyard.telemetry import HookChain, RouteTracingHooks
 from modelyard.telemetry.tracing import inject_current
 from modelyard.topics import model_input_topic, pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, encode_envelope
@@ -63,7 +63,7 @@ def traced(
         "tp", first=StageRouting(active="1"),
         second=StageRouting(active="1", shadow=Shadow(version="2", sample_rate=1.0)),
     )  # fmt: skip
-    hooks = RouterHookChain([RouterTracing(tracer_provider=provider)])
+    hooks = HookChain([RouteTracingHooks(tracer_provider=provider)])
     router = PipelineRouter(SPEC, routing, RouterOptions(bootstrap=broker, prefix=prefix), hooks)
     try:
         for stage in stages:

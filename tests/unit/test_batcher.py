@@ -13,7 +13,7 @@ from modelyard.errors import DeadlineExceededError, ModelError, UnavailableError
 from modelyard.model import Inputs, Model, Outcome
 from modelyard.repository.manifest import Batching, Manifest
 from modelyard.stage.batcher import Batcher, RetryPolicy, WorkItem
-from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.telemetry.hooks import Hooks, RequestContext
 
 MANIFEST = Manifest.model_validate(
     {
@@ -57,7 +57,7 @@ def run(model: FakeModel, values: list[float], batching: Batching, **item: Any) 
         if len(results) == len(values):
             finished.set()
 
-    batcher = Batcher(model, batching, StageHooks(), RetryPolicy(3, 0.001))
+    batcher = Batcher(model, batching, Hooks(), RetryPolicy(3, 0.001))
     items = [
         WorkItem(RequestContext(str(i), "kafka"), {"x": np.array([v], "f4")}, done, token=i, **item)
         for i, v in enumerate(values)
@@ -101,7 +101,7 @@ def test_expired_deadline_is_not_predicted() -> None:
 
 def test_fast_idle_model_runs_inline_on_the_calling_thread() -> None:
     seen: list[str] = []
-    batcher = Batcher(FakeModel(), Batching(max_batch_size=2), StageHooks())
+    batcher = Batcher(FakeModel(), Batching(max_batch_size=2), Hooks())
 
     def done(ws: list[WorkItem], _o: list[Outcome]) -> None:
         seen.extend(threading.current_thread().name for _ in ws)
@@ -114,7 +114,7 @@ def test_fast_idle_model_runs_inline_on_the_calling_thread() -> None:
 
 
 def test_slow_model_is_never_run_inline() -> None:
-    batcher = Batcher(FakeModel(), Batching(), StageHooks())
+    batcher = Batcher(FakeModel(), Batching(), Hooks())
     batcher._seconds_per_item = 0.5  # as measured on a slow model
     item = WorkItem(RequestContext("r", "kafka"), {"x": np.ones(1, "f4")}, lambda *_: None)
     assert not batcher.run_inline([item])
@@ -126,7 +126,7 @@ def test_failing_callback_does_not_stop_the_inference_thread() -> None:
     def explode(_w: list[WorkItem], _o: list[Outcome]) -> None:
         raise RuntimeError("adapter broke")
 
-    batcher = Batcher(FakeModel(), Batching(max_batch_size=1), StageHooks())
+    batcher = Batcher(FakeModel(), Batching(max_batch_size=1), Hooks())
     batcher.start()
     x = {"x": np.ones(1, "f4")}
     batcher.submit([WorkItem(RequestContext("a", "grpc"), x, explode)])
@@ -140,7 +140,7 @@ def test_inline_transient_failure_moves_to_the_inference_thread_within_budget(
     flaky: int, ok: bool
 ) -> None:
     model = FakeModel(flaky=flaky)
-    batcher = Batcher(model, Batching(max_batch_size=1), StageHooks(), RetryPolicy(3, 0.001))
+    batcher = Batcher(model, Batching(max_batch_size=1), Hooks(), RetryPolicy(3, 0.001))
     outcomes: list[tuple[str, Outcome]] = []
     finished = threading.Event()
 
@@ -165,7 +165,7 @@ def _unqueued(_w: list[WorkItem], _o: list[Outcome]) -> None:
 
 
 def test_predict_inline_waits_until_the_model_has_been_timed() -> None:
-    batcher = Batcher(FakeModel(), Batching(), StageHooks())
+    batcher = Batcher(FakeModel(), Batching(), Hooks())
     item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, _unqueued)
     assert batcher.predict_inline(item) is None  # might be slow: never on an event loop
     first = WorkItem(RequestContext("q", "kafka"), {"x": np.ones(1, "f4")}, lambda *_: None)
@@ -177,7 +177,7 @@ def test_predict_inline_waits_until_the_model_has_been_timed() -> None:
 
 def test_predict_inline_refuses_a_passed_deadline_without_predicting() -> None:
     model = FakeModel()
-    batcher = Batcher(model, Batching(), StageHooks())
+    batcher = Batcher(model, Batching(), Hooks())
     batcher._measured = True  # as after a first, fast predict
     item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, _unqueued, 1)
     assert isinstance(batcher.predict_inline(item), DeadlineExceededError)
@@ -186,7 +186,7 @@ def test_predict_inline_refuses_a_passed_deadline_without_predicting() -> None:
 
 def test_predict_inline_leaves_a_transient_failure_to_the_inference_thread() -> None:
     model = FakeModel(flaky=1)
-    batcher = Batcher(model, Batching(), StageHooks(), RetryPolicy(3, 0.001))
+    batcher = Batcher(model, Batching(), Hooks(), RetryPolicy(3, 0.001))
     batcher._measured = True
     item = WorkItem(RequestContext("r", "grpc"), {"x": np.ones(1, "f4")}, _unqueued)
     assert batcher.predict_inline(item) is None  # no backoff slept on the caller's thread
@@ -203,7 +203,7 @@ def test_items_sharing_a_callback_get_one_call_per_batch_in_order() -> None:
     def own(ws: list[WorkItem], outcomes: list[Outcome]) -> None:
         calls.append([f"own:{w.request.request_id}" for w in ws])
 
-    batcher = Batcher(FakeModel(), Batching(max_batch_size=8), StageHooks())
+    batcher = Batcher(FakeModel(), Batching(max_batch_size=8), Hooks())
     x = {"x": np.ones(1, "f4")}
     dones = [shared, shared, own, shared, shared]
     items = [WorkItem(RequestContext(str(i), "kafka"), x, d) for i, d in enumerate(dones)]

@@ -10,10 +10,10 @@ import pytest
 import structlog
 from modelyard.telemetry import (
     HookChain,
+    Hooks,
     LoggingHooks,
     MetricsHooks,
     RequestContext,
-    StageHooks,
     TracingHooks,
     configure_logging,
     configure_tracing,
@@ -76,7 +76,7 @@ def spans_named(exporter: InMemorySpanExporter, suffix: str) -> list[ReadableSpa
     return [s for s in exporter.get_finished_spans() if s.name.endswith(suffix)]
 
 
-def run_one(hooks: StageHooks, request: RequestContext, outcome: str = "ok") -> None:
+def run_one(hooks: Hooks, request: RequestContext, outcome: str = "ok") -> None:
     hooks.request_received(request)
     hooks.batch_started([request])
     hooks.batch_finished([request], 0.001, None)
@@ -387,11 +387,11 @@ def test_configure_logging_renders_json_for_structlog_and_stdlib(
 def test_chain_calls_only_overriding_hooks_and_survives_a_failing_one() -> None:
     seen: list[str] = []
 
-    class Broken(StageHooks):
+    class Broken(Hooks):
         def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
             raise RuntimeError("exporter down")
 
-    class Recorder(StageHooks):
+    class Recorder(Hooks):
         def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
             seen.append(outcome)
 
@@ -405,7 +405,7 @@ def test_chain_calls_only_overriding_hooks_and_survives_a_failing_one() -> None:
 def test_batched_finish_reaches_hooks_that_observe_one_request_at_a_time() -> None:
     seen: list[tuple[str, str, float]] = []
 
-    class OneAtATime(StageHooks):
+    class OneAtATime(Hooks):
         def request_finished(self, request: RequestContext, outcome: str, seconds: float) -> None:
             seen.append((request.request_id, outcome, round(seconds, 3)))
 

@@ -27,8 +27,15 @@ from modelyard.repository.store import ModelRepository
 from modelyard.router.guards import GuardHook, Trip
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.settings import RouterSettings
-from modelyard.router.telemetry import RouterHookChain, RouterLogging, RouterMetrics, RouterTracing
-from modelyard.telemetry import count_receive_failures, start_http_server, stop_http_server
+from modelyard.telemetry import (
+    HookChain,
+    RouteLoggingHooks,
+    RouteMetricsHooks,
+    RouteTracingHooks,
+    count_receive_failures,
+    start_http_server,
+    stop_http_server,
+)
 
 __all__ = ["run_router"]
 
@@ -74,7 +81,9 @@ async def _serve(
     guard = GuardHook(
         spec.pipeline, lambda: follower.state, _canary_clearer(settings, spec), registry
     )
-    hooks = RouterHookChain([RouterTracing(), RouterMetrics(registry), RouterLogging(), guard])
+    hooks = HookChain(
+        [RouteTracingHooks(), RouteMetricsHooks(registry), RouteLoggingHooks(), guard]
+    )
     router = PipelineRouter(spec, follower, _options(settings), hooks)
     count_receive_failures(registry, lambda: router.fetch_health.failures)
     router.start()

@@ -18,15 +18,14 @@ from prometheus_client import CollectorRegistry, Counter
 
 from modelyard.control import ControlState
 from modelyard.control.guard_watch import CANARY_METRICS, GuardWatch, Trip, TripActions
-from modelyard.router.live import Hop
-from modelyard.router.telemetry import RouterHooks
+from modelyard.telemetry.hooks import Hooks, RoutedHop
 
 __all__ = ["GuardHook", "GuardWatch", "Trip"]
 
 log = structlog.get_logger("modelyard.router.guards")
 
 
-class GuardHook(RouterHooks):
+class GuardHook(Hooks):
     """Watches canary hops; on a trip, ``clear_canary(trip)`` runs on a thread of its own (it
     writes a control record) so the router's loop never waits on it."""
 
@@ -45,24 +44,23 @@ class GuardHook(RouterHooks):
             ["pipeline", "stage", "version", "metric"], registry=registry or CollectorRegistry(),
         )  # fmt: skip
 
-    def hop_finished(self, hop: Hop, outcome: str) -> None:
-        d = hop.dispatch
-        if d.role != "canary":
+    def hop_finished(self, hop: RoutedHop, outcome: str) -> None:
+        if hop.role != "canary":
             return
         routing = self._routing()
         if self._actions.has_tripped:
             self._actions.rearm(
                 lambda s, v: _canary_of(routing, self.pipeline, s) == v, self._watch
             )
-        if self._actions.tripped(d.stage, d.version):
+        if self._actions.tripped(hop.stage, hop.version):
             return
-        state = routing.stage(self.pipeline, d.stage)
-        if not state.guards or state.canary is None or state.canary.version != d.version:
+        state = routing.stage(self.pipeline, hop.stage)
+        if not state.guards or state.canary is None or state.canary.version != hop.version:
             return
         now = time.monotonic()
         latency_ms = (now - hop.started) * 1000
-        self._watch.add(d.stage, d.version, outcome == "ok", latency_ms, now)
-        trip = self._watch.crossed(d.stage, d.version, state.guards, now)
+        self._watch.add(hop.stage, hop.version, outcome == "ok", latency_ms, now)
+        trip = self._watch.crossed(hop.stage, hop.version, state.guards, now)
         if trip is not None:
             self._trips.labels(self.pipeline, trip.stage, trip.version, trip.rule.metric).inc()
             log.warning("guard tripped: rolling the canary back", reason=trip.reason)

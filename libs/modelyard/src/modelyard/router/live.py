@@ -36,6 +36,27 @@ class Hop:
     input_digest: str = ""
     scratch: dict[str, Any] = field(default_factory=dict)
 
+    # the RoutedHop view hooks read
+    @property
+    def stage(self) -> str:
+        return self.dispatch.stage
+
+    @property
+    def model(self) -> str:
+        return self.dispatch.model
+
+    @property
+    def version(self) -> str:
+        return self.dispatch.version
+
+    @property
+    def role(self) -> str:
+        return self.dispatch.role
+
+    @property
+    def shadow(self) -> bool:
+        return self.dispatch.shadow
+
     def record(self, outcome: str, error: str | None, output: Any = None) -> bytes:
         """The audit record (JSON) of this hop, ending now."""
         d = self.dispatch
@@ -68,9 +89,31 @@ class LiveRequest:
     trace_id: str | None = None
     scratch: dict[str, Any] = field(default_factory=dict)
 
+    # the RoutedRequest view hooks read
     @property
     def request_id(self) -> str:
         return self.flow.request_id
+
+    @property
+    def pipeline(self) -> str:
+        return self.flow.spec.pipeline
+
+    @property
+    def caller(self) -> str | None:
+        return self.flow.request.caller
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self.incoming.headers
+
+    @property
+    def served_by(self) -> dict[str, str]:
+        return self.flow.served_by
+
+    @property
+    def error(self) -> tuple[str, str | None] | None:
+        error = self.flow.error
+        return None if error is None else (error.message, error.stage)
 
     def hop(self, dispatch: Dispatch, input_digest: str) -> Hop:
         """A new hop of this request for ``dispatch`` (its input's digest computed once)."""

@@ -38,7 +38,7 @@ from modelyard.kafka.offsets import OffsetTracker, Pending
 from modelyard.kafka.poison import PoisonLedger
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.router.records import Record, RecordBuilder
-from modelyard.router.telemetry import RouterHooks
+from modelyard.telemetry.hooks import Hooks
 from modelyard.tensors import InputValidator
 from modelyard.topics import (
     audit_topic,
@@ -90,10 +90,10 @@ class PipelineRouter:
         spec: PipelineSpec,
         routing: RoutingSource,
         options: RouterOptions,
-        hooks: RouterHooks | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.spec, self.routing, self.opts = spec, routing, options
-        self.hooks = hooks or RouterHooks()
+        self.hooks = hooks or Hooks()
         self._ingress = pipeline_ingress_topic(options.prefix, spec.pipeline)
         self._inbox = pipeline_inbox_topic(options.prefix, spec.pipeline)
         self._shadow_topic = pipeline_shadow_topic(options.prefix, spec.pipeline)
@@ -256,7 +256,7 @@ class PipelineRouter:
         self._tracker.add(pending, 1)  # held until its result is sent: audit records come first
         self._live[live.request_id] = live
         heapq.heappush(self._deadlines, (live.deadline_at, live.request_id))
-        self.hooks.request_received(live)
+        self.hooks.route_started(live)
         self._advance(live)
 
     def _admit(self, incoming: Incoming, pending: Pending, partition: int) -> LiveRequest | None:
@@ -415,7 +415,7 @@ class PipelineRouter:
         self._tracker.ack(live.pending)  # the hold taken at admission
         self._remember(live.request_id)
         error = live.flow.error
-        self.hooks.request_finished(live, error.code if error is not None else "ok")
+        self.hooks.route_finished(live, error.code if error is not None else "ok")
 
     def _remember(self, request_id: str) -> None:
         self._finished[request_id] = None
@@ -506,7 +506,7 @@ class PipelineRouter:
         for live in [lv for lv in self._live.values() if lv.partition in lost]:
             del self._live[live.request_id]  # the new owner routes it again from ingress
             live.flow.fail("revoked", "partition moved to another router")
-            self.hooks.request_finished(live, "revoked")
+            self.hooks.route_finished(live, "revoked")
         if self._failure is None:
             self._ledger.release([(tp.topic, tp.partition) for tp in partitions])
         self._tracker.revoke([(tp.topic, tp.partition) for tp in partitions])

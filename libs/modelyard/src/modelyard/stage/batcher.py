@@ -28,7 +28,7 @@ from modelyard.errors import (
 )
 from modelyard.model import Inputs, Model, Outcome
 from modelyard.repository.manifest import Batching
-from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.telemetry.hooks import Hooks, RequestContext
 
 __all__ = ["Batcher", "RetryPolicy", "WorkItem"]
 
@@ -68,7 +68,7 @@ class _Queue:
 
 class Batcher:
     def __init__(
-        self, model: Model, batching: Batching, hooks: StageHooks, retry: RetryPolicy | None = None
+        self, model: Model, batching: Batching, hooks: Hooks, retry: RetryPolicy | None = None
     ) -> None:
         self.model = model
         self.batching = batching

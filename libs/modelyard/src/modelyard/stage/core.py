@@ -18,7 +18,7 @@ from modelyard.errors import DeadlineExceededError, ModelyardError, PayloadTooLa
 from modelyard.model import Model, Outcome, Outputs
 from modelyard.repository.manifest import Manifest
 from modelyard.stage.batcher import Batcher, WorkItem
-from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.telemetry.hooks import Hooks, RequestContext
 from modelyard.tensors import InputValidator
 
 __all__ = ["StageCore", "outcome_code"]
@@ -32,7 +32,7 @@ def outcome_code(outcome: Outcome) -> str:
 class StageCore:
     """One model version behind a batcher, shared by every transport of the process."""
 
-    def __init__(self, model: Model, batcher: Batcher, hooks: StageHooks) -> None:
+    def __init__(self, model: Model, batcher: Batcher, hooks: Hooks) -> None:
         self.model = model
         self.batcher = batcher
         self.hooks = hooks

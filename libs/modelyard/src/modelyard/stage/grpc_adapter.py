@@ -24,7 +24,7 @@ from modelyard.errors import ModelyardError, PayloadTooLargeError, ValidationErr
 from modelyard.grpc.server import listen, server_options, stop_grpc_server
 from modelyard.grpc.tensors import decode_inputs, encode_outputs
 from modelyard.repository.manifest import Manifest
-from modelyard.telemetry.hooks import Carrier, RequestContext, StageHooks
+from modelyard.telemetry.hooks import Carrier, Hooks, RequestContext
 from modelyard.tensors import TensorSpec
 
 __all__ = [
@@ -49,7 +49,7 @@ class InferenceCore(Protocol):
     def manifest(self) -> Manifest: ...
 
     @property
-    def hooks(self) -> StageHooks: ...
+    def hooks(self) -> Hooks: ...
 
     def ready(self) -> bool: ...
 

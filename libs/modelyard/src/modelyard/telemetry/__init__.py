@@ -1,25 +1,37 @@
 """Observability for modelyard: one hook seam, with tracing, metrics and logging behind it.
 
-Libraries and the stage loop only call ``StageHooks``; entry points call ``configure_logging``
-and ``configure_tracing`` once and serve metrics with ``start_http_server``.
+A stage and the router only call ``Hooks``; entry points call ``configure_logging`` and
+``configure_tracing`` once and serve metrics with ``start_http_server``.
 """
 
-from modelyard.telemetry.hooks import HookChain, RequestContext, StageHooks
-from modelyard.telemetry.logging import LoggingHooks, configure_logging
+from modelyard.telemetry.hooks import HookChain, Hooks, RequestContext, RoutedHop, RoutedRequest
+from modelyard.telemetry.logging import LoggingHooks, RouteLoggingHooks, configure_logging
 from modelyard.telemetry.metrics import (
     MetricsHooks,
+    RouteMetricsHooks,
     count_receive_failures,
     start_http_server,
     stop_http_server,
 )
-from modelyard.telemetry.tracing import TracingHooks, configure_tracing, extract, inject_current
+from modelyard.telemetry.tracing import (
+    RouteTracingHooks,
+    TracingHooks,
+    configure_tracing,
+    extract,
+    inject_current,
+)
 
 __all__ = [
     "HookChain",
+    "Hooks",
     "LoggingHooks",
     "MetricsHooks",
     "RequestContext",
-    "StageHooks",
+    "RouteLoggingHooks",
+    "RouteMetricsHooks",
+    "RouteTracingHooks",
+    "RoutedHop",
+    "RoutedRequest",
     "TracingHooks",
     "configure_logging",
     "configure_tracing",

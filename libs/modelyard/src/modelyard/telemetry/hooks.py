@@ -1,18 +1,28 @@
-"""The one observability seam: the stage loop and gRPC adapter call these hooks, nothing else.
+"""The one observability seam: a stage (its Kafka and gRPC adapters, its batcher) and the router
+call these hooks, nothing else.
 
-Tracing, metrics and logging each implement ``StageHooks`` and are combined with ``HookChain``;
-none of them is edited into the loop. A hook that raises is logged and ignored: telemetry never
-breaks processing.
+Tracing, metrics and logging each implement ``Hooks`` and are combined with ``HookChain``; none
+of them is edited into a loop. A hook that raises is ignored: telemetry never breaks processing.
+The router's requests and hops reach hooks as :class:`RoutedRequest` and :class:`RoutedHop`
+views, so this package depends on nothing above it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
-__all__ = ["HookChain", "RequestContext", "StageHooks", "fan_out_hooks"]
+__all__ = [
+    "Carrier",
+    "HookChain",
+    "Hooks",
+    "RequestContext",
+    "RoutedHop",
+    "RoutedRequest",
+    "fan_out_hooks",
+]
 
 Carrier = list[tuple[str, bytes]]
 
@@ -32,8 +42,62 @@ class RequestContext:
     scratch: dict[str, Any] = field(default_factory=dict)  # per-hook state (spans, tokens)
 
 
-class StageHooks:
-    """Base class: every hook is a no-op. Override what you observe."""
+class RoutedRequest(Protocol):
+    """A request the router is walking through a pipeline, as hooks see it."""
+
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def caller(self) -> str | None: ...
+    @property
+    def headers(self) -> Carrier:
+        """The ingress message's headers (the producer's trace context)."""
+
+    @property
+    def served_by(self) -> Mapping[str, str]:
+        """Stage -> ``model:version`` of every stage dispatched so far."""
+
+    @property
+    def error(self) -> tuple[str, str | None] | None:
+        """(message, stage) of the failure that ended the request, if one did."""
+
+    started: float  # time.monotonic() at intake
+    trace_id: str | None  # set by the tracing hook, read by the audit record
+    scratch: dict[str, Any]  # per-hook state (the request span)
+
+
+class RoutedHop(Protocol):
+    """One dispatch of a routed request to a stage version, as hooks see it."""
+
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def role(self) -> str:
+        """active, canary or shadow."""
+
+    @property
+    def shadow(self) -> bool: ...
+
+    started: float  # time.monotonic() at dispatch
+    scratch: dict[str, Any]  # per-hook state (the hop span, its span id for the audit record)
+
+
+class Hooks:
+    """Base class: every hook is a no-op. Override what you observe.
+
+    A stage calls the request, batch and delivery hooks; the router calls the route and hop
+    hooks (and ``dropped``). A hook implementation observes either or both.
+    """
 
     # batched method -> the one-request method its default calls per request
     BATCHED: ClassVar[dict[str, str]] = {"requests_finished": "request_finished"}
@@ -74,8 +138,25 @@ class StageHooks:
     def paused(self, paused: bool) -> None:
         """Intake paused (True) or resumed (False) for backpressure."""
 
+    # the router -------------------------------------------------------------------------
+    def route_started(self, request: RoutedRequest) -> None:
+        """The router took a request off its pipeline's ingress."""
 
-class HookChain(StageHooks):
+    def hop_started(self, request: RoutedRequest | None, hop: RoutedHop, carrier: Carrier) -> None:
+        """A dispatch is about to be produced; ``carrier`` are its headers (inject here).
+        ``request`` is None for a shadow copy sent after its request finished."""
+
+    def hop_finished(self, hop: RoutedHop, outcome: str) -> None:
+        """A stage replied (``outcome`` "ok" or its error code), or "sent" for a shadow copy."""
+
+    def route_finished(self, request: RoutedRequest, outcome: str) -> None:
+        """The request's result was emitted (``outcome`` "ok" or the error code)."""
+
+    def dropped(self, reason: str) -> None:
+        """A message was ignored: a duplicate reply, a late reply, a redelivered request."""
+
+
+class HookChain(Hooks):
     """Fans every call out to several hooks; one failing hook does not stop the others.
 
     Each hook method of a chain is put together once, from only the hooks that override it:
@@ -83,9 +164,9 @@ class HookChain(StageHooks):
     of thousands of messages a second).
     """
 
-    def __init__(self, hooks: Sequence[StageHooks]) -> None:
+    def __init__(self, hooks: Sequence[Hooks]) -> None:
         self.hooks = tuple(hooks)
-        fan_out_hooks(self, self.hooks, StageHooks)
+        fan_out_hooks(self, self.hooks, Hooks)
 
 
 def fan_out_hooks(chain: object, hooks: Sequence[object], base: type) -> None:

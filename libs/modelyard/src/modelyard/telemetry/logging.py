@@ -1,4 +1,5 @@
-"""structlog set-up for entry points, and the hooks that log one summary line per request.
+"""structlog set-up for entry points, and the hooks that log one summary line per request (a
+stage's and the router's).
 
 Libraries only call ``structlog.get_logger``; ``configure_logging`` (entry points only) picks
 JSON for services or a console renderer on a TTY, merges contextvars (request id, model,
@@ -11,16 +12,17 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from structlog.typing import Processor
 
-from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.telemetry.hooks import Hooks, RequestContext, RoutedRequest
 from modelyard.telemetry.tracing import SPAN_KEY
 
-__all__ = ["LoggingHooks", "configure_logging"]
+__all__ = ["LoggingHooks", "RouteLoggingHooks", "configure_logging"]
 
 _HANDLER_NAME = "modelyard"  # marks our root handler so a second configure replaces it
 
@@ -73,7 +75,7 @@ def _route_stdlib(shared: list[Processor], render: list[Processor], level: int) 
     root.setLevel(level)
 
 
-class LoggingHooks(StageHooks):
+class LoggingHooks(Hooks):
     """One summary line per request (DEBUG when ok, WARNING on error), dead letters, pauses.
 
     ``model``/``version`` are optional: a stage process binds them as contextvars already.
@@ -143,3 +145,34 @@ def _trace_id(request: RequestContext) -> str | None:
         return None
     ctx = span.get_span_context()
     return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+
+
+_router_log = structlog.get_logger("modelyard.router")
+
+
+class RouteLoggingHooks(Hooks):
+    """One line per routed request: failures at warning level, the rest at debug."""
+
+    def __init__(self) -> None:
+        # decided once: at thousands of requests a second, building a dropped event costs
+        self._debug = bool(_router_log.is_enabled_for(logging.DEBUG))
+
+    def route_finished(self, request: RoutedRequest, outcome: str) -> None:
+        error = request.error
+        if error is None and not self._debug:
+            return
+        fields = {
+            "request_id": request.request_id,
+            "trace_id": request.trace_id,
+            "outcome": outcome,
+            "ms": round((time.monotonic() - request.started) * 1000, 2),
+            "served_by": dict(request.served_by),
+        }
+        if error is not None:
+            _router_log.warning("request failed", error=error[0], stage=error[1], **fields)
+        else:
+            _router_log.debug("request routed", **fields)
+
+    def dropped(self, reason: str) -> None:
+        if self._debug:
+            _router_log.debug("message dropped", reason=reason)

@@ -1,4 +1,5 @@
-"""Prometheus metrics for a stage, and the tiny HTTP server for /metrics and /healthz.
+"""Prometheus metrics for a stage and for the router, and the tiny HTTP server for /metrics and
+/healthz.
 
 Each ``MetricsHooks`` owns its metrics in a ``CollectorRegistry`` (a fresh one by default, never
 the process-global registry, so tests and multi-stage processes do not collide).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,16 +21,18 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 
 from modelyard.telemetry._tally import Tally
-from modelyard.telemetry.hooks import RequestContext, StageHooks
+from modelyard.telemetry.hooks import Hooks, RequestContext, RoutedHop, RoutedRequest
 
 __all__ = [
     "HealthCheck",
     "MetricsHooks",
     "MetricsServer",
+    "RouteMetricsHooks",
     "count_receive_failures",
     "start_http_server",
     "stop_http_server",
@@ -54,7 +58,7 @@ def count_receive_failures(registry: CollectorRegistry, failures: Callable[[], i
     ).set_function(failures)
 
 
-class MetricsHooks(StageHooks):
+class MetricsHooks(Hooks):
     """Counts requests by outcome, times requests and batches, tracks lag, commits and pauses."""
 
     def __init__(self, model: str, version: str, registry: CollectorRegistry | None = None) -> None:
@@ -136,6 +140,60 @@ class MetricsHooks(StageHooks):
 
 
 # -- HTTP endpoints ----------------------------------------------------------------------------
+class RouteMetricsHooks(Hooks):
+    """The router's metrics: requests and hops by outcome, their latency, dropped messages."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._requests = Counter(
+            "modelyard_router_requests", "Requests routed, by outcome.",
+            ["pipeline", "outcome"], registry=registry,
+        )  # fmt: skip
+        self._latency = Histogram(
+            "modelyard_router_request_seconds", "Ingress to result.", ["pipeline"],
+            registry=registry, buckets=ROUTER_BUCKETS,
+        )  # fmt: skip
+        self._hops = Counter(
+            "modelyard_router_hops", "Stage executions, by version, role and outcome.",
+            ["pipeline", "stage", "model", "version", "role", "outcome"], registry=registry,
+        )  # fmt: skip
+        self._hop_latency = Histogram(
+            "modelyard_router_hop_seconds", "Dispatch to reply, per stage version.",
+            ["pipeline", "stage", "model", "version", "role"], registry=registry,
+            buckets=ROUTER_BUCKETS,
+        )  # fmt: skip
+        self._dropped = Counter(
+            "modelyard_router_dropped", "Messages ignored, by reason.", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+
+    def hop_finished(self, hop: RoutedHop, outcome: str) -> None:
+        if outcome == "sent":  # a shadow copy: its outcome is the shadow auditor's to count
+            return
+        labels = (hop.pipeline, hop.stage, hop.model, hop.version, hop.role)
+        self._child(self._hops, (*labels, outcome)).inc()
+        self._child(self._hop_latency, labels).observe(time.monotonic() - hop.started)
+
+    def route_finished(self, request: RoutedRequest, outcome: str) -> None:
+        self._child(self._requests, (request.pipeline, outcome)).inc()
+        self._child(self._latency, (request.pipeline,)).observe(time.monotonic() - request.started)
+
+    def dropped(self, reason: str) -> None:
+        self._child(self._dropped, (reason,)).inc()
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        # labels() costs several microseconds a call; the label sets are few
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+# 1 ms (two no-op hops) ... 30 s (the default request deadline)
+ROUTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
 class MetricsServer(ThreadingHTTPServer):
     """The HTTP server plus the thread that runs it (joined by ``stop_http_server``)."""
 

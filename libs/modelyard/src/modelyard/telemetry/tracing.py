@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing: SDK set-up for entry points, stage hooks, Kafka header propagation.
+"""OpenTelemetry tracing: SDK set-up for entry points, stage and router hooks, Kafka header
+propagation.
 
 Trace context crosses Kafka (and gRPC metadata, once converted to the same ``(key, bytes)``
 list) as W3C ``traceparent``/``tracestate`` headers. ``TracingHooks`` opens one span per request
@@ -28,12 +29,13 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from modelyard.telemetry.hooks import Carrier, RequestContext, StageHooks
+from modelyard.telemetry.hooks import Carrier, Hooks, RequestContext, RoutedHop, RoutedRequest
 
 __all__ = [
     "SPAN_KEY",
     "KafkaHeadersGetter",
     "KafkaHeadersSetter",
+    "RouteTracingHooks",
     "TracingHooks",
     "configure_tracing",
     "extract",
@@ -143,7 +145,7 @@ def _enabled(provider: trace.TracerProvider) -> bool:
     return not isinstance(provider, trace.NoOpTracerProvider | trace.ProxyTracerProvider)
 
 
-class TracingHooks(StageHooks):
+class TracingHooks(Hooks):
     """A span per request continuing the producer's trace, and a span per batch linking them."""
 
     def __init__(
@@ -245,3 +247,77 @@ class TracingHooks(StageHooks):
         if request.caller:
             attributes["modelyard.caller"] = request.caller
         return attributes
+
+
+class RouteTracingHooks(Hooks):
+    """The router's spans: one per request continuing the producer's trace, a child per hop
+    whose context travels to the stage in the dispatch headers (so the stage's span nests under
+    it), and shadow hops in traces of their own, linked to the request's span."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        provider = tracer_provider or trace.get_tracer_provider()
+        self.enabled = _enabled(provider)
+        self._tracer = trace.get_tracer("modelyard.router", tracer_provider=provider)
+
+    def route_started(self, request: RoutedRequest) -> None:
+        span = self._tracer.start_span(
+            f"{request.pipeline} request",
+            context=extract(request.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "modelyard.pipeline": request.pipeline,
+                "modelyard.request_id": request.request_id,
+                "modelyard.caller": request.caller or "",
+                "messaging.system": "kafka",
+                "messaging.operation": "process",
+            },
+        )
+        request.scratch[SPAN_KEY] = span
+        request.trace_id = f"{span.get_span_context().trace_id:032x}"
+
+    def hop_started(self, request: RoutedRequest | None, hop: RoutedHop, carrier: Carrier) -> None:
+        parent = request.scratch.get(SPAN_KEY) if request is not None else None
+        if hop.shadow:  # its own trace, linked: shadow work never shows as part of the request
+            context = otel_context.Context()
+            links = [Link(parent.get_span_context())] if parent else []
+        else:
+            context = trace.set_span_in_context(parent) if parent else otel_context.Context()
+            links = []
+        suffix = " shadow" if hop.shadow else ""
+        span = self._tracer.start_span(
+            f"{hop.pipeline}/{hop.stage} {hop.model}:{hop.version}{suffix}",
+            context=context,
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes={
+                "modelyard.pipeline": hop.pipeline,
+                "modelyard.stage": hop.stage,
+                "modelyard.model": hop.model,
+                "modelyard.version": hop.version,
+                "modelyard.role": hop.role,
+                "modelyard.shadow": hop.shadow,
+                "modelyard.request_id": hop.request_id,
+            },
+        )
+        hop.scratch[SPAN_KEY] = span
+        hop.scratch["span_id"] = f"{span.get_span_context().span_id:016x}"
+        inject_current(carrier, trace.set_span_in_context(span))
+
+    def hop_finished(self, hop: RoutedHop, outcome: str) -> None:
+        span = hop.scratch.pop(SPAN_KEY, None)
+        if span is not None:
+            _end_with(span, outcome)
+
+    def route_finished(self, request: RoutedRequest, outcome: str) -> None:
+        span = request.scratch.pop(SPAN_KEY, None)
+        if span is not None:
+            served = ", ".join(f"{s}={v}" for s, v in sorted(request.served_by.items()))
+            span.set_attribute("modelyard.served_by", served)
+            _end_with(span, outcome)
+
+
+def _end_with(span: trace.Span, outcome: str) -> None:
+    span.set_attribute("modelyard.outcome", outcome)
+    if outcome != "ok":
+        span.set_status(Status(StatusCode.ERROR, outcome))
+    span.end()
