@@ -44,12 +44,12 @@ from modelyard.gateway.core import PipelineGateway
 from modelyard.gateway.pending import RESULT, STAGE
 from modelyard.gateway.principal import TokenPrincipals
 from modelyard.gateway.servicer import PipelineServicer
-from modelyard.graph import service as router_service
 from modelyard.graph.flow import RequestFlow, request_specs
 from modelyard.graph.load import load_spec, parse_spec
 from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.codec import decode_message, encode_reply, reply_headers
 from modelyard.model import Inputs, Model, Outcome
+from modelyard.router import service as router_service
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.stage.core import StageCore
 from modelyard.stage.grpc_adapter import OipServicer
