@@ -1,7 +1,9 @@
 """`make bench`: modelyard against its peers, in one run, printed as figures and ratios.
 
-Router: per-hop latency against a direct produce→consume, the four-stage reference pipeline end
-to end, and primary-path throughput with a shadow on and off (``bench.router_bench``).
+Router: per-hop latency against a direct produce→consume, burst throughput and router CPU per
+request against a bare confluent-kafka router (``bench.bare_router``) on the same no-op stages,
+the four-stage reference pipeline end to end, and primary-path throughput with a shadow on and
+off (``bench.router_bench``).
 Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
 (20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
 vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Kafka and gRPC targets
@@ -140,7 +142,8 @@ def run_models(errors: dict[str, str]) -> list[dict[str, Any]] | None:
 
 
 def run_router(quick: bool, errors: dict[str, str]) -> dict[str, Any] | None:
-    """Router hop latency, the reference pipeline, shadow cost (``bench.router_bench``)."""
+    """Router hop latency, bursts against the bare router, the reference pipeline, shadow cost
+    (``bench.router_bench``)."""
     return _attempt("router", lambda: router_bench.run(quick), errors)
 
 
