@@ -157,6 +157,44 @@ def test_follower_survives_a_failing_callback(broker: str, unique: str) -> None:
     assert follower.failure is None
 
 
+def test_followers_restarted_while_changes_are_written_converge(broker: str, unique: str) -> None:
+    """Followers started before the topic exists, and others stopped and restarted while
+    changes are being written, all end with the state the topic holds."""
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for i in range(8):
+                pipeline = ("docs", "chat")[i % 2]
+                change = Rollout(stage="ocr", version=str(i))
+                write_change(broker, pipeline, change, actor="w", prefix=unique)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, name="control-writer")
+    first = ControlFollower(broker, prefix=unique).start()  # the topic does not exist yet
+    try:
+        assert not first.caught_up
+        writer.start()
+        for seq in (1, 2, 3):  # each restarted follower stops mid-stream, then the next starts
+            with ControlFollower(broker, prefix=unique) as restarted:
+                assert restarted.wait_until(lambda s, n=seq: s.pipeline("docs").seq >= n, 60)
+            assert restarted.failure is None
+        writer.join(120)
+        assert not errors, errors
+        truth = read_state(broker, prefix=unique)
+        assert (truth.pipeline("docs").seq, truth.pipeline("chat").seq) == (4, 4)
+        with ControlFollower(broker, prefix=unique) as last:
+            assert last.wait_caught_up(30)
+            assert last.state == truth
+        assert first.wait_until(lambda s: s == truth, 30)
+    finally:
+        first.stop()
+        writer.join(120)
+    assert first.failure is None
+    assert first.caught_up
+
+
 def test_concurrent_writers_are_told_the_truth(broker: str, unique: str) -> None:
     """Two writers race on one pipeline: every change reported written is in the final state,
     every change reported lost is not (races may or may not happen; the reports must be true)."""

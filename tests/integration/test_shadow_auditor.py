@@ -27,7 +27,7 @@ from modelyard.control import (
 from modelyard.control.follower import ControlFollower
 from modelyard.control.topic import read_records, write_change
 from modelyard.shadows.auditor import ShadowAuditor
-from modelyard.shadows.guard import withdrawing_guard
+from modelyard.shadows.guard import ShadowGuard, withdrawing_guard
 from modelyard.topics import audit_topic, pipeline_shadow_topic
 from modelyard.wire import Envelope, encode_envelope
 
@@ -205,3 +205,119 @@ def test_the_shadow_audit_command_enforces_the_guard(
             proc.stdout.close()
     assert code == 0, "".join(lines[-30:])
     _assert_withdrawn_by_the_guard(read_records(broker, prefix=unique)[-1].record)
+
+
+# faults --------------------------------------------------------------------------------------
+def _breakable_guard(broken: threading.Event) -> ShadowGuard:
+    """A guard whose routing lookup raises once ``broken`` is set: a handler error mid-stream."""
+
+    def routing() -> ControlState:
+        if broken.is_set():
+            raise RuntimeError("the guard broke")
+        return ControlState()
+
+    return ShadowGuard("tp", routing, lambda trip: None)
+
+
+def test_an_auditor_that_fails_commits_nothing_from_the_failed_pair_on(
+    broker: str, unique: str
+) -> None:
+    shadow_topic, group = pipeline_shadow_topic(unique, "tp"), f"{unique}.g.p.tp.shadow-audit"
+    create_topics(broker, [shadow_topic, audit_topic(unique)], partitions=1)
+    produce_all(broker, shadow_topic, [_side("a", "primary"), _side("a", "shadow")])
+    broken = threading.Event()
+    first = ShadowAuditor(broker, "tp", prefix=unique, ttl_s=600, guard=_breakable_guard(broken))
+    first.start()
+    try:
+        assert first.wait_joined(60)
+        _wait(lambda: _committed(broker, group, shadow_topic) == 2)  # "a" recorded and committed
+        broken.set()
+        produce_all(broker, shadow_topic, [_side("b", "primary"), _side("b", "shadow")])
+        assert first.join(60)  # stopped by itself, on the failure
+    finally:
+        first.stop()
+    assert isinstance(first.failure, RuntimeError)
+    # "b" (offsets 2 and 3) failed: nothing from it on is committed, so the next reads it again
+    assert _committed(broker, group, shadow_topic) == 2
+
+    second = ShadowAuditor(broker, "tp", prefix=unique, ttl_s=600)
+    second.start()
+    try:
+        _wait(lambda: _committed(broker, group, shadow_topic) == 4, 60)
+        hops = _shadow_hops(broker, unique, {"a", "b"})
+    finally:
+        second.stop()
+    assert second.failure is None
+    assert [h.request_id for h in hops].count("a") == 1  # before the commit: not read again
+    assert {(h.outcome, h.agrees) for h in hops if h.request_id == "b"} == {("ok", True)}
+
+
+class ShadowAuditProcess:
+    """``modelyard shadow-audit`` in a child process, its output drained by a thread."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(self.proc.stdout or ()), daemon=True
+        )
+        self._reader.start()
+
+    def wait_ready(self) -> None:
+        ready = "modelyard shadow-audit ready"
+        _wait(
+            lambda: any(x.startswith(ready) for x in self.lines) or self.proc.poll() is not None, 60
+        )
+        assert self.proc.poll() is None, "".join(self.lines[-30:])
+
+    def end(self, sig: int) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+
+def _audit_command(broker: str, prefix: str, spec: Path) -> ShadowAuditProcess:
+    return ShadowAuditProcess(
+        [sys.executable, "-m", "modelyard.cli.main", "shadow-audit", str(spec),
+         "--bootstrap", broker, "--topic-prefix", prefix, "--ttl-s", "600"]
+    )  # fmt: skip
+
+
+def test_an_auditor_killed_holding_halves_loses_no_pair(
+    broker: str, unique: str, tmp_path: Path
+) -> None:
+    total, group = 300, f"{unique}.g.p.tp.shadow-audit"
+    shadow_topic = pipeline_shadow_topic(unique, "tp")
+    create_topics(broker, [shadow_topic, audit_topic(unique)], partitions=1)
+    spec = tmp_path / "tp.yaml"
+    spec.write_text(GUARDED_SPEC)
+    ids = [f"r{i}" for i in range(total)]
+    # every primary (offsets 0..total-1), then the shadows of the first half: the second half's
+    # primaries are held, in the auditor's memory only, when it is killed
+    produce_all(broker, shadow_topic, [_side(rid, "primary") for rid in ids])
+    produce_all(broker, shadow_topic, [_side(rid, "shadow") for rid in ids[: total // 2]])
+    child = _audit_command(broker, unique, spec)
+    try:
+        child.wait_ready()
+        _shadow_hops(broker, unique, set(ids[: total // 2]))
+        # committed up to the oldest held half, and no further
+        _wait(lambda: _committed(broker, group, shadow_topic) == total // 2, 60)
+    finally:
+        assert child.end(signal.SIGKILL) == -signal.SIGKILL
+
+    produce_all(broker, shadow_topic, [_side(rid, "shadow") for rid in ids[total // 2 :]])
+    restart = ShadowAuditor(broker, "tp", prefix=unique, ttl_s=600)
+    restart.start()
+    try:
+        hops = _shadow_hops(broker, unique, set(ids))
+    finally:
+        restart.stop()
+    assert restart.failure is None
+    paired = {h.request_id for h in hops if (h.outcome, h.agrees) == ("ok", True)}
+    assert paired == set(ids)  # every pair recorded whole: no half was lost with the process

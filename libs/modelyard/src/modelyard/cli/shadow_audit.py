@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,12 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
 
     from modelyard.control.follower import ControlFollower  # noqa: PLC0415
     from modelyard.graph.load import load_spec  # noqa: PLC0415
+    from modelyard.kafka.process import (  # noqa: PLC0415
+        announce_ready,
+        block_until_stopped,
+        exit_code,
+        stop_on_signals,
+    )
     from modelyard.shadows.auditor import ShadowAuditor  # noqa: PLC0415
     from modelyard.shadows.guard import withdrawing_guard  # noqa: PLC0415
     from modelyard.telemetry import (  # noqa: PLC0415
@@ -60,23 +64,19 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
         guard=guard,
     )  # fmt: skip
     host = options["metrics_host"]
+    stop = stop_on_signals()  # before starting: a signal during start-up is not lost
     auditor.start()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     http, port = start_http_server(
         host,
         options["metrics_port"],
         registry,
-        lambda: {"kafka": auditor.running, "control": follower.caught_up},
+        lambda: {**auditor.health(), "control": follower.caught_up},
     )
     auditor.wait_joined(60)
-    sys.stdout.write(f"modelyard shadow-audit ready pipeline={pipeline} metrics={host}:{port}\n")
-    sys.stdout.flush()
-    while not stop.wait(0.5) and auditor.running:
-        pass
+    announce_ready("shadow-audit", pipeline=pipeline, metrics=f"{host}:{port}")
+    block_until_stopped(stop, [auditor])
     auditor.stop()
     guard.join()
     follower.stop()
     stop_http_server(http)
-    sys.exit(0 if auditor.failure is None else 1)
+    sys.exit(exit_code([auditor]))

@@ -10,29 +10,33 @@ half-applied change, and a release rollback (one record) flips every stage at on
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from modelyard.control._reader import control_consumer, decode_message, open_partition
+from modelyard.control._reader import decode_message, open_partition
 from modelyard.control.state import ControlRecord, ControlState
 from modelyard.errors import UnavailableError
+from modelyard.kafka.handler import Handler, Outbox, Ticket
+from modelyard.kafka.worker import AssignedIntake, ConsumerLike, LoopOptions, WorkerLoop
 from modelyard.topics import control_topic
 
 __all__ = ["ControlFollower"]
 
 log = structlog.get_logger(__name__)
 
-_POLL_S = 0.05  # also bounds how long stop() waits for the thread
+_POLL_S = 0.05  # how long an idle read waits
+_STOP_S = 5.0  # how long stop() waits for the loop by default
 _TOPIC_RETRY_S = 0.2  # while the control topic does not exist yet
 _PROBE_S = 1.0  # one look for the control topic (retried until it exists)
 
 
 class ControlFollower:
-    """Follow the control topic in a thread named ``modelyard-control``.
+    """Follow the control topic on the worker loop (``kafka/worker.py``), in a thread named
+    ``modelyard-control``: partition 0 assigned from its first offset, no group, nothing
+    committed, nothing produced; the end of the partition is what "caught up" means.
 
     ``on_change(record)`` is called on that thread after each applied record (catch-up
     included); an exception it raises is logged and does not stop the follower.
@@ -55,9 +59,8 @@ class ControlFollower:
         self._state = ControlState()
         self._changed = threading.Condition()
         self._caught_up = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.failure: BaseException | None = None
+        self._end = -1  # the partition's end when it was opened: caught up once read to there
+        self._loop: WorkerLoop | None = None
 
     @property
     def state(self) -> ControlState:
@@ -69,11 +72,28 @@ class ControlFollower:
         """Whether every record present at start has been applied."""
         return self._caught_up.is_set()
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the follower stopped reading, if it failed (the snapshot stays as it was)."""
+        return self._loop.failure if self._loop is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and self._loop.running
+
     def start(self) -> Self:
-        if self._thread is not None:
+        if self._loop is not None:
             raise RuntimeError("follower already started")
-        self._thread = threading.Thread(target=self._run, name="modelyard-control", daemon=True)
-        self._thread.start()
+        intake = AssignedIntake(
+            open=self._open,
+            consumer_overrides={"fetch.wait.max.ms": self._fetch_wait_ms},
+            report_partition_end=True,  # how a reader knows it has reached the end
+            reopen_s=_TOPIC_RETRY_S,
+        )
+        options = LoopOptions(bootstrap=self.bootstrap, kafka=self._kafka,
+                              poll_timeout_s=_POLL_S, drain_timeout_s=0.0)  # fmt: skip
+        self._loop = WorkerLoop(intake, options, name="control", produces=False)
+        self._loop.start(_Following(self._loop.outbox, self))
         return self
 
     def wait_caught_up(self, timeout_s: float) -> bool:
@@ -85,13 +105,13 @@ class ControlFollower:
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self._state), timeout_s)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = _STOP_S) -> None:
         """Stop reading and join the thread. Safe to call twice."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("control follower did not stop in time", topic=self.topic)
+        if self._loop is None:
+            return
+        self._loop.stop(timeout_s)
+        if self._loop.running:
+            log.warning("control follower did not stop in time", topic=self.topic)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -104,56 +124,27 @@ class ControlFollower:
     ) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        consumer = None
+    def _open(self, consumer: ConsumerLike) -> list[Any] | None:
+        """Where to read: partition 0 from its first offset, once the topic exists (None until
+        then: the loop looks again with a fresh client). Remembers the end offset seen now."""
         try:
-            consumer, end = self._open()
-            while consumer is not None and not self._stop.is_set():
-                msg = consumer.poll(_POLL_S)
-                if msg is not None:
-                    self._handle(msg, end)
-        except Exception as exc:  # reported through .failure; the snapshot stays as it was
-            self.failure = exc
-            log.exception("control follower failed", topic=self.topic)
-        finally:
-            if consumer is not None:
-                consumer.close()
+            # short probes: asking for a topic that does not exist yet can take the whole
+            # timeout, and a new control topic should be noticed within about a second
+            end = open_partition(consumer, self.topic, timeout_s=_PROBE_S)
+        except UnavailableError as exc:  # the broker is not answering yet: keep trying
+            log.warning("control topic unavailable", topic=self.topic, error=exc.message)
+            return None
+        if end is None:
+            return None
+        self._end = end
+        positions: list[Any] = consumer.assignment()  # what open_partition assigned
+        return positions
 
-    def _open(self) -> tuple[Consumer | None, int]:
-        """A consumer assigned to the control partition once the topic exists, and the end
-        offset at that moment; (None, -1) when stopped first."""
-        while not self._stop.is_set():
-            consumer = control_consumer(self.bootstrap, self._kafka, wait_ms=self._fetch_wait_ms)
-            try:
-                # short probes: asking for a topic that does not exist yet can take the whole
-                # timeout, and a new control topic should be noticed within about a second
-                end = open_partition(consumer, self.topic, timeout_s=_PROBE_S)
-            except UnavailableError as exc:  # the broker is not answering yet: keep trying
-                log.warning("control topic unavailable", topic=self.topic, error=exc.message)
-                end = None
-            if end is not None:
-                return consumer, end
-            # a new client for the next look: one that was told the topic does not exist can
-            # keep believing it well after the topic is created (a full-suite run waited 30 s)
-            consumer.close()
-            self._stop.wait(_TOPIC_RETRY_S)
-        return None, -1
-
-    def _handle(self, msg: Message, end: int) -> None:
-        err = msg.error()
-        if err is None:
-            got = decode_message(msg)
-            if got is not None:
-                self._apply(got.record)
-        elif err.code() == KafkaError._PARTITION_EOF:
-            if int(msg.offset()) >= end and not self._caught_up.is_set():
-                self._caught_up.set()
-                with self._changed:
-                    self._changed.notify_all()
-        elif err.fatal():
-            raise KafkaException(err)
-        else:
-            log.debug("control topic read error", error=str(err))  # transient: the client retries
+    def _reached(self, offset: int) -> None:
+        if offset >= self._end and not self._caught_up.is_set():
+            self._caught_up.set()
+            with self._changed:
+                self._changed.notify_all()
 
     def _apply(self, record: ControlRecord) -> None:
         with self._changed:
@@ -164,3 +155,21 @@ class ControlFollower:
                 self._on_change(record)
             except Exception:
                 log.exception("control on_change callback failed", seq=record.seq)
+
+
+class _Following(Handler):
+    """Applies each valid control record; the partition's end is the catch-up signal."""
+
+    def __init__(self, outbox: Outbox, follower: ControlFollower) -> None:
+        super().__init__(outbox)
+        self._follower = follower
+
+    def handle(self, batch: Sequence[Ticket]) -> None:
+        for ticket in batch:
+            got = decode_message(ticket.message)
+            if got is not None:
+                self._follower._apply(got.record)
+        self.outbox.close(batch)
+
+    def reached_end(self, topic: str, partition: int, offset: int) -> None:
+        self._follower._reached(offset)

@@ -1,32 +1,32 @@
 """The shadow auditor: reads a pipeline's shadow topic, writes one hop record per shadow run.
 
 Its own process (``modelyard shadow-audit``; ``modelyard up`` runs one per pipeline at a lower
-CPU priority), so pairing and comparing shadow replies costs the router nothing. Offsets are
-committed after the records written so far are acknowledged, and never past a half of a pair
-still waiting for its other half: an auditor that stops or crashes, or loses a partition to
-another, leaves those to be read again, so every shadow run is recorded at least once (a pair
-completed after the oldest waiting half is recorded again after a restart). Each record is also
-handed to the stage's shadow-disagreement guard, when one is given (``shadows/guard.py``).
+CPU priority), so pairing and comparing shadow replies costs the router nothing. It is a handler
+on the one worker loop (``kafka/worker.py``), in group ``<prefix>.g.p.<pipeline>.shadow-audit``:
+each half of a pair is a ticket held until its other half arrives (or its TTL runs out), and both
+are answered with the pair's audit record. The loop commits only the gap-free prefix of answered
+messages whose records are acknowledged, so a half still waiting holds the commit back; an
+auditor that stops, fails, crashes or loses a partition leaves it to be read again, and every
+shadow run is recorded at least once (a pair completed after the oldest waiting half is recorded
+again after a restart). Each record is also handed to the stage's shadow-disagreement guard,
+when one is given (``shadows/guard.py``).
 """
 
 from __future__ import annotations
 
-import threading
-import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter
 
 from modelyard.audit import encode_audit_values
 from modelyard.errors import DecodeError
-from modelyard.kafka.config import (
-    BACKGROUND_CONSUMER,
-    BACKGROUND_PRODUCER,
-    consumer_config,
-    producer_config,
-)
+from modelyard.kafka.config import BACKGROUND_CONSUMER, BACKGROUND_PRODUCER
+from modelyard.kafka.handler import Handler, Outbox, OutRecord, Ticket
+from modelyard.kafka.worker import GroupIntake, LoopOptions, WorkerLoop
 from modelyard.shadows.guard import ShadowGuard
 from modelyard.shadows.pairs import Pair, ShadowPairs, Side, shadow_hop_record
 from modelyard.topics import audit_topic, pipeline_shadow_topic
@@ -37,8 +37,17 @@ __all__ = ["ShadowAuditor"]
 
 log = structlog.get_logger("modelyard.shadows")
 
+Key = tuple[str, str]  # request id, stage: what pairs two halves
+_COMMIT_INTERVAL_S = 1.0  # off the request path: fewer commits
+# halves held before intake pauses: a memory bound, far above the worker loop's usual one, since
+# a held half waits for a message still to be read (a shadow that never replies holds every
+# primary for the TTL), and pausing would only make it wait the whole TTL
+_MAX_WAITING = 100_000
+
 
 class ShadowAuditor:
+    """One pipeline's auditor: ``start()`` runs it on its own thread, ``stop()`` ends it."""
+
     def __init__(
         self,
         bootstrap: str,
@@ -47,100 +56,69 @@ class ShadowAuditor:
         prefix: str = "yard",
         ttl_s: float = 60.0,
         registry: CollectorRegistry | None = None,
-        kafka: dict[str, Any] | None = None,
+        kafka: Mapping[str, Any] | None = None,
         guard: ShadowGuard | None = None,
+        state_dir: Path | None = None,
+        max_waiting: int = _MAX_WAITING,
     ) -> None:
+        """``state_dir``: the poison ledger's partition claims (None: no crash-loop rule);
+        ``max_waiting``: halves held before intake pauses."""
         self.pipeline = pipeline
         self._guard = guard
-        self._topic = pipeline_shadow_topic(prefix, pipeline)
-        self._audit = audit_topic(prefix)
-        self._pairs = ShadowPairs(ttl_s)
-        group = f"{prefix}.g.p.{pipeline}.shadow-audit"
-        self._consumer = Consumer(consumer_config(bootstrap, group, kafka, **BACKGROUND_CONSUMER))
-        self._producer = Producer(producer_config(bootstrap, kafka, **BACKGROUND_PRODUCER))
-        self._stop, self._joined = threading.Event(), threading.Event()
-        self._last_commit = 0.0
-        self.failure: BaseException | None = None
         self._runs = Counter(
             "modelyard_shadow_runs", "Shadow executions audited, by outcome and agreement.",
             ["pipeline", "stage", "model", "version", "outcome", "agrees"],
             registry=registry or CollectorRegistry(),
         )  # fmt: skip
-        self._thread = threading.Thread(
-            target=self._run, name="modelyard-shadow-audit", daemon=True
+        intake = GroupIntake(
+            topics=(pipeline_shadow_topic(prefix, pipeline),),
+            group_id=f"{prefix}.g.p.{pipeline}.shadow-audit",
+            consumer_overrides=BACKGROUND_CONSUMER,
+        )
+        # no drain: a half waiting for its other half is left to the next reader, not waited for
+        options = LoopOptions(
+            bootstrap=bootstrap, kafka=dict(kafka or {}), state_dir=state_dir,
+            commit_interval_s=_COMMIT_INTERVAL_S, drain_timeout_s=0.0, max_inflight=max_waiting,
+        )  # fmt: skip
+        self.loop = WorkerLoop(
+            intake, options, name="shadow-audit", producer_overrides=BACKGROUND_PRODUCER
+        )
+        self._pairing = _Pairing(
+            self.loop.outbox, pipeline, audit_topic(prefix), ShadowPairs(ttl_s), self._observe
         )
 
     def start(self) -> None:
-        self._consumer.subscribe(
-            [self._topic], on_assign=lambda *_: self._joined.set(), on_revoke=self._on_revoke
-        )
-        self._thread.start()
+        self.loop.start(self._pairing)
 
     def wait_joined(self, timeout_s: float) -> bool:
-        return self._joined.wait(timeout_s)
+        """Wait for the first partition assignment; False on timeout or failure."""
+        return self.loop.wait_ready(timeout_s)
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait for the auditor to end by itself (a failure) or after ``stop()``."""
+        return self.loop.join(timeout_s)
 
     @property
     def waiting(self) -> int:
         """Halves of pairs read and still waiting for their other half."""
-        return len(self._pairs)
+        return self._pairing.waiting
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return self.loop.running
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.loop.failure
+
+    def health(self) -> dict[str, bool]:
+        """The checks a readiness endpoint serves (``WorkerLoop.health``)."""
+        return self.loop.health()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        self.loop.stop()
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                for msg in self._consumer.consume(500, 0) or self._poll():
-                    self._take(msg)
-                for pair in self._pairs.expire():
-                    self._record(pair)
-                self._producer.poll(0)
-                self._commit_if_due()
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("shadow auditor stopped on failure")
-        finally:
-            self._commit(self._consumer.assignment(), wait=True)
-            self._consumer.close()
-
-    def _poll(self) -> list[Message]:
-        msg = self._consumer.poll(0.1)
-        return [msg] if msg is not None else []
-
-    def _take(self, msg: Message) -> None:
-        if msg.error() is not None:
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", error=str(msg.error()))
-            return
-        headers = {k: v.decode("utf-8", "replace") for k, v in msg.headers() or [] if v is not None}
-        try:
-            envelope = decode_envelope(msg.value() or b"")
-        except DecodeError as exc:
-            log.warning("undecodable record on the shadow topic", error=exc.message)
-            return
-        role = "shadow" if headers.get(H.SHADOW) == "1" else headers.get(H.SHADOW_ROLE, "")
-        if role not in ("primary", "shadow"):
-            return
-        side = Side(
-            envelope, headers, msg.timestamp()[1] / 1000,
-            partition=msg.partition(), offset=msg.offset(),
-        )  # fmt: skip
-        pair = self._pairs.add((envelope.request_id, envelope.stage or ""), role, side)
-        if pair is not None:
-            self._record(pair)
-
-    def _record(self, pair: Pair) -> None:
-        values = shadow_hop_record(self.pipeline, pair)
-        if values is None:
-            return
-        self._producer.produce(
-            self._audit, encode_audit_values("hop", values), values["request_id"]
-        )
+    def _observe(self, values: Mapping[str, Any]) -> None:
         agrees = values["agrees"]
         labels = (values["stage"], values["model"], values["version"], values["outcome"])
         self._runs.labels(
@@ -149,39 +127,89 @@ class ShadowAuditor:
         if self._guard is not None:
             self._guard.observe(values)
 
-    def _commit_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._last_commit < 1.0:
-            return
-        self._last_commit = now
-        self._commit(self._consumer.assignment())
 
-    def _commit(self, partitions: list[TopicPartition], *, wait: bool = False) -> None:
-        """Commit what is recorded and acknowledged, up to the oldest half still waiting."""
-        if not partitions or self._producer.flush(5) != 0:
-            return
-        offsets = self._safe_offsets(partitions)
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=not wait)
-        except Exception as exc:  # the broker is busy or the group rebalancing: next time
-            log.debug("commit skipped", error=str(exc))
+class _Pairing(Handler):
+    """Holds each half's ticket until its pair is complete or expires, then answers both with
+    the pair's audit record; a message that is not a half is answered with nothing."""
 
-    def _safe_offsets(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        floor = self._pairs.held_floor()
-        return [
-            TopicPartition(
-                tp.topic, tp.partition, min(tp.offset, floor.get(tp.partition, tp.offset))
-            )
-            for tp in self._consumer.position(partitions)
-            if tp.offset >= 0  # nothing read there yet
-        ]
+    def __init__(
+        self,
+        outbox: Outbox,
+        pipeline: str,
+        audit: str,
+        pairs: ShadowPairs,
+        observe: Callable[[Mapping[str, Any]], None],
+    ) -> None:
+        super().__init__(outbox)
+        self._pipeline, self._audit, self._pairs, self._observe = pipeline, audit, pairs, observe
+        self._held: dict[Key, Ticket] = {}  # the ticket of each waiting half
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Another auditor takes these: commit, then forget their waiting halves (the new owner
-        reads them again from the commit) so they are not recorded here as unanswered."""
-        self._commit(partitions, wait=True)
-        dropped = self._pairs.drop_partitions({tp.partition for tp in partitions})
+    @property
+    def waiting(self) -> int:
+        return len(self._pairs)
+
+    def handle(self, batch: Sequence[Ticket]) -> None:
+        for ticket in batch:
+            self._take(ticket)
+
+    def tick(self, now: float) -> None:
+        for pair in self._pairs.expire(now):  # alone past the TTL: recorded as it is
+            side = pair.primary or pair.shadow
+            key = _key(side.envelope.request_id, side.envelope.stage) if side else None
+            held = self._held.pop(key, None) if key else None
+            self._record([held] if held is not None else [], pair)
+
+    def revoked(self, tps: Sequence[tuple[str, int]]) -> None:
+        """The new owner reads the waiting halves of these partitions again (from the commit,
+        which is not past them): forget them here, or they would be recorded as unanswered."""
+        gone = {partition for _, partition in tps}
+        dropped = self._pairs.drop_partitions(gone)
+        self._held = {k: t for k, t in self._held.items() if t.tp[1] not in gone}
         if dropped:
             log.info("partitions revoked; waiting halves left to their new owner", count=dropped)
+
+    def _take(self, ticket: Ticket) -> None:
+        got = _half(ticket.message)
+        if got is None:
+            self.outbox.close([ticket])
+            return
+        key, role, side = got
+        pair = self._pairs.add(key, role, side)
+        held = self._held.pop(key, None)
+        if pair is None:  # waits for its other half; a redelivered copy replaces the one held
+            if held is not None:
+                self.outbox.close([held])
+            self._held[key] = ticket
+            return
+        self._record([ticket] if held is None else [held, ticket], pair)
+
+    def _record(self, tickets: list[Ticket], pair: Pair) -> None:
+        values = shadow_hop_record(self._pipeline, pair)
+        if values is None:
+            self.outbox.close(tickets)
+            return
+        record = OutRecord(self._audit, encode_audit_values("hop", values), values["request_id"])
+        self.outbox.answer(tickets, [record])
+        self._observe(values)
+
+
+def _half(msg: Message) -> tuple[Key, str, Side] | None:
+    """The pair key, role and side of a reply on the shadow topic; None for anything else."""
+    headers = {k: v.decode("utf-8", "replace") for k, v in msg.headers() or [] if v is not None}
+    try:
+        envelope = decode_envelope(msg.value() or b"")
+    except DecodeError as exc:
+        log.warning("undecodable record on the shadow topic", error=exc.message)
+        return None
+    role = "shadow" if headers.get(H.SHADOW) == "1" else headers.get(H.SHADOW_ROLE, "")
+    if role not in ("primary", "shadow"):
+        return None
+    side = Side(
+        envelope, headers, msg.timestamp()[1] / 1000,
+        partition=msg.partition() or 0, offset=msg.offset() or 0,
+    )  # fmt: skip
+    return _key(envelope.request_id, envelope.stage), role, side
+
+
+def _key(request_id: str, stage: str | None) -> Key:
+    return request_id, stage or ""
