@@ -1,6 +1,6 @@
 """Python cost per request of a no-op stage's two hot paths, without a broker or a network.
 
-* Kafka: ``StageConsumer`` handles consumed batches of 500 (decode, validate, the model run
+* Kafka: ``StageHandler`` handles consumed batches of 500 (decode, validate, the model run
   inline, reply encode, produce, offset bookkeeping, metrics), with stand-ins for the consumer's
   messages and a producer that acknowledges every record on ``poll``. What librdkafka itself
   costs (produce, its threads, delivery reports) is not in this figure.
@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.api.oip.v2 import grpc_service_pb2 as pb
+from modelyard.kafka.delivery import PartitionCounts
+from modelyard.kafka.handler import Outbox
+from modelyard.kafka.offsets import OffsetTracker
 from modelyard.repository.store import ModelRepository
 from modelyard.stage.batcher import Batcher
 from modelyard.stage.core import StageCore
 from modelyard.stage.grpc_adapter import OipServicer
-from modelyard.stage.kafka_adapter import ConsumerOptions, StageConsumer
+from modelyard.stage.kafka_adapter import StageHandler
 from modelyard.telemetry import HookChain, LoggingHooks, MetricsHooks, TracingHooks
 from modelyard.telemetry.logging import configure_logging
 from prometheus_client import CollectorRegistry
@@ -107,20 +110,22 @@ def _core(repository: Path) -> StageCore:
 
 
 def kafka_path(core: StageCore, n: int) -> Callable[[], None]:
-    """One pass of ``n`` requests through a fresh consumer; returns the pass to time."""
+    """One pass of ``n`` requests through a fresh handler; returns the pass to time."""
     messages = []
     for i in range(n):
         key, value, headers = request(f"b{i:015d}", "out")
         messages.append(_Message(key, value, headers, i // PARTITIONS, i % PARTITIONS))
 
     def one_pass() -> None:
-        # never started: its clients only exist (quiet: nothing listens on port 1)
-        options = ConsumerOptions("127.0.0.1:1", "in", "g", kafka={"log_level": 0})
-        consumer = StageConsumer(core, options)
-        consumer._producer = _AckingProducer()  # type: ignore[assignment]
+        # the loop's part: tickets from an outbox, acknowledgements served by a poll
+        producer = _AckingProducer()
+        outbox = Outbox(producer, OffsetTracker(), core.hooks)  # type: ignore[arg-type]
+        outbox.assign([("in", p) for p in range(PARTITIONS)])
+        replies = PartitionCounts(lambda _topic: 0)
+        handler = StageHandler(outbox, core, prefix="yard", reply_partitions=replies)
         for start in range(0, n, BATCH):
-            consumer._handle(messages[start : start + BATCH])  # type: ignore[arg-type]
-            consumer._producer.poll(0)
+            handler.handle(outbox.admit(messages[start : start + BATCH]))  # type: ignore[arg-type]
+            producer.poll(0)
 
     return one_pass
 

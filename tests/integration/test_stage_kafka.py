@@ -8,6 +8,7 @@ import re
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,50 @@ def test_sigterm_drains_and_commits_what_was_answered(broker: str, unique: str, 
     answered = {m.key().decode() for m in replies.messages}
     assert committed.offset > 0
     assert {f"t{i}" for i in range(committed.offset)} <= answered  # nothing committed unanswered
+
+
+def committed_offset(probe: Consumer, topic: str) -> int:
+    (tp,) = probe.committed([TopicPartition(topic, 0)], timeout=10)
+    return int(tp.offset)
+
+
+def test_a_stage_that_stops_on_a_failure_commits_nothing_from_the_failed_message_on(
+    broker: str, unique: str, repo: Path
+) -> None:
+    k, topic, out, group = 20, f"{unique}.in", f"{unique}.out", f"{unique}.g"
+    dlq = f"{unique}.m.shout.1.dlq"
+    create_topics(broker, [topic, out, dlq], partitions=1)
+    produce_all(broker, topic, (request(f"a{i}", out, text=[f"n{i}"]) for i in range(k)))
+    replies, letters = Collector(broker, out), Collector(broker, dlq)
+    # a dead letter this stage's producer refuses: losing it would lose the message, so it stops
+    small = {"MODELYARD_KAFKA_CONFIG": json.dumps({"message.max.bytes": 4096})}
+    stage = StageProcess("shout:1", repo, *stage_args(unique, broker), env=small)
+    probe = Consumer({"bootstrap.servers": broker, "group.id": group})
+    try:
+        stage.wait_ready()
+        replies.until(lambda m: len(m) >= k)
+        wait_until(lambda: committed_offset(probe, topic) == k, "the first k committed")
+        bad = (f"a{k}", b"\xc1" * 8000, [("reply-to", out.encode())])  # undecodable: refused
+        later = (request(f"a{i}", out, text=[f"n{i}"]) for i in range(k + 1, k + 10))
+        produce_all(broker, topic, [bad, *later])
+        assert stage.proc.wait(60) == 1, "\n".join(stage.lines[-30:])
+        assert committed_offset(probe, topic) == k  # nothing from the failed message on
+    finally:
+        stage.kill()
+        probe.close()
+    with running_stage("shout:1", repo, *stage_args(unique, broker)):  # the next one redoes it
+        dead = letters.until(lambda m: len(m) >= 1)
+        replies.until(lambda m: {f"a{i}".encode() for i in range(k + 10)} <= {x.key() for x in m})
+    replies.close()
+    letters.close()
+    assert [m.key() for m in dead] == [f"a{k}".encode()]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
 
 
 def test_one_trace_from_producer_through_stage_to_reply(

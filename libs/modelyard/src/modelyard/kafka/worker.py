@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
+from modelyard.kafka.delivery import producer_partition_count
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.handler import Handler, Outbox, ProducerLike
 from modelyard.kafka.offsets import OffsetTracker
@@ -279,6 +280,13 @@ class WorkerLoop:
         """Wait for the first assignment; False on timeout or when the worker ended first."""
         self._settled.wait(timeout_s)
         return self._assigned_once.is_set() and self.failure is None
+
+    # metadata ----------------------------------------------------------------------------
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions ``topic`` has (0: no such topic), asked through the loop's
+        producer; ``KafkaException`` when the cluster does not answer. E.g. whether a caller's
+        ``reply-partition`` exists (``kafka.delivery.PartitionCounts``)."""
+        return producer_partition_count(self._producer)(topic)
 
     # one step ----------------------------------------------------------------------------
     def _step(self) -> None:

@@ -12,12 +12,13 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from modelyard.grpc.tls import GrpcTlsSettings
-from modelyard.kafka.settings import KafkaClientSettings
+from modelyard.kafka.process import WorkerSettings
+from modelyard.kafka.worker import LoopOptions
 
 __all__ = ["StageSettings"]
 
 
-class StageSettings(KafkaClientSettings, GrpcTlsSettings):
+class StageSettings(WorkerSettings, GrpcTlsSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     model: str = Field(description="Model reference: 'name' (latest version) or 'name:version'.")
@@ -34,8 +35,14 @@ class StageSettings(KafkaClientSettings, GrpcTlsSettings):
     partitions: int = Field(
         default=4, ge=1, description="Partitions of the input topic when the stage creates it."
     )
-    max_inflight: int | None = Field(
-        default=None, description="Unanswered messages before intake pauses; default max_queue."
+    max_inflight: int = Field(
+        default=0, ge=0, description="Unanswered messages before intake pauses; 0: max_queue."
+    )
+    revoke_grace_s: float = Field(
+        default=30,
+        ge=0,
+        description="How long a revoked partition's messages in the model may "
+        "still be answered before it is given up (the new owner redoes what is left).",
     )
 
     grpc_enabled: bool = Field(default=True, description="Serve OIP v2 over gRPC.")
@@ -46,6 +53,10 @@ class StageSettings(KafkaClientSettings, GrpcTlsSettings):
 
     retry_attempts: int = Field(default=3, ge=1, description="Tries for transient model errors.")
     retry_backoff_ms: float = Field(default=50, ge=0, description="First retry backoff (jittered).")
-    drain_timeout_s: float = Field(default=30, ge=0, description="Longest SIGTERM drain.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: unless a TTY.")
     log_level: str = Field(default="INFO", description="Log level.")
+
+    def stage_loop_options(self, max_queue: int) -> LoopOptions:
+        """The worker loop's options; intake is bounded by the model's ``max_queue`` unless
+        ``max_inflight`` is set."""
+        return self.loop_options(max_inflight=self.max_inflight or max_queue)
