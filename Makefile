@@ -57,9 +57,17 @@ test-integration: ## Integration tests against the real embedded broker and loop
 test-e2e: ## End-to-end tests of the whole stack
 	$(PYTEST) tests/e2e -q
 
+.PHONY: test-kafka
+test-kafka: setup ## Integration and end-to-end tests against Apache Kafka (KRaft) instead of the embedded broker
+	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q
+
 .PHONY: test
 test: setup check-generated lint ## Everything CI runs: setup, generated-code check, lint, all test tiers
 	$(PYTEST) tests -q
+
+.PHONY: deploy-check
+deploy-check: setup ## Lint the image (hadolint), render the Helm chart and validate it (kubernetes-validate, KEDA/Strimzi schemas), check compose
+	@bash scripts/deploy_check.sh
 
 FUZZ_SECONDS ?= 120
 .PHONY: fuzz
@@ -79,3 +87,7 @@ bench: setup ## Benchmarks with side-by-side baselines, printed as ratios
 .PHONY: broker
 broker: ## Start the embedded broker in the foreground
 	$(UV) modelyard broker --port 9092
+
+.PHONY: broker-kafka
+broker-kafka: setup ## Start Apache Kafka (one KRaft node) in the foreground
+	$(UV) modelyard broker --engine kafka --port 9092

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything modelyard needs on a fresh Debian machine: uv, the Debian packages
-# (Apertium engines and language pairs, fonts for rendering sample documents) and the
-# locked Python environment. Safe to run again; it only installs what is missing.
+# (Apertium engines and language pairs, fonts for rendering sample documents, Java 17 and Maven
+# where missing), the locked Python environment and Apache Kafka's jars (the second broker
+# engine) from Maven Central. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(apertium apertium-eng-spa apertium-eng-cat apertium-fr-es apertium-es-pt apertium-spa-ita fonts-dejavu-core)
+# Apache Kafka runs on Java 17; Maven fetches its jars. A machine that has both keeps its own.
+command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || APT_PACKAGES+=(maven)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,4 +27,25 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install -q uv
 fi
 uv sync --frozen --all-packages --group dev --group bench -q
+
+# Apache Kafka's broker jars and their dependencies, as broker/kafka/pom.xml pins them. The
+# version must match KAFKA_VERSION in libs/modelyard/src/modelyard/broker/kraft_config.py.
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' broker/kafka/pom.xml)
+KAFKA_LIB=".cache/kafka/$KAFKA_VERSION/lib"
+if [ ! -f "$KAFKA_LIB/.complete" ]; then
+  echo "setup: fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+  rm -rf "$KAFKA_LIB"
+  mvn -q -B -Dstyle.color=never -f broker/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$PWD/$KAFKA_LIB"
+  touch "$KAFKA_LIB/.complete"
+fi
 echo "setup: ok ($(uv run --frozen python --version))"
+
+# --- deployment checks (issue 20) ----------------------------------------------------------------
+# The compose specification's schema for tests/unit/test_deploy_compose.py, from the Go module
+# proxy (make deploy-check fetches its heavier tools itself).
+if command -v go >/dev/null 2>&1; then
+  bash scripts/fetch_deploy_schemas.sh
+else
+  echo "setup: no Go toolchain: the compose schema test will be skipped (fails under CI)" >&2
+fi

@@ -1,7 +1,12 @@
-"""Integration fixtures: the real embedded broker once per session, unique names per test."""
+"""Integration fixtures: a real broker once per session, unique names per test.
+
+The broker is the embedded one unless ``MODELYARD_TEST_BROKER=kafka`` (``make test-kafka``) asks
+for Apache Kafka: one KRaft node from the jars ``make setup`` fetched.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -9,17 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelyard.broker import EmbeddedBroker
+from modelyard.broker import EmbeddedBroker, KafkaCluster, default_kafka_lib
 from modelyard.repository.build import BuildContext, discover_builders
 
-__all__ = ["broker", "kafka_config", "reference_repo", "unique"]
+__all__ = ["KAFKA_LIB", "broker", "broker_engine", "kafka_config", "reference_repo", "unique"]
 
-MODEL_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"  # downloaded wheels
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_CACHE = ROOT / ".cache" / "models"  # downloaded wheels
+KAFKA_LIB = ROOT / default_kafka_lib()  # Apache Kafka's jars, fetched by `make setup`
+ENGINES = ("embedded", "kafka")
+
+
+def broker_engine() -> str:
+    """The engine the session's broker runs: ``MODELYARD_TEST_BROKER``, embedded by default."""
+    engine = os.environ.get("MODELYARD_TEST_BROKER", "embedded")
+    if engine not in ENGINES:
+        raise pytest.UsageError(f"MODELYARD_TEST_BROKER={engine!r}: expected one of {ENGINES}")
+    return engine
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address of an embedded broker shared by the session (fresh topics per test)."""
+    """Bootstrap address of a broker shared by the session (fresh topics per test)."""
+    if broker_engine() == "kafka":
+        data = tmp_path_factory.mktemp("kafka")  # kept with the session's tmp: node logs
+        with KafkaCluster(data_dir=data, lib=KAFKA_LIB) as cluster:
+            yield cluster.bootstrap
+        return
     log = Path(tmp_path_factory.mktemp("broker")) / "broker.log"
     with EmbeddedBroker(log_file=log) as embedded:
         yield embedded.bootstrap

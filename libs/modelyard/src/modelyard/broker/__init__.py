@@ -1,7 +1,7 @@
-"""Kafka broker helpers: the embedded Tansu launcher plus cluster-neutral readiness and topic tools.
+"""Kafka broker helpers: two engines plus cluster-neutral readiness and topic tools.
 
-Only :class:`EmbeddedBroker` knows about Tansu; :func:`wait_for_kafka` and :func:`create_topics`
-work against any Kafka-protocol cluster.
+Only :class:`EmbeddedBroker` knows about Tansu and only :class:`KafkaCluster` about Apache Kafka's
+jars; :func:`wait_for_kafka` and :func:`create_topics` work against any Kafka-protocol cluster.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ from modelyard.broker.admin import (
     wait_for_kafka,
 )
 from modelyard.broker.embedded import BrokerStartError, EmbeddedBroker, free_port
+from modelyard.broker.kraft import KafkaCluster
+from modelyard.broker.kraft_config import KAFKA_VERSION, default_kafka_lib
 
 __all__ = [
+    "KAFKA_VERSION",
     "BrokerStartError",
     "EmbeddedBroker",
+    "KafkaCluster",
     "create_topics",
+    "default_kafka_lib",
     "ensure_pipeline_topics",
     "free_port",
     "partition_counts",

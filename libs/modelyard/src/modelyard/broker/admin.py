@@ -49,11 +49,12 @@ def create_topics(
     """Create topics and wait for completion; topics that already exist are left as they are.
 
     Create with the final partition count: some brokers (Tansu) have no CreatePartitions. Every
-    topic takes records up to ``MAX_MESSAGE_BYTES`` unless ``config`` says otherwise.
+    topic takes records up to ``MAX_MESSAGE_BYTES`` unless ``config`` says otherwise, and has the
+    cluster's ``default.replication.factor`` (3 on a cluster of three or more nodes).
     """
     settings = {"max.message.bytes": str(MAX_MESSAGE_BYTES), **(config or {})}
     new = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(settings))
+        NewTopic(name, num_partitions=partitions, replication_factor=-1, config=dict(settings))
         for name in dict.fromkeys(names)
     ]
     if not new:

@@ -1,4 +1,8 @@
-"""``modelyard broker``: run the embedded broker in the foreground until SIGINT or SIGTERM."""
+"""``modelyard broker``: run a broker in the foreground until SIGINT or SIGTERM.
+
+The embedded engine (Tansu, in memory) is the light default; ``--engine kafka`` runs Apache Kafka
+in KRaft mode from the jars ``make setup`` fetched, one node or ``--nodes N``.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,17 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
-from modelyard.broker import BrokerStartError, EmbeddedBroker
+from modelyard.broker import (
+    KAFKA_VERSION,
+    BrokerStartError,
+    EmbeddedBroker,
+    KafkaCluster,
+    default_kafka_lib,
+)
 
 __all__ = ["broker_command"]
 
@@ -18,25 +29,51 @@ __all__ = ["broker_command"]
 @click.option("--port", type=int, default=0, show_default=True, help="TCP port; 0 picks a free one")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
+    "--engine",
+    type=click.Choice(["embedded", "kafka"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: Tansu in memory; kafka: Apache Kafka (KRaft), storage on disk.",
+)
+@click.option(
+    "--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Kafka nodes."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Kafka storage, kept after stop (default: a temporary directory, removed at stop).",
+)
+@click.option(
+    "--kafka-lib",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="MODELYARD_KAFKA_LIB",
+    help=f"Apache Kafka's jars [default: {default_kafka_lib()}, filled by make setup].",
+)
+@click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Append the broker's output here.",
+    help="Append the embedded broker's output here (Kafka nodes log in their storage).",
 )
-def broker_command(port: int, host: str, log_file: Path | None) -> None:
-    """Start the embedded Kafka-compatible broker (Tansu, in memory) for one machine or tests."""
+def broker_command(engine: str, **options: Any) -> None:
+    """Start a Kafka-protocol broker for one machine or tests: the embedded one (Tansu, in
+    memory, starts in milliseconds) or Apache Kafka (--engine kafka: KRaft nodes from the jars
+    `make setup` fetched; --port is the first node's). Prints `bootstrap=HOST:PORT[,...]` first
+    once every node answers; SIGINT or SIGTERM stops it."""
+    broker, what = _make_broker(engine, **options)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    broker = EmbeddedBroker(port=port, host=host, log_file=log_file)
     try:
         broker.start()
         # The first line is machine-readable: tests and scripts parse it.
         click.echo(f"bootstrap={broker.bootstrap}")
-        click.echo(f"embedded broker ready on {broker.bootstrap} (in memory); Ctrl-C to stop")
+        click.echo(f"{what} ready on {broker.bootstrap}; Ctrl-C to stop")
         _wait(stop, broker)
     except BrokerStartError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -44,14 +81,33 @@ def broker_command(port: int, host: str, log_file: Path | None) -> None:
         broker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    click.echo("embedded broker stopped")
+    click.echo(f"{what} stopped")
 
 
-def _wait(stop: threading.Event, broker: EmbeddedBroker) -> None:
+def _make_broker(
+    engine: str,
+    *,
+    port: int,
+    host: str,
+    nodes: int,
+    data_dir: Path | None,
+    kafka_lib: Path | None,
+    log_file: Path | None,
+) -> tuple[EmbeddedBroker | KafkaCluster, str]:
+    """The broker ``engine`` names, and how to name it to a person."""
+    if engine == "kafka":
+        cluster = KafkaCluster(nodes, port=port, host=host, data_dir=data_dir, lib=kafka_lib)
+        return cluster, f"Apache Kafka {KAFKA_VERSION} ({nodes} node(s), KRaft)"
+    if nodes != 1 or data_dir is not None:
+        raise click.UsageError("--nodes and --data-dir need --engine kafka")
+    return EmbeddedBroker(port=port, host=host, log_file=log_file), "embedded broker (in memory)"
+
+
+def _wait(stop: threading.Event, broker: EmbeddedBroker | KafkaCluster) -> None:
     # Wake periodically to notice a broker that died on its own.
     while not stop.wait(0.5):
         if not broker.running:
-            raise click.ClickException(f"embedded broker on {broker.bootstrap} exited unexpectedly")
+            raise click.ClickException(f"broker on {broker.bootstrap} exited unexpectedly")
 
 
 if __name__ == "__main__":
