@@ -11,6 +11,7 @@ from pydantic_core import ErrorDetails
 from modelyard import __version__
 from modelyard.cli.broker import broker_command
 from modelyard.cli.control import CONTROL_COMMANDS
+from modelyard.cli.init import init_command
 from modelyard.cli.models import models_group
 from modelyard.cli.router import router_command
 from modelyard.cli.send import send_command
@@ -34,6 +35,7 @@ cli.add_command(serve_command)
 cli.add_command(models_group)
 cli.add_command(router_command)
 cli.add_command(up_command)
+cli.add_command(init_command)
 cli.add_command(send_command)
 cli.add_command(trace_command)
 cli.add_command(shadow_audit_command)

@@ -37,10 +37,16 @@ def create_stack_topics(
 
 
 def bootstrap_control(
-    bootstrap: str, settings: StackSettings, specs: Sequence[PipelineSpec], repo: ModelRepository
+    bootstrap: str,
+    settings: StackSettings,
+    specs: Sequence[PipelineSpec],
+    repo: ModelRepository,
+    *,
+    actor: str = ACTOR,
 ) -> None:
     """Roll out a version to every stage that has none (``--version`` or the latest), after
-    checking that the resulting routing satisfies the pipeline's tensor contract."""
+    checking that the resulting routing satisfies the pipeline's tensor contract; the records
+    name ``actor``."""
     _check_overrides(settings, specs)
     state = read_state(bootstrap, prefix=settings.topic_prefix)
     for spec in specs:
@@ -54,7 +60,7 @@ def bootstrap_control(
         for stage, version in chosen.items():
             write_change(
                 bootstrap, spec.pipeline, Rollout(stage=stage, version=version),
-                actor=ACTOR, reason="initial version", prefix=settings.topic_prefix,
+                actor=actor, reason="initial version", prefix=settings.topic_prefix,
             )  # fmt: skip
 
 

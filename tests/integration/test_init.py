@@ -1,0 +1,93 @@
+"""`modelyard init` on the real broker: what compose's one-shot job and the chart's hook Job run
+(topics, then the first version of every stage), idempotent across runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from modelyard.broker import create_topics, partition_counts
+from modelyard.cli.init import init_command
+from modelyard.control.topic import read_records
+from modelyard.repository.build import BuildContext
+from modelyard.topics import (
+    audit_topic,
+    control_topic,
+    model_dlq_topic,
+    model_input_topic,
+    pipeline_topics,
+)
+
+from tests.support.models import write_shout_version
+
+pytestmark = pytest.mark.integration
+
+SPEC = """\
+pipeline: shouty
+version: 1
+inputs:
+  text: {datatype: BYTES, shape: [-1]}
+stages:
+  first: {model: shout, inputs: {text: request.text}}
+  second: {model: shout, inputs: {text: first.shout}}
+outputs:
+  shout: second.shout
+"""
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(repository with shout:1 and shout:2, pipeline spec)."""
+    root = tmp_path_factory.mktemp("init")
+    ctx = BuildContext(root=root / "models", cache=root / ".cache")
+    write_shout_version(ctx, version="1")
+    write_shout_version(ctx, version="2")
+    spec = root / "shouty.yaml"
+    spec.write_text(SPEC)
+    return root / "models", spec
+
+
+def _init(broker: str, prefix: str, layout: tuple[Path, Path], *extra: str) -> str:
+    repo, spec = layout
+    args = ["--bootstrap", broker, "--topic-prefix", prefix, "--repository", str(repo)]
+    args += ["--pipeline", str(spec), "--partitions", "3", "--wait-s", "30", *extra]
+    result = CliRunner().invoke(init_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_init_creates_every_topic_and_rolls_out_the_first_versions(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    output = _init(broker, unique, layout, "--version", "first=1", "--actor", "compose")
+    assert "shouty" in output
+    assert "first=1 second=2" in output  # --version, else the latest
+    model_topics = [
+        f(unique, "shout", v) for v in ("1", "2") for f in (model_input_topic, model_dlq_topic)
+    ]
+    counts = partition_counts(broker, [*pipeline_topics(unique, "shouty"), *model_topics])
+    assert set(counts.values()) == {3}
+    assert partition_counts(broker, [control_topic(unique)]) == {control_topic(unique): 1}
+    assert partition_counts(broker, [audit_topic(unique)]) == {audit_topic(unique): 3}
+    records = [p.record for p in read_records(broker, prefix=unique)]
+    assert [(r.actor, r.change.type) for r in records] == [("compose", "rollout")] * 2
+
+
+def test_init_again_changes_nothing(broker: str, unique: str, layout: tuple[Path, Path]) -> None:
+    _init(broker, unique, layout, "--version", "first=1", "--version", "second=1")
+    output = _init(broker, unique, layout, "--version", "first=2")
+    assert "first=1 second=1" in output  # routed stages keep their versions
+    assert len(read_records(broker, prefix=unique)) == 2
+
+
+def test_init_without_topics_routes_topics_made_elsewhere(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    create_topics(
+        broker, [control_topic(unique)], partitions=1, config={"cleanup.policy": "compact"}
+    )
+    output = _init(broker, unique, layout, "--no-topics")
+    assert "first=2 second=2" in output
+    ingress = pipeline_topics(unique, "shouty")[0]
+    assert partition_counts(broker, [ingress]) == {ingress: 0}

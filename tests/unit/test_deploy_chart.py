@@ -1,0 +1,186 @@
+"""deploy/helm/modelyard: its values agree with the code and the repository (pipeline specs,
+initial versions, partitions bounding replicas), and, where `make deploy-check` has built helm,
+the rendered chart holds every topic the code uses, scales each consumer group the code joins
+and starts only commands the CLI accepts. (Schemas: `make deploy-check` runs kubernetes-validate
+on the core kinds and the operators' schemas on KafkaTopic and ScaledObject.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from modelyard import topics
+from modelyard.graph import load_spec
+
+from tests.support.deploy import CHART, COMPOSE_DIR, ROOT, cli_problem
+
+VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+PREFIX = VALUES["kafka"]["topicPrefix"]
+HELM = ROOT / ".cache" / "bin" / "helm"
+KUBE_VERSION = "1.33.0"
+VARIANT = ROOT / "deploy" / "check" / "values-variant.yaml"  # GPU, PVC, TLS, SASL: every branch
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "modelyard"
+
+
+@pytest.mark.parametrize("name", sorted(VALUES["pipelines"]))
+def test_pipeline_spec_is_the_repository_file(name: str) -> None:
+    spec = VALUES["pipelines"][name]["spec"]
+    assert spec == (ROOT / "pipelines" / f"{name}.yaml").read_text()
+
+
+def test_every_initial_version_has_a_worker_and_compose_agrees() -> None:
+    deployed = {(s["model"], str(s["version"])) for s in VALUES["stages"]}
+    compose = yaml.safe_load((COMPOSE_DIR / "docker-compose.yml").read_text())
+    command = compose["services"]["init"]["command"]
+    in_compose = dict(command[i + 1].split("=") for i, w in enumerate(command) if w == "--version")
+    for name, pipe in VALUES["pipelines"].items():
+        spec = load_spec(ROOT / "pipelines" / f"{name}.yaml")
+        initial = {k: str(v) for k, v in pipe["initialVersions"].items()}
+        assert set(initial) == set(spec.stages), name
+        for stage, version in initial.items():
+            assert (spec.stages[stage].model, version) in deployed, f"{stage}:{version}"
+        assert initial == in_compose
+
+
+def test_partitions_bound_every_scaled_workload() -> None:
+    for s in VALUES["stages"]:
+        assert 0 <= s["minReplicas"] <= s["maxReplicas"] <= s["partitions"], s
+        assert s["lagThreshold"] > 0
+    for name, pipe in VALUES["pipelines"].items():
+        r = pipe["router"]
+        assert 1 <= r["minReplicas"] <= r["maxReplicas"] <= pipe["partitions"], name
+
+
+def test_no_strimzi_api_that_strimzi_1_no_longer_serves() -> None:
+    assert not (ROOT / "deploy" / "k8s").exists()
+    for path in (ROOT / "deploy").rglob("*.yaml"):
+        assert "kafka.strimzi.io/v1beta" not in path.read_text(), path
+
+
+# --- the rendered chart (helm from `make deploy-check`) ----------------------------------------
+
+
+@cache
+def rendered(values: Path | None = None) -> list[dict[str, Any]]:
+    if not HELM.exists():
+        reason = "helm is not built: `make deploy-check` builds it into .cache/bin"
+        if os.environ.get("MODELYARD_DEPLOY_CHECK"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cmd = [str(HELM), "template", "modelyard", str(CHART), "--kube-version", KUBE_VERSION]
+    if values is not None:
+        cmd += ["-f", str(values)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _kind(kind: str, values: Path | None = None) -> list[dict[str, Any]]:
+    return [d for d in rendered(values) if d["kind"] == kind]
+
+
+def _containers(values: Path | None = None) -> list[dict[str, Any]]:
+    pods = [
+        d["spec"]["template"]["spec"]
+        for d in rendered(values)
+        if d["kind"] in ("Deployment", "Job")
+    ]
+    return [c for pod in pods for c in pod["containers"]]
+
+
+def test_rendered_topics_are_every_topic_the_code_uses() -> None:
+    kafka_topics = {t["spec"]["topicName"]: t["spec"] for t in _kind("KafkaTopic")}
+    wanted = {topics.audit_topic(PREFIX), topics.control_topic(PREFIX)}
+    for name, pipe in VALUES["pipelines"].items():
+        for topic in topics.pipeline_topics(PREFIX, name):
+            wanted.add(topic)
+            assert kafka_topics[topic]["partitions"] == pipe["partitions"], topic
+    for s in VALUES["stages"]:
+        model, version = s["model"], str(s["version"])
+        wanted |= {topics.model_input_topic(PREFIX, model, version)}
+        wanted |= {topics.model_dlq_topic(PREFIX, model, version)}
+    assert wanted <= set(kafka_topics), wanted - set(kafka_topics)
+    control = kafka_topics[topics.control_topic(PREFIX)]
+    assert control["partitions"] == 1
+    assert control["config"]["cleanup.policy"] == "compact"
+
+
+def test_rendered_scalers_watch_the_groups_the_code_joins() -> None:
+    scalers = {so["spec"]["scaleTargetRef"]["name"]: so["spec"] for so in _kind("ScaledObject")}
+    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in _kind("KafkaTopic")}
+    deployments = {d["metadata"]["name"] for d in _kind("Deployment")}
+    expected = set()
+    for s in VALUES["stages"]:
+        model, version = s["model"], str(s["version"])
+        # the stage's default group (stage/service.py): yard.g.<model>.<version>
+        expected.add(
+            (f"{PREFIX}.g.{model}.{version}", topics.model_input_topic(PREFIX, model, version))
+        )
+    for name in VALUES["pipelines"]:
+        expected.add(
+            (topics.router_group(PREFIX, name), topics.pipeline_ingress_topic(PREFIX, name))
+        )
+    seen = set()
+    for target, spec in scalers.items():
+        assert target in deployments
+        (trigger,) = spec["triggers"]
+        meta = trigger["metadata"]
+        seen.add((meta["consumerGroup"], meta["topic"]))
+        assert spec["maxReplicaCount"] <= partitions[meta["topic"]], target
+    assert seen == expected
+
+
+def test_rendered_pods_run_real_commands_as_non_root_with_probes() -> None:
+    for values in (None, VARIANT):
+        for c in _containers(values):
+            assert cli_problem(c["args"]) is None, cli_problem(c["args"])
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            assert env["MODELYARD_REPOSITORY"] == VALUES["models"]["mountPath"]
+            assert env["MODELYARD_BOOTSTRAP"] == VALUES["kafka"]["bootstrap"]
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            assert "/app/pipelines" in mounts
+            if c["name"] != "init":
+                assert {"readinessProbe", "livenessProbe"} <= set(c), c["name"]
+
+
+def test_rendered_variant_mounts_models_tls_and_gpu() -> None:
+    variant: dict[str, Any] = yaml.safe_load(VARIANT.read_text())
+    containers = _containers(VARIANT)
+    for c in containers:
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert VALUES["models"]["mountPath"] in mounts
+        names = {e["name"] for e in c["env"]}
+        assert "MODELYARD_KAFKA_SASL_PASSWORD" in names
+    gpu = [c for c in containers if c["resources"].get("limits", {}).get("nvidia.com/gpu")]
+    assert gpu
+    assert all(c["image"].endswith(":" + VALUES["image"]["cudaTag"]) for c in gpu)
+    assert len(gpu) == sum(1 for s in variant["stages"] if s.get("gpu"))
+    assert all("MODELYARD_GRPC_TLS_CERT" in {e["name"] for e in c["env"]} for c in gpu)
+
+
+def test_rendered_configmap_holds_the_pipeline_specs() -> None:
+    (config_map,) = _kind("ConfigMap")
+    for name in VALUES["pipelines"]:
+        spec = config_map["data"][f"{name}.yaml"]
+        assert yaml.safe_load(spec) == yaml.safe_load(
+            (ROOT / "pipelines" / f"{name}.yaml").read_text()
+        )
+
+
+def test_more_routers_than_partitions_is_refused() -> None:
+    rendered(None)  # skips without helm
+    cmd = [str(HELM), "template", "x", str(CHART), "--kube-version", KUBE_VERSION,
+           "--set", "pipelines.docs.router.maxReplicas=99"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "maxReplicas 99 > partitions" in done.stderr
