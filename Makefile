@@ -62,8 +62,9 @@ test-kafka: setup ## Integration and end-to-end tests against Apache Kafka (KRaf
 	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q
 
 .PHONY: test
-test: setup check-generated lint ## Everything CI runs: setup, generated-code check, lint, all test tiers
+test: setup check-generated lint deploy-check ## Everything CI runs: setup, generated code, lint, deployment files, all tiers on the embedded broker, then integration and e2e on Apache Kafka
 	$(PYTEST) tests -q
+	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q
 
 .PHONY: deploy-check
 deploy-check: setup ## Lint the image (hadolint), render the Helm chart and validate it (kubernetes-validate, KEDA/Strimzi schemas), check compose
