@@ -6,6 +6,11 @@ request id gets an error result with the code its kind was built with (see
 tests/support/hostile.py); and every one that is poison sits in a dead-letter topic with its
 original bytes (or, for a record larger than any topic takes, the first bytes with
 ``dlq-truncated`` and ``dlq-sha256``) and a readable reason.
+
+The 101 MB record is over the topics' ``max.message.bytes`` (32 MiB). The embedded broker takes
+it (it does not enforce the topic limit) and the stack must refuse it downstream; Apache Kafka
+refuses it at produce time (``MSG_SIZE_TOO_LARGE``), so there it is refused at the edge: counted
+apart, never sent, and nothing may come back for it (``MODELYARD_TEST_BROKER``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message, Producer
+from confluent_kafka import KafkaError, Message, Producer
 from modelyard.broker import create_topics
 from modelyard.kafka.config import MAX_MESSAGE_BYTES
 from modelyard.stack import Stack
@@ -34,6 +39,7 @@ from modelyard.topics import (
 )
 from modelyard.wire import decode_envelope
 
+from tests.integration.conftest import broker_engine
 from tests.support.hostile import HUGE, KINDS, TAG, Sent, Target, messages, valid_request
 from tests.support.kafka_io import Collector, produce_all
 
@@ -131,10 +137,11 @@ def test_hostile_stream_gets_answers_and_dead_letters_without_restarts(
             model_dlq=model_dlq_topic(prefix, STAGE, version),
         )
         create_topics(stack.bootstrap, [topics.ingress_replies, topics.stage_replies], PARTITIONS)
-        ingress = _traffic("ingress", topics.ingress_replies, valid=(8, 4, 8))
-        direct = _traffic("stage", topics.stage_replies, valid=(4, 4, 4))
-        _produce(stack.bootstrap, pipeline_ingress_topic(prefix, PIPELINE), ingress)
-        _produce(stack.bootstrap, model_input_topic(prefix, STAGE, version), direct)
+        planned = (_traffic("ingress", topics.ingress_replies, valid=(8, 4, 8)),
+                   _traffic("stage", topics.stage_replies, valid=(4, 4, 4)))  # fmt: skip
+        ingress = _produce(stack.bootstrap, pipeline_ingress_topic(prefix, PIPELINE), planned[0])
+        direct = _produce(stack.bootstrap, model_input_topic(prefix, STAGE, version), planned[1])
+        refused = len(planned[0]) + len(planned[1]) - len(ingress) - len(direct)
         seen = _collect(stack.bootstrap, topics, ingress, direct)
         after = stack.processes()
         alive = {name: _alive(pid) for name, pid in after.items()}
@@ -149,7 +156,8 @@ def test_hostile_stream_gets_answers_and_dead_letters_without_restarts(
     problems += _check_pipeline_dlq(ingress, seen.pipeline_dlq)
     problems += _check_model_dlq(ingress, direct, seen.model_dlq, model)
     with capsys.disabled():
-        print(f"\n{_summary(ingress, direct, seen, len(restarted), time.monotonic() - started)}")
+        took = time.monotonic() - started
+        print(f"\n{_summary(ingress, direct, refused, seen, len(restarted), took)}")
     by_kind = Counter(kind for kind, _ in problems)
     shown = "\n".join(text for _, text in problems[:60])
     noise = "\n".join(lines.alarming()[-30:])
@@ -175,31 +183,40 @@ def _traffic(target: Target, reply_to: str, valid: tuple[int, int, int]) -> list
     return [*before, *rest[:half], *huge, *middle, *rest[half:], *after]
 
 
-def _produce(bootstrap: str, topic: str, sent: list[Sent]) -> None:
-    """In order; a record over the producers' 32 MiB limit through a producer that allows it."""
+def _produce(bootstrap: str, topic: str, sent: list[Sent]) -> list[Sent]:
+    """In order; a record over the producers' 32 MiB limit through a producer that allows it.
+    What the broker took: all of it, less what it refused at the edge (see the module doc)."""
     chunk: list[Sent] = []
+    taken: list[Sent] = []
     for s in sent:
         if len(s.value or b"") < MAX_MESSAGE_BYTES:
             chunk.append(s)
             continue
         produce_all(bootstrap, topic, _records(chunk))
+        taken += chunk
         chunk = []
-        _produce_huge(bootstrap, topic, s)
+        taken += [s] if _produce_huge(bootstrap, topic, s) else []
     produce_all(bootstrap, topic, _records(chunk))
+    return taken + chunk
 
 
 def _records(sent: list[Sent]) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
     return [(s.key, s.value, s.headers) for s in sent]  # type: ignore[misc]  # null values too
 
 
-def _produce_huge(bootstrap: str, topic: str, s: Sent) -> None:
+def _produce_huge(bootstrap: str, topic: str, s: Sent) -> bool:
+    """Whether the broker took ``s``: the embedded one must, Apache Kafka must refuse it."""
     producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 128 << 20,
                          "receive.message.max.bytes": 256 << 20})  # fmt: skip
-    errors: list[str] = []
+    errors: list[KafkaError] = []
     producer.produce(topic, s.value, s.key, headers=s.headers,
-                     on_delivery=lambda e, _m: errors.append(str(e)) if e else None)  # fmt: skip
+                     on_delivery=lambda e, _m: errors.append(e) if e else None)  # fmt: skip
     assert producer.flush(60) == 0, f"{s.rid} was not delivered"
+    if broker_engine() == "kafka":  # the topic's max.message.bytes, enforced at produce time
+        assert [e.code() for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE], (s.rid, errors)
+        return False
     assert not errors, f"the broker refused {s.rid}: {errors}"
+    return True
 
 
 # --- what came back ------------------------------------------------------------------------
@@ -389,7 +406,7 @@ def _check_dead_letter(
 
 
 def _summary(
-    ingress: list[Sent], direct: list[Sent], seen: Seen, restarts: int, took: float
+    ingress: list[Sent], direct: list[Sent], refused: int, seen: Seen, restarts: int, took: float
 ) -> str:
     sent = [*ingress, *direct]
     hostile = [s for s in sent if s.kind != "valid"]
@@ -401,7 +418,8 @@ def _summary(
     return (
         f"hostile stream: sent {len(sent)} = {len(sent) - len(hostile)} valid + {len(hostile)} "
         f"hostile (ingress {sum(s.target == 'ingress' for s in hostile)}, stage "
-        f"{sum(s.target == 'stage' for s in hostile)}) by kind: {by_kind}; results "
+        f"{sum(s.target == 'stage' for s in hostile)}) by kind: {by_kind}; "
+        f"{refused} refused by the broker at the edge, not sent; results "
         f"{len(seen.results)} on .out ({dict(sorted(codes.items()))}), "
         f"{len(seen.ingress_replies)} on the ingress reply-to, {len(seen.stage_replies)} stage "
         f"replies; dead letters {len(seen.pipeline_dlq)} pipeline + {len(seen.model_dlq)} "

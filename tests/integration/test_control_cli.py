@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 from click.testing import CliRunner, Result
 from modelyard.cli.main import cli
+from modelyard.control import Change, ControlRecord, PipelineRouting, Rollout, topic
 from modelyard.control.topic import read_records, read_state
 from modelyard.repository.build import BuildContext
 
@@ -217,3 +219,40 @@ def test_guard_sets_and_clears_a_stages_rules(run, broker: str, unique: str) -> 
     run("guard", "shouty", "first", ok=False)  # neither a bound nor --clear
     run("guard", "shouty", "first", "--clear")
     assert read_state(broker, prefix=unique).stage("shouty", "first").guards == ()
+
+
+def _bob_lands_first(monkeypatch: pytest.MonkeyPatch, broker: str, unique: str) -> None:
+    """The next writer loses a race: bob's change lands between its read and its write."""
+    real = topic.make_record
+
+    def racing(current: PipelineRouting, change: Change, **kw: Any) -> ControlRecord:
+        monkeypatch.setattr(topic, "make_record", real)  # once
+        bob = Rollout(stage="second", version="1")
+        topic.write_change(broker, "shouty", bob, actor="bob", prefix=unique)
+        return real(current, change, **kw)
+
+    monkeypatch.setattr(topic, "make_record", racing)
+
+
+def test_a_change_that_lost_a_race_is_written_again_on_the_new_state(  # type: ignore[no-untyped-def]
+    run, broker: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("rollout", "shouty", "first", "1")
+    _bob_lands_first(monkeypatch, broker, unique)
+    out = run("rollout", "shouty", "first", "2").output
+    assert "another change won: bob's 'rollout second -> 1' (seq 2) landed first; trying" in out
+    assert "shouty: rollout first -> 2 (seq 4, by alice" in out  # after alice's reassert
+    routing = read_state(broker, prefix=unique).pipeline("shouty")
+    assert (routing.stage("first").active, routing.stage("second").active) == ("2", "1")
+
+
+def test_a_rollback_that_lost_a_race_is_left_to_the_operator(  # type: ignore[no-untyped-def]
+    run, broker: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("rollout", "shouty", "first", "1")
+    run("rollout", "shouty", "first", "2")
+    _bob_lands_first(monkeypatch, broker, unique)
+    out = run("rollback", "shouty", "first", ok=False).output
+    assert "another change won: bob's" in out
+    assert "check the status and retry" in out
+    assert read_state(broker, prefix=unique).stage("shouty", "first").active == "2"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from modelyard.control import (
+    Change,
     ControlError,
     ControlRecord,
     PipelineRouting,
@@ -14,6 +16,7 @@ from modelyard.control import (
     Rollout,
     encode_record,
     make_record,
+    topic,
 )
 from modelyard.control.topic import (
     ConcurrentChangeError,
@@ -79,13 +82,60 @@ def test_a_lost_race_is_detected(broker: str, unique: str) -> None:
     theirs = make_record(base, Rollout(stage="ocr", version="2"), actor="bob")
     offset = produce_record(broker, mine, prefix=unique)
     their_offset = produce_record(broker, theirs, prefix=unique)
-    with pytest.raises(ConcurrentChangeError, match="another change won: bob wrote"):
-        confirm_record(broker, mine, offset, prefix=unique)
-    confirm_record(broker, theirs, their_offset, prefix=unique)  # the last one stands
+    confirm_record(broker, mine, offset, prefix=unique)  # the first one stands
+    with pytest.raises(ConcurrentChangeError, match="another change won: alice's 'rollout ocr"):
+        confirm_record(broker, theirs, their_offset, prefix=unique)
+    assert [p.applied for p in read_records(broker, prefix=unique)] == [True, False]
+    assert read_state(broker, prefix=unique).stage("docs", "ocr").active == "1"
+    # a writer that re-reads builds on the winner, and a later record does not change that
+    write_change(broker, "docs", Rollout(stage="ocr", version="3"), actor="bob", prefix=unique)
+    confirm_record(broker, mine, offset, prefix=unique)
+    ocr = read_state(broker, prefix=unique).stage("docs", "ocr")
+    assert (ocr.active, ocr.previous) == ("3", ("1",))
+
+
+def test_a_writer_that_lost_puts_the_truth_last(
+    broker: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The losing record would be the one compaction keeps: the loser writes a reassert."""
+    write_change(broker, "docs", Rollout(stage="ocr", version="1"), actor="a", prefix=unique)
+    real = topic.make_record
+
+    def bob_lands_first(current: PipelineRouting, change: Change, **kw: Any) -> ControlRecord:
+        monkeypatch.setattr(topic, "make_record", real)  # once, between slow's read and write
+        write_change(broker, "docs", Rollout(stage="ocr", version="2"), actor="bob", prefix=unique)
+        return real(current, change, **kw)
+
+    monkeypatch.setattr(topic, "make_record", bob_lands_first)
+    with pytest.raises(ConcurrentChangeError, match="bob's 'rollout ocr -> 2' \\(seq 2\\)"):
+        write_change(broker, "docs", Rollout(stage="ocr", version="3"), actor="slow", prefix=unique)
+    records = read_records(broker, prefix=unique)
+    assert [(p.record.actor, p.record.change.type, p.applied) for p in records] == [
+        ("a", "rollout", True),
+        ("bob", "rollout", True),
+        ("slow", "rollout", False),
+        ("slow", "reassert", True),
+    ]
+    truth = read_state(broker, prefix=unique).pipeline("docs")
+    assert (truth.seq, truth.stage("ocr").active) == (3, "2")
+    assert records[-1].record.state == truth  # the last record of the key: what compaction keeps
+
+
+def test_records_without_a_base_are_applied_as_before(broker: str, unique: str) -> None:
+    """Records written before bases were named: the last one wins, even on the same seq."""
+    topic_name = ensure_control_topic(broker, unique)
+    base = PipelineRouting(pipeline="docs")
+    old = [make_record(base, Rollout(stage="ocr", version=v), actor="old") for v in "12"]
+    producer = Producer(kafka_config(broker, producer=True))
+    for record in old:
+        producer.produce(topic_name, encode_record(record), key=b"docs", partition=0)
+    assert producer.flush(10) == 0
+    assert [p.applied for p in read_records(broker, prefix=unique)] == [True, True]
     assert read_state(broker, prefix=unique).stage("docs", "ocr").active == "2"
-    # a writer that re-reads builds on the winner, and a later record with a higher seq is fine
-    write_change(broker, "docs", Rollout(stage="ocr", version="3"), actor="alice", prefix=unique)
-    confirm_record(broker, theirs, their_offset, prefix=unique)
+    after = write_change(
+        broker, "docs", Rollout(stage="ocr", version="3"), actor="new", prefix=unique
+    )
+    assert (after.seq, after.state.stage("ocr").previous) == (2, ("2",))
 
 
 def test_bad_records_are_skipped(broker: str, unique: str) -> None:

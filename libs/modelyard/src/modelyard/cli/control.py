@@ -95,7 +95,7 @@ def _records(target: Target) -> list[ControlRecord]:
     quiet_logs()
     try:
         found = read_records(target.bootstrap, prefix=target.prefix, kafka=target.kafka)
-        return [p.record for p in found]
+        return [p.record for p in found if p.applied]  # not those that lost a race
     except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
 

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,9 @@ from modelyard.control import (
     CanaryChange,
     Change,
     ControlRecord,
+    Promote,
     ReleaseRollback,
+    Rollback,
     Rollout,
     ShadowChange,
 )
@@ -43,6 +45,11 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_RETRIES = 2  # a change that lost a race is checked and written again on the new state
+# what these mean depends on the state they were built on (pop the rollback stack, promote the
+# canary the operator saw): never retried on another state, the operator decides
+_NOT_RETRIED = (Rollback, Promote)
 
 
 def quiet_logs() -> None:
@@ -72,7 +79,7 @@ class Target:
 
     bootstrap: str
     prefix: str
-    kafka: dict[str, Any]
+    kafka: dict[str, Any] = field(repr=False)  # may hold sasl.password
 
 
 def _kafka_config(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
@@ -176,19 +183,42 @@ def apply_change(
     actor: str,
     reason: str,
 ) -> None:
-    """Check ``change`` at deploy time, write it, and say what was written."""
-    from modelyard.control.topic import write_change  # noqa: PLC0415  # Kafka only when needed
+    """Check ``change`` at deploy time, write it, and say what was written.
+
+    A change that lost a race to another writer's (``ConcurrentChangeError``) is checked and
+    written again on the new state, up to ``_RETRIES`` times, unless it is one whose meaning
+    depends on the state it was built on (rollback, promote): then the operator is told.
+    """
+    from modelyard.control.topic import ConcurrentChangeError  # noqa: PLC0415
 
     quiet_logs()
-    try:
-        _check(pipeline, change, target, pipelines, repository)
-        record = write_change(
-            target.bootstrap, pipeline, change, actor=actor, reason=reason,
-            prefix=target.prefix, kafka=target.kafka,
-        )  # fmt: skip
-    except ModelyardError as exc:
-        raise click.ClickException(exc.message) from None
-    click.echo(_written(record))
+    write = functools.partial(_check_and_write, pipeline, change, target, pipelines, repository,
+                              actor=actor, reason=reason)  # fmt: skip
+    for attempt in range(_RETRIES + 1):
+        try:
+            record = write()
+        except ConcurrentChangeError as exc:
+            if attempt == _RETRIES or isinstance(change, _NOT_RETRIED):
+                raise click.ClickException(exc.message) from None
+            click.echo(f"{exc.message.split(';')[0]}; trying again on the new state", err=True)
+            continue
+        except ModelyardError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(_written(record))
+        return
+
+
+def _check_and_write(
+    pipeline: str, change: Change, target: Target, pipelines: Path, repository: Path, *,
+    actor: str, reason: str,
+) -> ControlRecord:  # fmt: skip
+    from modelyard.control.topic import write_change  # noqa: PLC0415  # Kafka only when needed
+
+    _check(pipeline, change, target, pipelines, repository)
+    return write_change(
+        target.bootstrap, pipeline, change, actor=actor, reason=reason,
+        prefix=target.prefix, kafka=target.kafka,
+    )  # fmt: skip
 
 
 def _check(

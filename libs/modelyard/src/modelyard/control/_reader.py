@@ -15,13 +15,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from modelyard.control.state import ControlRecord, decode_record
+from modelyard.control.chain import BASE_HEADER, Positioned
+from modelyard.control.state import decode_record
 from modelyard.errors import DecodeError, UnavailableError
 
 __all__ = ["Positioned", "control_consumer", "decode_message", "open_partition"]
@@ -30,14 +30,6 @@ log = structlog.get_logger(__name__)
 
 _PARTITION = 0  # the control topic has one partition: one total order of every change
 _RETRY_S = 0.1
-
-
-@dataclass(frozen=True)
-class Positioned:
-    """A decoded control record and its offset."""
-
-    offset: int
-    record: ControlRecord
 
 
 def control_consumer(
@@ -110,4 +102,17 @@ def decode_message(msg: Message) -> Positioned | None:
         # a record filed under another key would survive compaction differently: not trusted
         log.warning("control record skipped", offset=offset, error=f"key {key!r} != {record.key}")
         return None
-    return Positioned(offset, record)
+    base = _base(msg.headers())
+    if base is not None and base != record.seq - 1:
+        log.warning("control record skipped", offset=offset, error=f"base {base} != seq - 1")
+        return None
+    return Positioned(offset, record, base)
+
+
+def _base(headers: list[tuple[str, bytes]] | None) -> int | None:
+    """The seq the record was built on (:mod:`modelyard.control.chain`); -1 when unreadable
+    (never a record's seq - 1, so the record is skipped); None when the header is absent."""
+    for name, value in headers or ():
+        if name == BASE_HEADER:
+            return int(value) if value and value.isdigit() else -1
+    return None

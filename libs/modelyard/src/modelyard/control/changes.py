@@ -20,6 +20,9 @@ Semantics:
 - ``release_rollback``: make every stage of the snapshot active again, all at once; changed
   stages push their old active and lose their canary (the point is a known-good state),
   shadows are kept, stages not in the snapshot are untouched.
+- ``reassert``: nothing changes but ``seq``. A writer whose record lost a race writes it so
+  that the pipeline's last record is again one every reader applied (compaction keeps only
+  the last record of each key; see ``control/chain.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "ControlError",
     "GuardsChange",
     "Promote",
+    "Reassert",
     "ReleaseRollback",
     "ReleaseSave",
     "Rollback",
@@ -120,6 +124,10 @@ class ReleaseRollback(_Change):
     release: str = Field(pattern=RELEASE)
 
 
+class Reassert(_Change):
+    type: Literal["reassert"] = "reassert"
+
+
 Change = Annotated[
     Rollout
     | Rollback
@@ -129,7 +137,8 @@ Change = Annotated[
     | GuardsChange
     | Withdraw
     | ReleaseSave
-    | ReleaseRollback,
+    | ReleaseRollback
+    | Reassert,
     Field(discriminator="type"),
 ]
 
@@ -140,6 +149,8 @@ def apply(state: PipelineRouting, change: Change) -> PipelineRouting:
         return _save(state, change.release)
     if isinstance(change, ReleaseRollback):
         return _restore(state, change.release)
+    if isinstance(change, Reassert):
+        return state.model_copy(update={"seq": state.seq + 1})
     return _with_stage(state, change.stage, _stage_change(state.stage(change.stage), change))
 
 

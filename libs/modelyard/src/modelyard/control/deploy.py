@@ -19,6 +19,7 @@ from modelyard.control.changes import (
     CanaryChange,
     Change,
     ControlError,
+    Reassert,
     ReleaseRollback,
     ReleaseSave,
     Rollout,
@@ -37,7 +38,7 @@ def check_change(
     spec: PipelineSpec, repository: ModelRepository, routing: PipelineRouting, change: Change
 ) -> None:
     """Refuse ``change`` if it names a stage, version or release the contract cannot take."""
-    if isinstance(change, ReleaseSave):
+    if isinstance(change, ReleaseSave | Reassert):
         return
     if isinstance(change, ReleaseRollback):
         release = routing.releases.get(change.release)

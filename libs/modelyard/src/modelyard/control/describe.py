@@ -6,6 +6,7 @@ from modelyard.control.changes import (
     CanaryChange,
     Change,
     GuardsChange,
+    Reassert,
     ReleaseRollback,
     ReleaseSave,
     Rollout,
@@ -27,6 +28,8 @@ def describe_change(change: Change) -> str:
         return f"release save {change.release}"
     if isinstance(change, ReleaseRollback):
         return f"release rollback {change.release}"
+    if isinstance(change, Reassert):
+        return "reassert (after a lost race)"
     return f"{change.type} {change.stage}{_detail(change)}"
 
 

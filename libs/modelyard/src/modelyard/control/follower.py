@@ -2,8 +2,9 @@
 
 Every router instance (and ``modelyard up``) runs one: it reads the control topic from its first
 offset, replaces a pipeline's routing with each record's state (the last record per key wins,
-compacted or not), and then keeps reading with a short fetch wait so a change reaches every
-router within tens of milliseconds. ``state`` is swapped atomically; readers never see a
+compacted or not; a record that lost a race is ignored: :mod:`modelyard.control.chain`), and
+then keeps reading with a short fetch wait so a change reaches every router within tens of
+milliseconds. ``state`` is swapped atomically; readers never see a
 half-applied change, and a release rollback (one record) flips every stage at once.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Self
 import structlog
 
 from modelyard.control._reader import decode_message, open_partition
+from modelyard.control.chain import Chain, Positioned
 from modelyard.control.state import ControlRecord, ControlState
 from modelyard.errors import UnavailableError
 from modelyard.kafka.handler import Handler, Outbox, Ticket
@@ -56,7 +58,8 @@ class ControlFollower:
         self._kafka = dict(kafka or {})
         self._on_change = on_change
         self._fetch_wait_ms = fetch_wait_ms
-        self._state = ControlState()
+        self._chain = Chain()  # touched by the loop's thread only
+        self._state = self._chain.state
         self._changed = threading.Condition()
         self._caught_up = threading.Event()
         self._end = -1  # the partition's end when it was opened: caught up once read to there
@@ -146,19 +149,22 @@ class ControlFollower:
             with self._changed:
                 self._changed.notify_all()
 
-    def _apply(self, record: ControlRecord) -> None:
+    def _offer(self, got: Positioned) -> None:
+        if not self._chain.offer(got).applied:
+            return  # logged by the chain
         with self._changed:
-            self._state = self._state.update(record)
+            self._state = self._chain.state
             self._changed.notify_all()
         if self._on_change is not None:
             try:
-                self._on_change(record)
+                self._on_change(got.record)
             except Exception:
-                log.exception("control on_change callback failed", seq=record.seq)
+                log.exception("control on_change callback failed", seq=got.record.seq)
 
 
 class _Following(Handler):
-    """Applies each valid control record; the partition's end is the catch-up signal."""
+    """Offers each valid control record to the chain; the partition's end is the catch-up
+    signal."""
 
     def __init__(self, outbox: Outbox, follower: ControlFollower) -> None:
         super().__init__(outbox)
@@ -168,7 +174,7 @@ class _Following(Handler):
         for ticket in batch:
             got = decode_message(ticket.message)
             if got is not None:
-                self._follower._apply(got.record)
+                self._follower._offer(got)
         self.outbox.close(batch)
 
     def reached_end(self, topic: str, partition: int, offset: int) -> None:

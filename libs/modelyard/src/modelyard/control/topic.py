@@ -1,14 +1,15 @@
 """Kafka I/O over the control plane's pure core: read the state, write a change, follow changes.
 
 - :func:`read_state` reads ``yard.control`` from its first offset to its end and folds it with
-  :class:`~modelyard.control.ControlState`: the last record per key wins, so the result is the
-  same whether or not the broker has compacted the topic. Undecodable records are logged and
-  skipped.
+  the rule of :mod:`modelyard.control.chain`: per pipeline, a record built on an older state
+  than the one already applied lost a race and is ignored; otherwise the last record wins, so
+  the result is the same whether or not the broker has compacted the topic. Undecodable records
+  are logged and skipped.
 - :func:`write_change` reads the current state, builds the record with
   :func:`~modelyard.control.make_record` (a change that does not apply raises ``ControlError``
-  and writes nothing), produces it keyed by pipeline, waits for the broker's acknowledgement,
-  then re-reads to check that every later record of the pipeline was built on it, i.e. that no
-  concurrent writer replaced it (:class:`ConcurrentChangeError`; re-read and retry).
+  and writes nothing), produces it keyed by pipeline and naming the seq it was built on, waits
+  for the broker's acknowledgement, then reads back to its offset: written only if readers
+  apply it there (:class:`ConcurrentChangeError` otherwise; re-read and retry).
 - :class:`~modelyard.control.follower.ControlFollower` keeps a live snapshot (routers, ``up``).
 """
 
@@ -22,13 +23,13 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from modelyard.broker.admin import create_topics
-from modelyard.control._reader import Positioned, control_consumer, decode_message, open_partition
-from modelyard.control.changes import Change, ControlError, apply
+from modelyard.control._reader import control_consumer, decode_message, open_partition
+from modelyard.control.chain import BASE_HEADER, Chain, Positioned
+from modelyard.control.changes import Change, ControlError, Reassert
 from modelyard.control.describe import describe_change
 from modelyard.control.follower import ControlFollower
-from modelyard.control.routing import PipelineRouting
 from modelyard.control.state import ControlRecord, ControlState, encode_record, make_record
-from modelyard.errors import UnavailableError
+from modelyard.errors import ModelyardError, UnavailableError
 from modelyard.kafka.config import producer_config
 from modelyard.topics import control_topic
 
@@ -47,10 +48,12 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _POLL_S = 0.2
+_REASSERTS = 3  # attempts at making a pipeline's last record one that readers applied
 
 
 class ConcurrentChangeError(ControlError):
-    """Another writer's change to the same pipeline replaced this one; re-read and retry."""
+    """Another writer's change to the same pipeline landed first; this one was not applied.
+    Re-read and retry if the change still makes sense."""
 
 
 def ensure_control_topic(bootstrap: str, prefix: str = "yard") -> str:
@@ -67,7 +70,8 @@ def read_records(
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
 ) -> list[Positioned]:
-    """Every valid record of the control topic in topic order ([] if the topic does not exist)."""
+    """Every valid record of the control topic in topic order ([] if the topic does not exist),
+    each marked ``applied`` or not (a record that lost a race: :mod:`modelyard.control.chain`)."""
     return _read(bootstrap, control_topic(prefix), kafka, timeout_s) or []
 
 
@@ -78,9 +82,12 @@ def read_state(
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
 ) -> ControlState:
-    """The routing state the control topic holds now: the last record of each pipeline."""
-    records = read_records(bootstrap, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
-    return ControlState.from_records(p.record for p in records)
+    """The routing state the control topic holds now: the last applied record of each pipeline."""
+    return _state(read_records(bootstrap, prefix=prefix, kafka=kafka, timeout_s=timeout_s))
+
+
+def _state(records: list[Positioned]) -> ControlState:
+    return ControlState.from_records(p.record for p in records if p.applied)
 
 
 def write_change(
@@ -97,18 +104,25 @@ def write_change(
     """Apply ``change`` to ``pipeline``'s current routing and write the record; returns it.
 
     Raises ``ControlError`` (nothing written) when the change does not apply,
-    :class:`ConcurrentChangeError` when another writer's record replaced this one, and
-    ``UnavailableError`` when the broker does not acknowledge in time.
+    :class:`ConcurrentChangeError` when another writer's change landed first and this one was
+    not applied, and ``UnavailableError`` when the broker does not acknowledge in time.
     """
     topic = control_topic(prefix)
     before = _read(bootstrap, topic, kafka, timeout_s)
     if before is None:
         ensure_control_topic(bootstrap, prefix)
         before = []
-    current = ControlState.from_records(p.record for p in before).pipeline(pipeline)
-    record = make_record(current, change, actor=actor, reason=reason)
+    record = make_record(_state(before).pipeline(pipeline), change, actor=actor, reason=reason)
     offset = produce_record(bootstrap, record, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
-    confirm_record(bootstrap, record, offset, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
+    try:
+        confirm_record(bootstrap, record, offset, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
+    except ConcurrentChangeError:
+        try:
+            _reassert(bootstrap, pipeline, actor=actor, prefix=prefix, kafka=kafka,
+                      timeout_s=timeout_s)  # fmt: skip
+        except ModelyardError as exc:  # best effort: the lost race is what the caller must hear
+            log.warning("control reassert failed", pipeline=pipeline, error=exc.message)
+        raise
     log.info("control change written", pipeline=pipeline, seq=record.seq, offset=offset,
              change=describe_change(change), actor=actor)  # fmt: skip
     return record
@@ -132,7 +146,8 @@ def _read(
 
 
 def _read_until(consumer: Consumer, topic: str, end: int, deadline: float) -> list[Positioned]:
-    """Records until a partition EOF at or past ``end``."""
+    """Records until a partition EOF at or past ``end``, marked by the chain rule."""
+    chain = Chain(quiet=True)  # the follower reports an ignored record, once
     records: list[Positioned] = []
     while (remaining := deadline - time.monotonic()) > 0:
         msg = consumer.poll(min(_POLL_S, remaining))
@@ -141,7 +156,7 @@ def _read_until(consumer: Consumer, topic: str, end: int, deadline: float) -> li
         if msg.error() is None:
             got = decode_message(msg)
             if got is not None:
-                records.append(got)
+                records.append(chain.offer(got))
         elif _end_reached(msg, end):
             return records
     raise UnavailableError(f"{topic}: end of the topic (offset {end}) not reached in time")
@@ -178,6 +193,7 @@ def produce_record(
         topic,
         encode_record(record),
         key=record.key.encode(),
+        headers=[(BASE_HEADER, str(record.seq - 1).encode())],  # built on: control/chain.py
         partition=0,  # readers read partition 0: one total order of every change
         on_delivery=lambda err, msg: delivered.append((err, msg)),
     )
@@ -199,33 +215,58 @@ def confirm_record(
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
 ) -> None:
-    """Re-read the topic past ``offset``: the record there must be ``record``, and every later
-    record of its key must descend from it (:class:`ConcurrentChangeError` otherwise).
+    """Read the topic to ``offset``: the record there must be ``record``, and readers must
+    apply it (:class:`ConcurrentChangeError` when it was built on a state that another
+    writer's record had already replaced: :mod:`modelyard.control.chain`).
 
-    A record descends from the state before it when applying its change to that state gives
-    exactly its state (the reducer is deterministic), so a record built on another writer's
-    state, which would replace ours for every reader, is told apart from one built on ours.
+    Records after ``offset`` do not matter: readers apply only those built on ours or later.
     """
     topic = control_topic(prefix)
     records = _read(bootstrap, topic, kafka, timeout_s, min_end=offset + 1) or []
-    mine = [p for p in records if p.record.key == record.key]
-    landed = next((p for p in mine if p.offset == offset), None)
-    if landed is None or landed.record != record:
+    mine = [p for p in records if p.record.key == record.key and p.offset <= offset]
+    if not mine or mine[-1].offset != offset or mine[-1].record != record:
         raise ControlError(f"control record of {record.key!r} at offset {offset} did not read back")
-    state = record.state
-    for later in (p.record for p in mine if p.offset > offset and p.record != record):
-        if not _descends(state, later):
-            raise ConcurrentChangeError(
-                f"pipeline {record.key!r}: another change won: {later.actor} wrote "
-                f"{describe_change(later.change)!r} (seq {later.seq}) over this one "
-                f"({describe_change(record.change)!r}); check the status and retry"
-            )
-        state = later.state
+    winner = next((p.record for p in reversed(mine) if p.applied), None)
+    if mine[-1].applied or winner == record:  # applied, or a producer retry's second copy
+        return
+    won = "another writer's change" if winner is None else (
+        f"{winner.actor}'s {describe_change(winner.change)!r} (seq {winner.seq})"
+    )  # fmt: skip
+    raise ConcurrentChangeError(
+        f"pipeline {record.key!r}: another change won: {won} landed first; this one "
+        f"({describe_change(record.change)!r}) was built on the state before it and is not "
+        f"applied; check the status and retry"
+    )
 
 
-def _descends(state: PipelineRouting, record: ControlRecord) -> bool:
-    """Whether ``record`` was built on ``state`` (or on one equal to it)."""
-    try:
-        return apply(state, record.change) == record.state
-    except ControlError:
-        return False
+def _reassert(
+    bootstrap: str,
+    pipeline: str,
+    *,
+    actor: str,
+    prefix: str,
+    kafka: Mapping[str, Any] | None,
+    timeout_s: float,
+) -> None:
+    """After a lost race: make the pipeline's last record one that readers applied again.
+
+    The losing record is now the last of its key, the one compaction keeps; a reader that met
+    it without the records before it would apply it. A ``reassert`` (no change but ``seq``)
+    built on the current state puts the truth last again. Best effort (logged): whatever
+    applied change is written next to the pipeline does the same.
+    """
+    topic = control_topic(prefix)
+    for attempt in range(_REASSERTS + 1):
+        records = [p for p in _read(bootstrap, topic, kafka, timeout_s) or []
+                   if p.record.key == pipeline]  # fmt: skip
+        if not records or records[-1].applied:
+            return
+        if attempt < _REASSERTS:
+            current = _state(records).pipeline(pipeline)
+            heal = make_record(current, Reassert(), actor=actor, reason="after a lost race")
+            produce_record(bootstrap, heal, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
+    log.warning(
+        "control topic: the last record of a pipeline is one readers ignored",
+        pipeline=pipeline,
+        fix="any change to the pipeline puts the truth last",
+    )

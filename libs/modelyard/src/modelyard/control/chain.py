@@ -1,0 +1,84 @@
+"""Optimistic concurrency on the control topic: which records a reader applies.
+
+A writer builds a record on the pipeline state it read (``seq`` N) and names that base in the
+record's ``modelyard-base-seq`` header (N; the record's own ``seq`` is N + 1). Every reader (each
+router's follower, ``read_state``, the writer checking its own record) folds the topic in order
+with one rule, per pipeline:
+
+- built on the state it holds (``base == head.seq``): applied;
+- built on a *later* state (``base > head.seq``): applied. Records under it were compacted away
+  while this reader was reading; the record carries the full state, so nothing is lost;
+- built on an *older* state (``base < head.seq``): ignored and logged. Its writer read the state
+  before another change landed; applying it would silently undo that change. The writer reads
+  back to its own record, sees it ignored, and is told it lost (``ConcurrentChangeError``);
+- no header (written before this rule existed): applied, the last one wins, as it always did.
+
+Every reader sees the same records in the same order, so every reader ignores the same ones.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import structlog
+
+from modelyard.control.describe import describe_change
+from modelyard.control.routing import PipelineRouting
+from modelyard.control.state import ControlRecord, ControlState
+
+__all__ = ["BASE_HEADER", "Chain", "Positioned", "follows"]
+
+log = structlog.get_logger(__name__)
+
+BASE_HEADER = "modelyard-base-seq"  # the seq of the state a record was built on (ASCII)
+
+
+@dataclass(frozen=True)
+class Positioned:
+    """A decoded control record, its offset, the seq it was built on (None: a record written
+    before bases were named) and whether readers apply it (see :class:`Chain`)."""
+
+    offset: int
+    record: ControlRecord
+    base: int | None = None
+    applied: bool = True
+
+
+def follows(head: PipelineRouting, record: ControlRecord, base: int | None) -> bool:
+    """Whether a reader whose routing of ``record.key`` is ``head`` applies ``record``."""
+    return base is None or base >= head.seq
+
+
+class Chain:
+    """One reader's fold over the control topic, in topic order: the state its applied records
+    give, and each record marked applied or ignored.
+
+    An ignored record is logged as a warning, or at debug level when ``quiet`` (one-shot reads
+    that fold the whole topic again each time: the follower reports each one once).
+    """
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.state = ControlState()
+        self._quiet = quiet
+
+    def offer(self, got: Positioned) -> Positioned:
+        """``got``, marked; the state moves on when it is applied."""
+        head = self.state.pipeline(got.record.key)
+        if follows(head, got.record, got.base):
+            self.state = self.state.update(got.record)
+            return got if got.applied else replace(got, applied=True)
+        _report_ignored(head, got, quiet=self._quiet)
+        return replace(got, applied=False)
+
+
+def _report_ignored(head: PipelineRouting, got: Positioned, *, quiet: bool) -> None:
+    record = got.record
+    if record.state == head:  # the same record again (a producer's retry)
+        log.debug("control record ignored: a copy of the current state", offset=got.offset)
+        return
+    (log.debug if quiet else log.warning)(
+        "control record ignored: built on an older state (its writer lost a race)",
+        offset=got.offset, pipeline=record.key, base=got.base, head_seq=head.seq,
+        actor=record.actor, change=describe_change(record.change),
+    )  # fmt: skip
