@@ -48,8 +48,8 @@ from modelyard.graph.flow import RequestFlow, request_specs
 from modelyard.graph.load import load_spec, parse_spec
 from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.codec import decode_message, encode_reply, reply_headers
+from modelyard.kafka.handler import Ticket
 from modelyard.model import Inputs, Model, Outcome
-from modelyard.router import service as router_service
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.stage.core import StageCore
 from modelyard.stage.grpc_adapter import OipServicer
@@ -112,21 +112,34 @@ class _Routing:
     )
 
 
+class _FakeClients:
+    def consumer(self, _config: dict[str, Any]) -> Any:
+        return FakeConsumer()
+
+    def producer(self, _config: dict[str, Any]) -> Any:
+        return FakeProducer()
+
+
 def _router() -> PipelineRouter:
     """A PipelineRouter of SPEC on fake Kafka clients, both partitions 0 assigned."""
-    real = router_service.Consumer, router_service.Producer
-    router_service.Consumer, router_service.Producer = FakeConsumer, FakeProducer  # type: ignore[misc]
-    try:
-        router = PipelineRouter(SPEC, _Routing(), RouterOptions(bootstrap="fuzz:9092"))
-    finally:
-        router_service.Consumer, router_service.Producer = real  # type: ignore[misc]
-    router._tracker.assign([(router._ingress, 0), (router._inbox, 0)])
+    options = RouterOptions(bootstrap="fuzz:9092")
+    router = PipelineRouter(SPEC, _Routing(), options, clients=_FakeClients())
+    router.outbox.assign([(router._ingress, 0), (router._inbox, 0)])
     return router
 
 
+def _ticket(router: PipelineRouter, topic: str, message: Message, offset: int) -> Ticket:
+    """A ticket of a message, as the worker loop hands it to the router."""
+    (ticket,) = router.outbox.admit([FakeMessage(topic, message, offset)])  # type: ignore[list-item]
+    return ticket
+
+
 def _ingress(router: PipelineRouter, message: Message, offset: int = 0) -> None:
-    pending = router._tracker.begin((router._ingress, 0), offset)
-    router._on_request(FakeMessage(router._ingress, message, offset), pending)  # type: ignore[arg-type]
+    router._on_request(_ticket(router, router._ingress, message, offset))
+
+
+def _reply(router: PipelineRouter, message: Message, offset: int) -> None:
+    router._on_reply(_ticket(router, router._inbox, message, offset))
 
 
 _GOOD_OUTPUTS = {"y": ["en"], "z": ["translated"], "w": np.arange(3, dtype=np.int64)}
@@ -143,7 +156,7 @@ def _answer_rest(router: PipelineRouter) -> None:
             value = encode_envelope(Envelope(request_id, _GOOD_OUTPUTS, SPEC.pipeline, d.stage))
             headers = [(H.ATTEMPT, str(d.attempt).encode()), (H.STAGE, d.stage.encode())]
             message = Message(request_id.encode(), value, headers)
-            router._on_reply(FakeMessage(router._inbox, message, 2))  # type: ignore[arg-type]
+            _reply(router, message, 2)
 
 
 def _finish_all(router: PipelineRouter) -> None:
@@ -152,7 +165,7 @@ def _finish_all(router: PipelineRouter) -> None:
     _answer_rest(router)
     router._expire(math.inf)
     assert not router._live, "requests still routed after every deadline passed"
-    for record in router._producer.records:  # type: ignore[attr-defined]
+    for record in router.loop._producer.records:  # type: ignore[attr-defined]
         _check_record(router, record)
 
 
@@ -216,7 +229,7 @@ def check_router_reply(message: Message) -> None:
         for as_json in (False, True):
             router = _router()
             _admitted(router, request_id, as_json=as_json)
-            router._on_reply(FakeMessage(router._inbox, message, 1))  # type: ignore[arg-type]
+            _reply(router, message, 1)
             _finish_all(router)
 
 

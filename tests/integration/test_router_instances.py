@@ -87,7 +87,7 @@ class Routed(Hooks):
 
 
 def _assigned(router: PipelineRouter) -> set[tuple[str, int]]:
-    return {(tp.topic, tp.partition) for tp in router._consumer.assignment()}
+    return router.partitions
 
 
 def test_two_routers_split_the_partitions_and_every_request_is_answered(

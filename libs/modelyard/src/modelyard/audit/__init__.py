@@ -6,8 +6,11 @@ from modelyard.audit.records import (
     RequestRecord,
     decode_audit,
     digest_fields,
+    digest_packed,
     encode_audit,
     encode_audit_values,
+    encode_hop_record,
+    encode_request_record,
     utc,
 )
 
@@ -17,7 +20,10 @@ __all__ = [
     "RequestRecord",
     "decode_audit",
     "digest_fields",
+    "digest_packed",
     "encode_audit",
     "encode_audit_values",
+    "encode_hop_record",
+    "encode_request_record",
     "utc",
 ]

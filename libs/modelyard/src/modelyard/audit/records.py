@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _esc  # a JSON string, as ensure_ascii=False
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -26,8 +28,11 @@ __all__ = [
     "RequestRecord",
     "decode_audit",
     "digest_fields",
+    "digest_packed",
     "encode_audit",
     "encode_audit_values",
+    "encode_hop_record",
+    "encode_request_record",
     "utc",
 ]
 
@@ -93,21 +98,87 @@ def encode_audit(record: HopRecord | RequestRecord) -> bytes:
 
 
 def encode_audit_values(kind: Literal["hop", "request"], values: Mapping[str, Any]) -> bytes:
-    """The JSON of a record from trusted values, without building a model (the router's hot
-    path: several records per request). ``values`` use the field names of :class:`HopRecord` or
-    :class:`RequestRecord`, with times as unix seconds; ``decode_audit`` reads the result back as
-    that model (a unit test holds the two to the same schema)."""
-    body: dict[str, Any] = {"schema": 1, "kind": kind}
-    for key, value in values.items():
-        body[key] = _iso(value) if key in _TIMES else value
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """The JSON of a record from trusted values, without building a model: the one encoder of
+    every audit record (router and shadow auditor; several per request). ``values`` use the
+    field names of :class:`HopRecord` or :class:`RequestRecord`, with times as unix seconds;
+    ``decode_audit`` reads the result back as that model (a unit test holds the two to the same
+    schema)."""
+    body: dict[str, Any] = {"schema": 1, "kind": kind, **values}
+    for key in _TIMES:
+        ts = body.get(key)
+        if ts is not None:
+            body[key] = _iso(ts)
+    return _JSON.encode(body).encode()
 
 
-_TIMES = frozenset(("dispatched_at", "finished_at", "received_at"))
+def encode_hop_record(
+    *, request_id: str, pipeline: str, caller: str | None, trace_id: str | None, outcome: str,
+    error: str | None, stage: str, model: str, version: str, role: str, shadow: bool,
+    attempt: int, span_id: str | None, dispatched_at: float, finished_at: float,
+    latency_ms: float, input_digest: str, output_digest: str | None,
+) -> bytes:  # fmt: skip
+    """``encode_audit_values("hop", ...)`` of a router hop, from a template: the same JSON
+    (the same keys in the same order) at about half the cost; two per request."""
+    return (_HOP % (
+        _esc(request_id), _esc(pipeline), _text(caller), _text(trace_id), _esc(outcome),
+        _text(error), _esc(stage), _esc(model), _esc(version), _esc(role),
+        "true" if shadow else "false", attempt, _text(span_id), _iso(dispatched_at),
+        _iso(finished_at), float(latency_ms), _esc(input_digest), _text(output_digest),
+    )).encode()  # fmt: skip
+
+
+_HOP = (
+    '{"schema":1,"kind":"hop","request_id":%s,"pipeline":%s,"caller":%s,"trace_id":%s,'
+    '"outcome":%s,"error":%s,"stage":%s,"model":%s,"version":%s,"role":%s,"shadow":%s,'
+    '"attempt":%d,"span_id":%s,"dispatched_at":"%s","finished_at":"%s","latency_ms":%r,'
+    '"input_digest":%s,"output_digest":%s}'
+)
+
+
+def encode_request_record(
+    *, request_id: str, pipeline: str, caller: str | None, trace_id: str | None, outcome: str,
+    error: str | None, spec_version: int, received_at: float, finished_at: float,
+    latency_ms: float, served_by: Mapping[str, str], skipped: list[str], input_digest: str,
+) -> bytes:  # fmt: skip
+    """``encode_audit_values("request", ...)`` of a routed request, from a template (one per
+    request): the same JSON, the same keys in the same order."""
+    return (_REQUEST % (
+        _esc(request_id), _esc(pipeline), _text(caller), _text(trace_id), _esc(outcome),
+        _text(error), spec_version, _iso(received_at), _iso(finished_at), float(latency_ms),
+        _JSON.encode(served_by), _JSON.encode(skipped), _esc(input_digest),
+    )).encode()  # fmt: skip
+
+
+_REQUEST = (
+    '{"schema":1,"kind":"request","request_id":%s,"pipeline":%s,"caller":%s,"trace_id":%s,'
+    '"outcome":%s,"error":%s,"spec_version":%d,"received_at":"%s","finished_at":"%s",'
+    '"latency_ms":%r,"served_by":%s,"skipped":%s,"input_digest":%s}'
+)
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _esc(value)
+
+
+_TIMES = ("dispatched_at", "finished_at", "received_at")
+# built once, not per call; trusted values hold no cycles to look for
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+_SECONDS: dict[int, str] = {}  # whole seconds formatted: a record's times span a few
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """``2026-12-06T20:00:00.123456Z``: what ``datetime.isoformat`` gives, without building a
+    datetime; the text of a whole second is formatted once."""
+    whole = int(ts // 1)
+    micros = round((ts - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    text = _SECONDS.get(whole)
+    if text is None:
+        if len(_SECONDS) >= 256:
+            _SECONDS.clear()  # a plain dict: safe to share between threads
+        text = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{text}.{micros:06d}Z"
 
 
 def decode_audit(value: bytes) -> HopRecord | RequestRecord:
@@ -124,7 +195,13 @@ def decode_audit(value: bytes) -> HopRecord | RequestRecord:
 
 def digest_fields(fields: object) -> str:
     """sha256 of fields as the envelope encodes them, so equal inputs give equal digests."""
-    return hashlib.sha256(pack_fields(fields)).hexdigest()
+    return digest_packed(pack_fields(fields))
+
+
+def digest_packed(packed: bytes) -> str:
+    """``digest_fields`` of fields already packed (``pack_fields``): the bytes sent on the
+    wire are hashed as they are, never packed again for the purpose."""
+    return hashlib.sha256(packed).hexdigest()
 
 
 def utc(ts: float) -> datetime:

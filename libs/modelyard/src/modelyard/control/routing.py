@@ -82,4 +82,8 @@ class PipelineRouting(_Frozen):
 
     def stage(self, name: str) -> StageRouting:
         """The routing of stage ``name`` (empty if never set)."""
-        return self.stages.get(name, StageRouting())
+        found = self.stages.get(name)  # not get(name, default): that builds a model per call
+        return found if found is not None else _NO_STAGE_ROUTING
+
+
+_NO_STAGE_ROUTING = StageRouting()  # frozen: one shared "never set" value

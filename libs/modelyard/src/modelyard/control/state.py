@@ -125,7 +125,8 @@ class ControlState:
 
     def pipeline(self, name: str) -> PipelineRouting:
         """The routing of pipeline ``name`` (empty if it has no records yet)."""
-        return self.pipelines.get(name, PipelineRouting(pipeline=name))
+        found = self.pipelines.get(name)  # not get(name, default): that builds a model per call
+        return found if found is not None else PipelineRouting(pipeline=name)
 
     def stage(self, pipeline: str, stage: str) -> StageRouting:
         """The routing of one stage."""

@@ -66,7 +66,8 @@ class LoopOptions:
     service's settings)."""
 
     bootstrap: str
-    kafka: Mapping[str, Any] = field(default_factory=dict)  # SASL/SSL, tuning: wins over defaults
+    # SASL/SSL, tuning: wins over defaults; out of the repr, since it may hold secrets
+    kafka: Mapping[str, Any] = field(default_factory=dict, repr=False)
     state_dir: Path | None = None  # poison-ledger claims; None: no crash-loop rule
     poll_batch_size: int = 500
     poll_timeout_s: float = 0.05

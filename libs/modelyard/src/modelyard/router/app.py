@@ -6,10 +6,8 @@ This is the only place that knows all the router's parts.
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
+import gc
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any
 
 import structlog
@@ -23,6 +21,7 @@ from modelyard.control.topic import ensure_control_topic, write_change
 from modelyard.errors import ConfigError
 from modelyard.graph.load import load_spec
 from modelyard.graph.spec import PipelineSpec
+from modelyard.kafka.process import announce_ready, install_stop_signals, wait_for_stop
 from modelyard.repository.store import ModelRepository
 from modelyard.router.guards import GuardHook, Trip
 from modelyard.router.service import PipelineRouter, RouterOptions
@@ -45,7 +44,7 @@ log = structlog.get_logger("modelyard.router")
 async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None) -> int:
     """Route until SIGTERM/SIGINT (or ``stop``); drain, commit, exit. Returns the exit code."""
     stop = stop or asyncio.Event()
-    _install_signal_handlers(stop)
+    install_stop_signals(stop)
     spec = load_spec(settings.spec)
     structlog.contextvars.bind_contextvars(pipeline=spec.pipeline)
     kafka = settings.kafka_extra()
@@ -86,6 +85,7 @@ async def _serve(
     )
     router = PipelineRouter(spec, follower, _options(settings), hooks)
     count_receive_failures(registry, lambda: router.fetch_health.failures)
+    _tune_gc()
     router.start()
     http, metrics_port = start_http_server(
         settings.metrics_host, settings.metrics_port, registry, _health(router, follower)
@@ -95,7 +95,7 @@ async def _serve(
         if not await asyncio.to_thread(router.wait_joined, 60):
             log.warning("router has not joined its group yet; announcing anyway")
         _announce(spec.pipeline, settings, grpc_port, metrics_port)
-        failed = await _wait(stop, router)
+        failed = await wait_for_stop(stop, [router])
         log.info("stopping", reason="router failure" if failed else "signal")
     finally:
         if grpc_server is not None:
@@ -106,6 +106,14 @@ async def _serve(
         stop_http_server(http)
     log.info("stopped", clean=router.failure is None)
     return 1 if router.failure is not None else 0
+
+
+def _tune_gc() -> None:
+    """As a stage does (``stage/service.py``): what is loaded by now lives as long as the
+    process, so it is frozen out of full collections; a larger first generation lets a batch's
+    short-lived objects (envelopes, records, hops) die before the collector walks them."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _canary_clearer(settings: RouterSettings, spec: PipelineSpec) -> Callable[[Trip], None]:
@@ -137,11 +145,7 @@ def _options(settings: RouterSettings) -> RouterOptions:
 
 def _health(router: PipelineRouter, follower: ControlFollower) -> Any:
     def checks() -> dict[str, bool]:
-        return {
-            "kafka": router.joined and router.running and router.failure is None,
-            "fetch": router.fetch_health.ok,
-            "control": follower.caught_up and follower.failure is None,
-        }
+        return {**router.health(), "control": follower.caught_up and follower.failure is None}
 
     return checks
 
@@ -167,29 +171,10 @@ async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
     return server, gateway, port
 
 
-async def _wait(stop: asyncio.Event, router: PipelineRouter) -> bool:
-    """Wait for a stop request; True when the router failed instead."""
-    while not stop.is_set():
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
-        if router.failure is not None:
-            return True
-    return False
-
-
-def _install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with suppress(NotImplementedError, RuntimeError):  # not on the main thread (tests)
-            loop.add_signal_handler(sig, stop.set)
-
-
 def _announce(
     pipeline: str, settings: RouterSettings, grpc_port: int | None, metrics_port: int
 ) -> None:
-    # one machine-readable line on stdout, written in one piece: `modelyard up` waits for it
+    # the machine-readable line `modelyard up` and the tests wait for
     grpc = f"{settings.grpc_host}:{grpc_port}" if grpc_port else "off"
     metrics = f"{settings.metrics_host}:{metrics_port}"
-    sys.stdout.write(f"modelyard router ready pipeline={pipeline} grpc={grpc} metrics={metrics}\n")
-    sys.stdout.flush()
-    log.info("router ready", grpc=grpc, metrics=metrics)
+    announce_ready("router", pipeline=pipeline, grpc=grpc, metrics=metrics)

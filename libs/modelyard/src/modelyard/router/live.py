@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.audit import digest_fields, encode_audit_values
+from modelyard.audit import digest_fields, encode_hop_record, encode_request_record
 from modelyard.graph.flow import Dispatch, RequestFlow
 from modelyard.kafka.codec import Incoming
-from modelyard.kafka.offsets import Pending
+from modelyard.kafka.handler import OutRecord, Ticket
 from modelyard.wire.headers import H, header_value
 
 __all__ = ["Hop", "LiveRequest", "trace_id_of"]
@@ -22,7 +22,7 @@ def trace_id_of(headers: list[tuple[str, bytes]]) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Hop:
     """One dispatch in flight: its timing, its input digest, and per-hook state (the span)."""
 
@@ -60,25 +60,26 @@ class Hop:
     def record(self, outcome: str, error: str | None, output: Any = None) -> bytes:
         """The audit record (JSON) of this hop, ending now."""
         d = self.dispatch
-        return encode_audit_values("hop", {
-            "request_id": self.request_id, "pipeline": self.pipeline, "caller": self.caller,
-            "trace_id": self.trace_id, "outcome": outcome, "error": error,
-            "stage": d.stage, "model": d.model, "version": d.version, "role": d.role,
-            "shadow": d.shadow, "attempt": d.attempt, "span_id": self.scratch.get("span_id"),
-            "dispatched_at": self.dispatched_at, "finished_at": time.time(),
-            "latency_ms": (time.monotonic() - self.started) * 1000,
-            "input_digest": self.input_digest,
-            "output_digest": digest_fields(output) if output is not None else None,
-        })  # fmt: skip
+        return encode_hop_record(
+            request_id=self.request_id, pipeline=self.pipeline, caller=self.caller,
+            trace_id=self.trace_id, outcome=outcome, error=error,
+            stage=d.stage, model=d.model, version=d.version, role=d.role,
+            shadow=d.shadow, attempt=d.attempt, span_id=self.scratch.get("span_id"),
+            dispatched_at=self.dispatched_at, finished_at=time.time(),
+            latency_ms=(time.monotonic() - self.started) * 1000,
+            input_digest=self.input_digest,
+            output_digest=digest_fields(output) if output is not None else None,
+        )  # fmt: skip
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveRequest:
-    """A request being routed: its flow, ingress message and hops in flight."""
+    """A request being routed: its flow, ingress message (and the ticket that holds its offset
+    until the result is acknowledged) and hops in flight."""
 
     flow: RequestFlow
     incoming: Incoming
-    pending: Pending
+    ticket: Ticket
     partition: int
     deadline_at: float  # monotonic
     progress: bool = False  # the caller asked for every stage's reply on reply-to
@@ -86,6 +87,7 @@ class LiveRequest:
     started: float = field(default_factory=time.monotonic)
     hops: dict[str, Hop] = field(default_factory=dict)
     shadowed: dict[str, Hop] = field(default_factory=dict)  # stage -> its shadow copy
+    finished_hops: list[OutRecord] = field(default_factory=list)  # audit, sent with the result
     trace_id: str | None = None
     scratch: dict[str, Any] = field(default_factory=dict)
 
@@ -130,11 +132,11 @@ class LiveRequest:
     def record(self, outcome: str, error: str | None) -> bytes:
         """The audit record (JSON) of this request, ending now."""
         flow = self.flow
-        return encode_audit_values("request", {
-            "request_id": self.request_id, "pipeline": flow.spec.pipeline,
-            "caller": flow.request.caller, "trace_id": self.trace_id, "outcome": outcome,
-            "error": error, "spec_version": flow.spec.version, "received_at": self.received_at,
-            "finished_at": time.time(), "latency_ms": (time.monotonic() - self.started) * 1000,
-            "served_by": dict(flow.served_by), "skipped": sorted(flow.skipped),
-            "input_digest": digest_fields(flow.request.fields),
-        })  # fmt: skip
+        return encode_request_record(
+            request_id=self.request_id, pipeline=flow.spec.pipeline,
+            caller=flow.request.caller, trace_id=self.trace_id, outcome=outcome,
+            error=error, spec_version=flow.spec.version, received_at=self.received_at,
+            finished_at=time.time(), latency_ms=(time.monotonic() - self.started) * 1000,
+            served_by=flow.served_by, skipped=sorted(flow.skipped),
+            input_digest=digest_fields(flow.request.fields),
+        )  # fmt: skip

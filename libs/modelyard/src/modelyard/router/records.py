@@ -1,7 +1,8 @@
 """The records the router produces besides dispatches: results, audit, shadow, dead letters.
 
-Pure: each method returns ``Record`` s for the service to produce, so the service can count the
-acks a request's ingress offset waits for before producing anything.
+Pure: each method returns ``OutRecord`` s for the service to hand to the worker loop's outbox,
+which ties them to the message they answer. Records to a destination the caller named (its
+``reply-to``) are ``caller_named``: one that can never take them does not stop the router.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import time
 
 from confluent_kafka import Message
 
-from modelyard.audit import RequestRecord, digest_fields, encode_audit, utc
+from modelyard.audit import digest_fields, encode_audit_values
 from modelyard.errors import Disposition, ModelyardError, error_class, policy_for
 from modelyard.kafka.codec import Incoming
 from modelyard.kafka.config import MAX_MESSAGE_BYTES
+from modelyard.kafka.handler import OutRecord
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.topics import (
     audit_topic,
@@ -23,13 +25,11 @@ from modelyard.topics import (
     pipeline_shadow_topic,
 )
 from modelyard.wire import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Envelope, ErrorInfo
-from modelyard.wire.envelope import MAX_NAME_LENGTH, encode_envelope
+from modelyard.wire.envelope import MAX_NAME_LENGTH, encode_envelope, unpack_arrays
 from modelyard.wire.headers import H, Headers, dead_letter, encode_headers
 from modelyard.wire.oip_json import encode_oip_json_error, encode_oip_json_response
 
-__all__ = ["Record", "RecordBuilder"]
-
-Record = tuple[str, str | None, bytes, Headers]  # topic, key, value, headers
+__all__ = ["RecordBuilder"]
 
 
 class RecordBuilder:
@@ -40,7 +40,7 @@ class RecordBuilder:
         self._shadow = pipeline_shadow_topic(prefix, pipeline)
         self._audit = audit_topic(prefix)
 
-    def result(self, live: LiveRequest, trace: Headers) -> list[Record]:
+    def result(self, live: LiveRequest, trace: Headers) -> list[OutRecord]:
         """The result on the results topic (and reply-to), and the request's audit record;
         with a dead letter of the caller's bytes when a stage refused the request as poison."""
         result = live.flow.result()
@@ -48,17 +48,17 @@ class RecordBuilder:
         record = live.record(error.code if error else "ok", error.message if error else None)
         records = [
             *self._results_of(live.incoming, result, trace),
-            (self._audit, live.request_id, record, []),
+            OutRecord(self._audit, record, live.request_id),
         ]
         if error is not None and error.stage is not None and _dead_letters(error.code):
             error_from_stage = error_class(error.code)(error.message)
             records.append(self._dead_letter(live.incoming, error_from_stage, error.stage))
         return records
 
-    def rejection(self, incoming: Incoming, error: ModelyardError) -> list[Record]:
+    def rejection(self, incoming: Incoming, error: ModelyardError) -> list[OutRecord]:
         """A request that never started: dead letter (unless only late), error result, audit."""
         request_id = incoming.request_id
-        records: list[Record] = []
+        records: list[OutRecord] = []
         if policy_for(error).disposition is not Disposition.REPLY_ERROR:
             records.append(self._dead_letter(incoming, error, "router"))
         if not request_id:
@@ -69,26 +69,26 @@ class RecordBuilder:
             error=ErrorInfo(error.code, error.message), served_by={},
         )  # fmt: skip
         records.extend(self._results_of(incoming, result, []))
-        records.append((self._audit, request_id, encode_audit(self._rejected(incoming, error)), []))
+        records.append(OutRecord(self._audit, self._rejected(incoming, error), request_id))
         return records
 
-    def hop(self, hop: Hop, reply: Envelope | None, outcome: str) -> Record:
+    def hop(self, hop: Hop, reply: Envelope | None, outcome: str) -> OutRecord:
         """The audit record of one stage execution."""
         error = reply.error.message if reply is not None and reply.error is not None else None
         if reply is None and outcome != "ok":
             error = f"no reply ({outcome})"
         output = reply.fields if reply is not None and reply.error is None else None
-        return (self._audit, hop.request_id, hop.record(outcome, error, output), [])
+        return OutRecord(self._audit, hop.record(outcome, error, output), hop.request_id)
 
-    def progress(self, live: LiveRequest, reply_value: bytes) -> Record | None:
+    def progress(self, live: LiveRequest, reply_value: bytes) -> OutRecord | None:
         """A stage's reply, passed on to the caller who asked for progress."""
         reply_to = live.incoming.meta.reply_to
         if not reply_to or not live.incoming.replyable:
             return None
         headers = encode_headers([(H.EVENT, "stage"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)])
-        return (reply_to, live.request_id, reply_value, headers)
+        return OutRecord(reply_to, reply_value, live.request_id, headers, caller_named=True)
 
-    def primary_copy(self, msg: Message, shadow: Hop) -> Record:
+    def primary_copy(self, msg: Message, shadow: Hop) -> OutRecord:
         """A primary stage reply on the shadow topic, with what the shadow auditor needs to
         write the shadow's hop record: when the copy was sent, on what input, in which trace."""
         headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
@@ -100,16 +100,16 @@ class RecordBuilder:
             (H.SHADOW_SPAN, shadow.scratch.get("span_id")),
             (H.SHADOW_VERSION, shadow.dispatch.served_by),
         ])  # fmt: skip
-        return (self._shadow, shadow.request_id, msg.value() or b"", headers)
+        return OutRecord(self._shadow, msg.value() or b"", shadow.request_id, headers)
 
-    def moved_to_shadow(self, msg: Message) -> Record:
+    def moved_to_shadow(self, msg: Message) -> OutRecord:
         """A shadow reply that came to the inbox, passed on unchanged to the shadow topic."""
         headers = [(k, v) for k, v in (msg.headers() or []) if v is not None]
         key = msg.key()
         text_key = key.decode("utf-8", "replace") if key else None  # the caller's bytes
-        return (self._shadow, text_key, msg.value() or b"", headers)
+        return OutRecord(self._shadow, msg.value() or b"", text_key, headers)
 
-    def reply_dead_letter(self, msg: Message, error: ModelyardError) -> Record:
+    def reply_dead_letter(self, msg: Message, error: ModelyardError) -> OutRecord:
         """An inbox message that is no stage reply: kept with its bytes, never applied."""
         original = [(k, v) for k, v in (msg.headers() or []) if v is not None]
         source = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
@@ -119,17 +119,16 @@ class RecordBuilder:
         )  # fmt: skip
         key = msg.key()
         text_key = key.decode("utf-8", "replace") if key and len(key) <= MAX_NAME_LENGTH else None
-        return (self._dlq, text_key, value, headers)
+        return OutRecord(self._dlq, value, text_key, headers)
 
     # internals ---------------------------------------------------------------------------
-    def _results_of(self, incoming: Incoming, result: Envelope, trace: Headers) -> list[Record]:
+    def _results_of(self, incoming: Incoming, result: Envelope, trace: Headers) -> list[OutRecord]:
         headers = [
             *encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)]),
             *trace,
         ]
-        records: list[Record] = [
-            (self._results, result.request_id, encode_envelope(result), headers)
-        ]
+        value = encode_envelope(result)
+        records = [OutRecord(self._results, value, result.request_id, headers)]
         reply_to = incoming.meta.reply_to
         if reply_to and incoming.replyable:
             if incoming.is_json:  # a JSON producer gets the OIP JSON response it can read
@@ -137,29 +136,31 @@ class RecordBuilder:
                     *encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_JSON)]),
                     *trace,
                 ]
-                records.append((reply_to, result.request_id, _json_result(result), json_headers))
-            else:
-                records.append((reply_to, result.request_id, records[0][2], headers))
+                value = _json_result(result)
+                headers = json_headers
+            records.append(
+                OutRecord(reply_to, value, result.request_id, headers, caller_named=True)
+            )
         return records
 
-    def _dead_letter(self, incoming: Incoming, error: ModelyardError, stage: str) -> Record:
+    def _dead_letter(self, incoming: Incoming, error: ModelyardError, stage: str) -> OutRecord:
         """The caller's original bytes on the pipeline's DLQ, with why and where it failed."""
         value, headers = dead_letter(
             incoming.value, incoming.headers, error.message, error.code,
             source=f"pipeline {self.pipeline} ingress", max_bytes=MAX_MESSAGE_BYTES, stage=stage,
         )  # fmt: skip
-        return (self._dlq, incoming.key, value, headers)
+        return OutRecord(self._dlq, value, incoming.key, headers)
 
-    def _rejected(self, incoming: Incoming, error: ModelyardError) -> RequestRecord:
-        now = utc(time.time())
+    def _rejected(self, incoming: Incoming, error: ModelyardError) -> bytes:
+        now = time.time()
         env = incoming.envelope
-        return RequestRecord(
-            request_id=incoming.request_id or "", pipeline=self.pipeline,
-            caller=env.caller if env else None, trace_id=trace_id_of(incoming.headers),
-            outcome=error.code, error=error.message, spec_version=self.spec_version,
-            received_at=now, finished_at=now, latency_ms=0.0,
-            input_digest=digest_fields(incoming.value),
-        )  # fmt: skip
+        return encode_audit_values("request", {
+            "request_id": incoming.request_id or "", "pipeline": self.pipeline,
+            "caller": env.caller if env else None, "trace_id": trace_id_of(incoming.headers),
+            "outcome": error.code, "error": error.message, "spec_version": self.spec_version,
+            "received_at": now, "finished_at": now, "latency_ms": 0.0, "served_by": {},
+            "skipped": [], "input_digest": digest_fields(incoming.value),
+        })  # fmt: skip
 
 
 def _dead_letters(code: str) -> bool:
@@ -175,7 +176,8 @@ def _json_result(result: Envelope) -> bytes:
         return encode_oip_json_error(result.request_id, result.error.code, result.error.message)
     response = result.reply({}, result.pipeline or "", "")
     try:
-        body = json.loads(encode_oip_json_response(response, result.fields))
+        fields = unpack_arrays(result.fields)  # stage outputs are passed on packed
+        body = json.loads(encode_oip_json_response(response, fields))
     except ModelyardError as exc:  # a stage output JSON cannot carry: the caller learns why
         return encode_oip_json_error(result.request_id, exc.code, exc.message)
     body["parameters"] = {"served_by": dict(result.served_by or {})}

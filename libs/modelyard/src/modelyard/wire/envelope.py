@@ -38,8 +38,10 @@ __all__ = [
     "ErrorInfo",
     "decode_envelope",
     "encode_envelope",
+    "encode_envelope_fields",
     "encode_reply_envelope",
     "pack_fields",
+    "unpack_arrays",
 ]
 
 SCHEMA_VERSION = 1
@@ -148,15 +150,33 @@ def _pack_envelope(
     return pack_fields(body)
 
 
+def encode_envelope_fields(head: Envelope, packed_fields: bytes) -> bytes:
+    """``encode_envelope`` of ``head`` with its fields already packed (``pack_fields``), so a
+    sender that also hashes them packs them once. Byte for byte what ``encode_envelope`` gives;
+    ``head.fields`` is not read."""
+    empty = _pack_envelope(head, {}, head.model, head.version, head.error)
+    # "fields" follows "v" and "id"; neither can hold these bytes ("s" then 0x80 is no UTF-8)
+    at = empty.index(_EMPTY_FIELDS)
+    return b"".join((empty[: at + 7], packed_fields, empty[at + 8 :]))
+
+
+_EMPTY_FIELDS = b"\xa6fields\x80"  # the key "fields", then an empty map
+
+
 def pack_fields(fields: object) -> bytes:
     """Fields (or any value) as the envelope encodes them; digests are taken over this."""
     return _PACKERS.outer.pack(fields)  # type: ignore[no-any-return]
 
 
-def decode_envelope(data: bytes) -> Envelope:
-    """Parse an envelope; anything malformed raises DecodeError with a readable reason."""
+def decode_envelope(data: bytes, *, arrays: bool = True) -> Envelope:
+    """Parse an envelope; anything malformed raises DecodeError with a readable reason.
+
+    ``arrays`` False leaves each n-d array as the ``msgpack.ExtType`` it came in: packed again,
+    it gives the same bytes, so a router passes a stage's outputs on without decoding them;
+    ``unpack_arrays`` decodes them where their values are read."""
     try:
-        body = msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False, strict_map_key=True)
+        ext_hook = _unpack_ext if arrays else _keep_ext
+        body = msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=True)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
@@ -289,6 +309,23 @@ _PACKERS = _Packers()
 
 
 def _unpack_ext(code: int, payload: bytes) -> np.ndarray[Any, Any]:
+    datatype, dims, data = _array_parts(code, payload)
+    if datatype == "BYTES":
+        array = np.empty(len(data), dtype=object)
+        array[:] = data
+        return array.reshape(dims)
+    # one call instead of frombuffer().reshape(): a third of the cost, per array per message
+    return np.ndarray(dims, numpy_dtype(datatype), data)
+
+
+def _keep_ext(code: int, payload: bytes) -> msgpack.ExtType:
+    """The array left packed, checked as ``_unpack_ext`` checks it: what is passed on decodes."""
+    _array_parts(code, payload)
+    return tuple.__new__(msgpack.ExtType, (code, payload))  # see _pack_ndarray
+
+
+def _array_parts(code: int, payload: bytes) -> tuple[str, tuple[int, ...], Any]:
+    """An n-d array extension's datatype, shape and data, each checked."""
     if code != NDARRAY_EXT:
         raise DecodeError(f"unknown msgpack extension type {code}")
     try:
@@ -301,20 +338,25 @@ def _unpack_ext(code: int, payload: bytes) -> np.ndarray[Any, Any]:
                     f"malformed n-d array in envelope: BYTES data must be a list of "
                     f"{math.prod(dims)} items for shape {list(dims)}"
                 )
-            array = np.empty(len(data), dtype=object)
-            array[:] = bytes_items(data)
-            return array.reshape(dims)
-        if not isinstance(data, bytes) or math.prod(dims) * dtype.itemsize != len(data):
+            data = bytes_items(data)  # every item bytes or text (raises otherwise)
+        elif not isinstance(data, bytes) or math.prod(dims) * dtype.itemsize != len(data):
             raise DecodeError(  # np.ndarray would take a prefix of longer data
                 f"malformed n-d array in envelope: {_size(data)} for shape {list(dims)} of "
                 f"{datatype}"
             )
-        # one call instead of frombuffer().reshape(): a third of the cost, per array per message
-        return np.ndarray(dims, dtype, data)
+        return datatype, dims, data
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(f"malformed n-d array in envelope: {exc}") from exc
+
+
+def unpack_arrays(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields with the n-d arrays ``decode_envelope(arrays=False)`` kept packed decoded."""
+    return {
+        name: _unpack_ext(*value) if type(value) is msgpack.ExtType else value
+        for name, value in fields.items()
+    }
 
 
 def _dims(shape: Any) -> tuple[int, ...]:
