@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
 from modelyard.kafka.delivery import PartitionCounts, is_permanent
-from modelyard.kafka.offsets import AckCountdown, OffsetTracker
 
 
 def test_a_reply_partition_the_topic_lacks_falls_back_to_the_key() -> None:
@@ -30,13 +29,3 @@ def test_permanent_failures_are_told_from_transient_ones() -> None:
     assert is_permanent(KafkaError(KafkaError.TOPIC_EXCEPTION))
     assert not is_permanent(KafkaError(KafkaError._MSG_TIMED_OUT))
     assert not is_permanent(KafkaError(KafkaError._ALL_BROKERS_DOWN))
-
-
-def test_a_forgiven_delivery_failure_counts_as_sent() -> None:
-    tracker = OffsetTracker()
-    tracker.assign([("t", 0)])
-    pending = [tracker.begin(("t", 0), 0)]
-    acks = AckCountdown(tracker, pending, 2, lambda _e, _m: True)
-    acks(None, None)
-    acks(KafkaError(KafkaError._UNKNOWN_PARTITION), None)
-    assert tracker.to_commit() == [("t", 0, 1)]

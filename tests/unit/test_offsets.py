@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
-from modelyard.kafka.offsets import AckCountdown, OffsetTracker
+from modelyard.kafka.offsets import OffsetTracker
 
 TP = ("t", 0)
 
@@ -80,52 +77,4 @@ def test_a_held_message_waits_for_records_added_over_time() -> None:
     tracker.ack(p)
     assert tracker.to_commit() == []  # one record still unacknowledged
     tracker.ack(p)
-    assert tracker.to_commit() == [("t", 0, 1)]
-
-
-def test_a_batch_finishes_when_the_last_of_its_records_is_acknowledged() -> None:
-    tracker = OffsetTracker()
-    tracker.assign([TP])
-    batch = tracker.begin_many([(TP, o) for o in range(3)])
-    acks = AckCountdown(tracker, batch, 4, lambda *_: None)  # e.g. 3 replies + 1 dead letter
-    for _ in range(3):
-        acks(None, None)
-    assert tracker.to_commit() == []  # one record still unacknowledged
-    acks(None, None)
-    assert tracker.to_commit() == [("t", 0, 3)]
-    assert tracker.inflight == 0
-
-
-def test_a_failed_delivery_keeps_its_batch_from_ever_finishing() -> None:
-    tracker = OffsetTracker()
-    tracker.assign([TP])
-    failures: list[Any] = []
-    acks = AckCountdown(tracker, [tracker.begin(TP, 0)], 2, lambda e, _m: failures.append(e))
-    acks("broker gone", None)
-    acks(None, None)
-    assert failures == ["broker gone"]
-    assert tracker.to_commit() == []  # a restart redelivers it
-
-
-def test_a_batch_with_nothing_to_send_finishes_at_once() -> None:
-    tracker = OffsetTracker()
-    tracker.assign([TP])
-    AckCountdown(tracker, [tracker.begin(TP, 7)], 0, lambda *_: None)
-    assert tracker.to_commit() == [("t", 0, 8)]
-
-
-def test_acknowledgements_from_several_threads_are_all_counted() -> None:
-    tracker = OffsetTracker()
-    tracker.assign([TP])
-    acks = AckCountdown(tracker, [tracker.begin(TP, 0)], 40_000, lambda *_: None)
-
-    def serve(n: int) -> None:  # as two threads polling the producer would
-        for _ in range(n):
-            acks(None, None)
-
-    threads = [threading.Thread(target=serve, args=(10_000,)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
     assert tracker.to_commit() == [("t", 0, 1)]

@@ -28,7 +28,10 @@ def test_a_redelivered_half_replaces_the_one_held() -> None:
     assert pairs.add(("a", "s"), "primary", _side("a", offset=1)) is None
     assert pairs.add(("a", "s"), "primary", _side("a", offset=7)) is None
     assert len(pairs) == 1
-    assert pairs.held_floor() == {0: 7}
+    completed = pairs.add(("a", "s"), "shadow", _side("a", offset=9))
+    assert completed is not None
+    assert completed.primary is not None
+    assert completed.primary.offset == 7
 
 
 def test_halves_past_the_ttl_expire_as_incomplete_pairs() -> None:
@@ -40,23 +43,13 @@ def test_halves_past_the_ttl_expire_as_incomplete_pairs() -> None:
     assert len(pairs) == 1
 
 
-def test_the_commit_floor_is_the_oldest_waiting_half_per_partition() -> None:
-    pairs = ShadowPairs()
-    assert pairs.held_floor() == {}
-    pairs.add(("a", "s"), "primary", _side("a", partition=0, offset=5))
-    pairs.add(("b", "s"), "primary", _side("b", partition=0, offset=3))
-    pairs.add(("c", "s"), "shadow", _side("c", partition=1, offset=9))
-    assert pairs.held_floor() == {0: 3, 1: 9}
-    pairs.add(("b", "s"), "shadow", _side("b", partition=0, offset=6))  # b completes
-    assert pairs.held_floor() == {0: 5, 1: 9}
-
-
 def test_dropping_revoked_partitions_forgets_only_their_halves() -> None:
     pairs = ShadowPairs()
     pairs.add(("a", "s"), "primary", _side("a", partition=0, offset=1))
     pairs.add(("b", "s"), "primary", _side("b", partition=1, offset=1))
     assert pairs.drop_partitions({1}) == 1
-    assert pairs.held_floor() == {0: 1}
+    assert len(pairs) == 1
+    assert pairs.add(("b", "s"), "shadow", _side("b", partition=1, offset=2)) is None
 
 
 def test_categorical_outputs_decide_agreement_over_probabilities() -> None:

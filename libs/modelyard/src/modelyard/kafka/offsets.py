@@ -6,14 +6,12 @@ acknowledged by the broker. Batches finish out of order; only the gap-free prefi
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-__all__ = ["AckCountdown", "OffsetTracker", "Pending"]
+__all__ = ["OffsetTracker", "Pending"]
 
 TopicPartition = tuple[str, int]
 
@@ -141,36 +139,3 @@ class OffsetTracker:
                 part = self._parts.get((topic, partition))
                 if part is not None:
                     part.committed = None
-
-
-class AckCountdown:
-    """The delivery callback of every record produced to answer some messages: they finish
-    together once the broker has acknowledged the last of those records (or ``on_error`` has
-    forgiven a failed one: a reply to a destination the caller named that can never take it).
-
-    One object per answered batch instead of a closure and a locked update per record; ``next``
-    on a count is atomic, so whichever thread serves delivery reports may call it. A failed
-    delivery goes to ``on_error`` and the messages never finish, so nothing past them is
-    committed (a restart redelivers them), unless ``on_error`` returns True.
-    """
-
-    __slots__ = ("_acked", "_on_error", "_pending", "_records", "_tracker")
-
-    def __init__(
-        self,
-        tracker: OffsetTracker,
-        pending: list[Pending],
-        records: int,
-        on_error: Callable[[Any, Any], bool],
-    ) -> None:
-        self._tracker, self._pending, self._records = tracker, pending, records
-        self._on_error = on_error
-        self._acked = itertools.count(1)
-        if records == 0:  # nothing to wait for
-            tracker.finish(pending)
-
-    def __call__(self, error: Any, msg: Any) -> None:
-        if error is not None and not self._on_error(error, msg):
-            return
-        if next(self._acked) == self._records:
-            self._tracker.finish(self._pending)

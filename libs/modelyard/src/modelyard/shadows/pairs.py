@@ -71,18 +71,9 @@ class ShadowPairs:
         halves = {role: side, other[0]: other[1]}
         return Pair(halves.get("primary"), halves.get("shadow"))
 
-    def held_floor(self) -> dict[int, int]:
-        """Per partition, the lowest offset of a side still waiting: a restart must read again
-        from there, or the half it holds is lost."""
-        floor: dict[int, int] = {}
-        for _, side in self._waiting.values():
-            if side.offset >= 0:
-                floor[side.partition] = min(side.offset, floor.get(side.partition, side.offset))
-        return floor
-
     def drop_partitions(self, partitions: set[int]) -> int:
         """Forget sides read from ``partitions`` (revoked: their new owner reads them again
-        from the committed floor). Returns how many were dropped."""
+        from the last committed offset). Returns how many were dropped."""
         gone = [k for k, (_, side) in self._waiting.items() if side.partition in partitions]
         for key in gone:
             del self._waiting[key]
