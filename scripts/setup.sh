@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything modelyard needs on a fresh Debian machine: uv, the Debian packages
-# (Apertium engines and language pairs, fonts for rendering sample documents, Java 17 and Maven
-# where missing), the locked Python environment and Apache Kafka's jars (the second broker
-# engine) from Maven Central. Safe to run again; it only installs what is missing.
+# (Apertium engines and language pairs, fonts for rendering sample documents, kcat for the
+# wire-format doc's example, Java 17 and Maven where missing), the locked Python environment and
+# Apache Kafka's jars (the second broker engine) from Maven Central. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(apertium apertium-eng-spa apertium-eng-cat apertium-fr-es apertium-es-pt apertium-spa-ita fonts-dejavu-core)
-# Apache Kafka runs on Java 17; Maven fetches its jars. A machine that has both keeps its own.
-command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
+APT_PACKAGES=(apertium apertium-eng-spa apertium-eng-cat apertium-fr-es apertium-es-pt apertium-spa-ita fonts-dejavu-core kcat)
+# Apache Kafka runs on Java 17; Maven fetches its jars; the interop test compiles a Java client
+# with javac. A machine that has them keeps its own.
+{ command -v java && command -v javac; } >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || APT_PACKAGES+=(maven)
 
 missing=()

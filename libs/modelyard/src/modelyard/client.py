@@ -31,7 +31,7 @@ class StageClient:
         kafka: Mapping[str, Any] | None = None,
     ):
         self.reply_topic = reply_topic or f"yard.client.{uuid.uuid4().hex[:12]}"
-        create_topics(bootstrap, [self.reply_topic])
+        create_topics(bootstrap, [self.reply_topic], kafka=kafka)
         base = {"bootstrap.servers": bootstrap, "log.connection.close": False, **(kafka or {})}
         self._producer = Producer({**base, "linger.ms": 1, "message.max.bytes": MAX_MESSAGE_BYTES})
         self._consumer = Consumer(

@@ -6,6 +6,7 @@ __all__ = [
     "audit_topic",
     "control_topic",
     "model_dlq_topic",
+    "model_group",
     "model_input_topic",
     "model_reply_topic",
     "pipeline_dlq_topic",
@@ -31,6 +32,11 @@ def model_reply_topic(prefix: str, model: str, version: str) -> str:
 def model_dlq_topic(prefix: str, model: str, version: str) -> str:
     """Dead letters of requests that belong to no pipeline (or could not be decoded)."""
     return f"{prefix}.m.{model}.{version}.dlq"
+
+
+def model_group(prefix: str, model: str, version: str) -> str:
+    """The consumer group every worker of one model version joins: ``yard.g.<model>.<version>``."""
+    return f"{prefix}.g.{model}.{version}"
 
 
 def pipeline_ingress_topic(prefix: str, pipeline: str) -> str:

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -32,6 +32,7 @@ from modelyard.broker.kraft_config import (
     new_cluster_id,
     server_properties,
 )
+from modelyard.broker.kraft_security import SaslScram
 
 __all__ = ["KafkaCluster"]
 
@@ -43,6 +44,8 @@ class KafkaCluster:
     """``nodes`` combined broker/controller Apache Kafka nodes; one by default.
 
     ``port`` fixes the first node's client port (0: free ports from the OS for every listener).
+    ``security`` turns on SASL/SCRAM listeners and ACLs (its users are created at format time);
+    :meth:`client_config` then gives the settings a client logs in with.
     """
 
     def __init__(
@@ -54,12 +57,14 @@ class KafkaCluster:
         data_dir: Path | str | None = None,
         lib: Path | str | None = None,
         start_timeout_s: float = 90.0,
+        security: SaslScram | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, not {nodes}")
         self.host = host
         self.lib = Path(lib) if lib is not None else default_kafka_lib()
         self.start_timeout_s = start_timeout_s
+        self.security = security
         self.nodes = [
             KraftNode(i, host, (port if i == 1 and port else free_port(host)), free_port(host))
             for i in range(1, nodes + 1)
@@ -74,6 +79,11 @@ class KafkaCluster:
     def bootstrap(self) -> str:
         """Every node's ``host:port``, comma-separated, for ``bootstrap.servers``."""
         return ",".join(n.bootstrap for n in self.nodes)
+
+    def client_config(self, user: str | None = None) -> dict[str, Any]:
+        """librdkafka settings beside ``bootstrap.servers``: none on an open cluster; on a
+        secured one, SASL as ``user`` (the super user when None)."""
+        return self.security.client_config(user) if self.security is not None else {}
 
     @property
     def port(self) -> int:
@@ -135,11 +145,12 @@ class KafkaCluster:
             home = self.node_dir(node.node_id)
             (home / "data").mkdir(parents=True, exist_ok=True)
             (home / "server.properties").write_text(
-                server_properties(node, self.nodes, home / "data")
+                server_properties(node, self.nodes, home / "data", self.security)
             )
             (home / "log4j2.xml").write_text(LOG4J2_XML)
             if not (home / "data" / "meta.properties").exists():
-                args = ("format", "-t", cluster_id, "-c", str(home / "server.properties"))
+                args = ("format", "-t", cluster_id, "-c", str(home / "server.properties"),
+                        *(self.security.format_args() if self.security else ()))  # fmt: skip
                 formatting.append((node, self._java(node, "kafka.tools.StorageTool", *args)))
         for _, proc in formatting:  # formatted side by side: each is a JVM start
             self._publish_archive(proc)
@@ -194,7 +205,7 @@ class KafkaCluster:
             for node_id, proc in self._procs.items():
                 if proc.poll() is not None:
                     raise BrokerStartError(self._failure(self.nodes[node_id - 1], "exited"))
-            if expected <= _broker_ids(bootstrap):
+            if expected <= _broker_ids(bootstrap, self.client_config()):
                 return
             if time.monotonic() > deadline:
                 raise BrokerStartError(self._failure(self.nodes[0], "did not answer in time"))
@@ -257,9 +268,10 @@ class KafkaCluster:
         self.stop()
 
 
-def _broker_ids(bootstrap: str) -> set[int]:
+def _broker_ids(bootstrap: str, extra: dict[str, Any]) -> set[int]:
     """Node ids a metadata request lists (none while nothing answers within a short probe)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 1000})
+    config = {"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 1000}
+    admin = AdminClient({**config, **extra})
     try:
         return set(admin.list_topics(timeout=_PROBE_S).brokers)
     except KafkaException:

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelyard.broker.kraft_security import SaslScram
 from modelyard.kafka.config import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -125,16 +126,20 @@ class KraftNode:
         return f"{self.node_id}@{self.host}:{self.controller_port}"
 
 
-def server_properties(node: KraftNode, nodes: list[KraftNode], log_dir: Path) -> str:
-    """server.properties of ``node`` in a cluster of ``nodes`` (which include it)."""
+def server_properties(
+    node: KraftNode, nodes: list[KraftNode], log_dir: Path, security: SaslScram | None = None
+) -> str:
+    """server.properties of ``node`` in a cluster of ``nodes`` (which include it); with
+    ``security``, SASL/SCRAM listeners and ACLs instead of PLAINTEXT open to all."""
     size = len(nodes)
     replicas, min_isr = min(3, size), min(2, size)
+    listener = security.listener if security is not None else "PLAINTEXT"
     settings: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.voters": ",".join(n.voter for n in nodes),
-        "listeners": f"PLAINTEXT://{node.bootstrap},CONTROLLER://{node.host}:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{node.bootstrap}",
+        "listeners": f"{listener}://{node.bootstrap},CONTROLLER://{node.host}:{node.controller_port}",
+        "advertised.listeners": f"{listener}://{node.bootstrap}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -159,4 +164,6 @@ def server_properties(node: KraftNode, nodes: list[KraftNode], log_dir: Path) ->
         "num.network.threads": 2,
         "num.io.threads": 4,
     }
+    if security is not None:
+        settings.update(security.server_settings())
     return "".join(f"{key}={value}\n" for key, value in settings.items())

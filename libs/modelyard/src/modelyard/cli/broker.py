@@ -6,6 +6,7 @@ in KRaft mode from the jars ``make setup`` fetched, one node or ``--nodes N``.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from modelyard.broker import (
     KafkaCluster,
     default_kafka_lib,
 )
+from modelyard.broker.kraft_security import SaslScram
 
 __all__ = ["broker_command"]
 
@@ -50,6 +52,13 @@ __all__ = ["broker_command"]
     default=None,
     envvar="MODELYARD_KAFKA_LIB",
     help=f"Apache Kafka's jars [default: {default_kafka_lib()}, filled by make setup].",
+)
+@click.option(
+    "--scram-users",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Kafka only: SASL/SCRAM-SHA-512 listeners and ACLs; a JSON file of user -> password "
+    'whose "admin" is the super user (docs/brokers.md, "Security").',
 )
 @click.option(
     "--log-file",
@@ -93,14 +102,31 @@ def _make_broker(
     data_dir: Path | None,
     kafka_lib: Path | None,
     log_file: Path | None,
+    scram_users: Path | None,
 ) -> tuple[EmbeddedBroker | KafkaCluster, str]:
     """The broker ``engine`` names, and how to name it to a person."""
     if engine == "kafka":
-        cluster = KafkaCluster(nodes, port=port, host=host, data_dir=data_dir, lib=kafka_lib)
-        return cluster, f"Apache Kafka {KAFKA_VERSION} ({nodes} node(s), KRaft)"
-    if nodes != 1 or data_dir is not None:
-        raise click.UsageError("--nodes and --data-dir need --engine kafka")
+        security = _security(scram_users) if scram_users is not None else None
+        cluster = KafkaCluster(nodes, port=port, host=host, data_dir=data_dir, lib=kafka_lib,
+                               security=security)  # fmt: skip
+        secured = ", SASL/SCRAM and ACLs" if security is not None else ""
+        return cluster, f"Apache Kafka {KAFKA_VERSION} ({nodes} node(s), KRaft{secured})"
+    if nodes != 1 or data_dir is not None or scram_users is not None:
+        raise click.UsageError("--nodes, --data-dir and --scram-users need --engine kafka")
     return EmbeddedBroker(port=port, host=host, log_file=log_file), "embedded broker (in memory)"
+
+
+def _security(path: Path) -> SaslScram:
+    """The SCRAM users in ``path`` (JSON: user -> password, "admin" the super user)."""
+    try:
+        users = json.loads(path.read_text())
+        admin = users.pop("admin")
+        return SaslScram(users=users, admin_password=admin)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise click.BadParameter(
+            f"{path}: expected a JSON object of user -> password with an 'admin' entry ({exc})",
+            param_hint="--scram-users",
+        ) from None
 
 
 def _wait(stop: threading.Event, broker: EmbeddedBroker | KafkaCluster) -> None:

@@ -9,6 +9,7 @@ from pydantic import ValidationError as SettingsError
 from pydantic_core import ErrorDetails
 
 from modelyard import __version__
+from modelyard.cli.acls import acls_command
 from modelyard.cli.broker import broker_command
 from modelyard.cli.control import CONTROL_COMMANDS
 from modelyard.cli.init import init_command
@@ -38,6 +39,7 @@ cli.add_command(up_command)
 cli.add_command(init_command)
 cli.add_command(send_command)
 cli.add_command(trace_command)
+cli.add_command(acls_command)
 cli.add_command(shadow_audit_command)
 for _command in CONTROL_COMMANDS:
     cli.add_command(_command)

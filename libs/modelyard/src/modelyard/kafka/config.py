@@ -15,8 +15,10 @@ __all__ = [
     "BACKGROUND_PRODUCER",
     "MAX_MESSAGE_BYTES",
     "RECEIVE_MAX_BYTES",
+    "SECRET_KEYS",
     "consumer_config",
     "producer_config",
+    "redacted",
 ]
 
 # The largest record modelyard produces, and the max.message.bytes of every topic it creates, so
@@ -34,6 +36,23 @@ RECEIVE_MAX_BYTES = 2**31 - 1
 # shares, and a fetch's cost grows with the batches a partition holds (see docs/performance.md).
 BACKGROUND_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 250, "fetch.min.bytes": 1 << 20}
 BACKGROUND_PRODUCER: dict[str, Any] = {"linger.ms": 50}
+
+
+# librdkafka settings whose values are secrets: never in a log line, a repr or an error message.
+SECRET_KEYS = frozenset({
+    "sasl.password",
+    "sasl.oauthbearer.client.secret",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+    "ssl_key",  # the Python client's alias of ssl.key.pem
+})  # fmt: skip
+_HIDDEN = "**********"
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` fit to log or print: every value of :data:`SECRET_KEYS` is ``**********``."""
+    return {key: _HIDDEN if key in SECRET_KEYS else value for key, value in config.items()}
 
 
 def consumer_config(

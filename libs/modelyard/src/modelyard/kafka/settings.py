@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
+from modelyard.kafka.config import SECRET_KEYS
 from modelyard.kafka.poison import default_state_dir
 
 __all__ = ["KafkaClientSettings"]
@@ -19,7 +20,11 @@ class KafkaClientSettings(BaseSettings):
     bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
     topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
     kafka_config: dict[str, Any] = Field(
-        default_factory=dict, description="Extra librdkafka settings (SASL/SSL, tuning), as JSON."
+        default_factory=dict,
+        description="Extra librdkafka settings (SASL/SSL, tuning), as JSON, e.g. "
+        '{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", '
+        '"sasl.username": "router"}; secrets in it (sasl.password, ssl.key.password, ...) are '
+        "kept out of logs and reprs.",
     )
     kafka_sasl_password: SecretStr | None = Field(
         default=None, description="sasl.password, kept out of logs and reprs."
@@ -30,9 +35,22 @@ class KafkaClientSettings(BaseSettings):
         "it is dead-lettered after bounded restarts (keep it across restarts).",
     )
 
+    @field_validator("kafka_config", mode="after")
+    @classmethod
+    def _hide_secrets(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Secret values become ``SecretStr``: a repr, a dump or a log line shows ``**********``."""
+        return {
+            key: SecretStr(str(value)) if key in SECRET_KEYS and value is not None else value
+            for key, value in config.items()
+        }
+
     def kafka_extra(self) -> dict[str, Any]:
-        """The settings to pass to librdkafka beside bootstrap.servers, secrets included."""
-        extra = dict(self.kafka_config)
+        """The settings to pass to librdkafka beside bootstrap.servers, secrets included (never
+        log this: :func:`modelyard.kafka.config.redacted` is what to show)."""
+        extra = {
+            key: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for key, value in self.kafka_config.items()
+        }
         if self.kafka_sasl_password is not None:
             extra["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         return extra

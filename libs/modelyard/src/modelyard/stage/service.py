@@ -37,7 +37,7 @@ from modelyard.telemetry import (
     start_http_server,
     stop_http_server,
 )
-from modelyard.topics import model_input_topic
+from modelyard.topics import model_group, model_input_topic
 
 __all__ = ["Endpoints", "run_stage"]
 
@@ -109,10 +109,12 @@ async def run_stage(settings: StageSettings, stop: asyncio.Event | None = None) 
 
 def _start_worker(settings: StageSettings, core: StageCore, topic: str) -> WorkerLoop:
     manifest = core.manifest
-    group = settings.group_id or f"{settings.topic_prefix}.g.{manifest.name}.{manifest.version}"
+    group = settings.group_id or model_group(settings.topic_prefix, manifest.name, manifest.version)
     options = settings.stage_loop_options(manifest.batching.max_queue)
     # a consumer subscribed to a topic that does not exist yet may not see it for minutes
-    create_topics(settings.bootstrap, [topic], partitions=settings.partitions)
+    create_topics(
+        settings.bootstrap, [topic], partitions=settings.partitions, kafka=settings.kafka_extra()
+    )
     loop = WorkerLoop(
         GroupIntake(topics=(topic,), group_id=group), options, hooks=core.hooks, name="stage"
     )
