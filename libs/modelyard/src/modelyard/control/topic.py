@@ -56,10 +56,15 @@ class ConcurrentChangeError(ControlError):
     Re-read and retry if the change still makes sense."""
 
 
-def ensure_control_topic(bootstrap: str, prefix: str = "yard") -> str:
-    """Create the control topic (one partition, compacted) unless it exists; returns its name."""
+def ensure_control_topic(
+    bootstrap: str, prefix: str = "yard", *, kafka: Mapping[str, Any] | None = None
+) -> str:
+    """Create the control topic (one partition, compacted) unless it exists; returns its name.
+    ``kafka``: the caller's client settings (SASL credentials on a secured cluster)."""
     topic = control_topic(prefix)
-    create_topics(bootstrap, [topic], partitions=1, config={"cleanup.policy": "compact"})
+    create_topics(
+        bootstrap, [topic], partitions=1, config={"cleanup.policy": "compact"}, kafka=kafka
+    )
     return topic
 
 
@@ -110,7 +115,7 @@ def write_change(
     topic = control_topic(prefix)
     before = _read(bootstrap, topic, kafka, timeout_s)
     if before is None:
-        ensure_control_topic(bootstrap, prefix)
+        ensure_control_topic(bootstrap, prefix, kafka=kafka)
         before = []
     record = make_record(_state(before).pipeline(pipeline), change, actor=actor, reason=reason)
     offset = produce_record(bootstrap, record, prefix=prefix, kafka=kafka, timeout_s=timeout_s)

@@ -50,9 +50,11 @@ async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None
     kafka = settings.kafka_extra()
     await asyncio.to_thread(
         ensure_pipeline_topics,
-        settings.bootstrap, settings.topic_prefix, spec.pipeline, settings.partitions,
+        settings.bootstrap, settings.topic_prefix, spec.pipeline, settings.partitions, kafka,
     )  # fmt: skip
-    await asyncio.to_thread(ensure_control_topic, settings.bootstrap, settings.topic_prefix)
+    await asyncio.to_thread(
+        ensure_control_topic, settings.bootstrap, settings.topic_prefix, kafka=kafka
+    )
     follower = ControlFollower(settings.bootstrap, prefix=settings.topic_prefix, kafka=kafka)
     follower.start()
     try:
