@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `tests.support` is imported as a package from the repo root
@@ -72,3 +73,11 @@ def no_leaked_threads_or_processes() -> Iterator[None]:
     children = _live_children() - children_before
     assert not threads, f"test left threads running: {[t.name for t in threads]}"
     assert not children, f"test left child processes (unstopped or unreaped): {sorted(children)}"
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """A test that runs a CLI in-process configures structlog for the whole process (its level
+    filter included); later tests that capture debug lines must not inherit it."""
+    yield
+    structlog.reset_defaults()
