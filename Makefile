@@ -59,12 +59,12 @@ test-e2e: ## End-to-end tests of the whole stack
 
 .PHONY: test-kafka
 test-kafka: setup ## Integration and end-to-end tests against Apache Kafka (KRaft) instead of the embedded broker
-	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q
+	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q -m "not own_brokers"
 
 .PHONY: test
 test: setup check-generated lint deploy-check ## Everything CI runs: setup, generated code, lint, deployment files, all tiers on the embedded broker, then integration and e2e on Apache Kafka
 	$(PYTEST) tests -q
-	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q
+	MODELYARD_TEST_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q -m "not own_brokers"
 
 .PHONY: deploy-check
 deploy-check: setup ## Lint the image (hadolint), render the Helm chart and validate it (kubernetes-validate, KEDA/Strimzi schemas), check compose

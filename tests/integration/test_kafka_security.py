@@ -40,7 +40,7 @@ from modelyard_langid.build import build as build_langid
 from tests.integration.conftest import KAFKA_LIB, MODEL_CACHE
 from tests.support.stage import StageProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_brokers]
 
 P, PIPE = "yard", "sec"  # topic prefix, pipeline
 MODEL, VERSION = "langid", "2"

@@ -220,11 +220,14 @@ def test_bad_versions_are_refused_before_anything_starts(
     assert read_records(broker, prefix=unique) == []
 
 
-def test_up_command_announces_and_stops_cleanly_on_sigterm(layout: tuple[Path, Path]) -> None:
+def test_up_command_announces_and_stops_cleanly_on_sigterm(
+    layout: tuple[Path, Path], tmp_path: Path
+) -> None:
     """The CLI: its own embedded broker, the ready line on stdout, SIGTERM -> exit 0."""
     repo, spec = layout
     argv = [sys.executable, "-m", "modelyard.cli.main", "up", "--no-router", "--port", "0",
-            "--pipeline", str(spec), "--repository", str(repo), "--partitions", "2"]  # fmt: skip
+            "--pipeline", str(spec), "--repository", str(repo), "--partitions", "2",
+            "--state-dir", str(tmp_path / "state")]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)  # fmt: skip
@@ -398,7 +401,7 @@ def test_up_command_exits_1_naming_a_child_that_keeps_dying(
     repo, spec = layout
     argv = [sys.executable, "-m", "modelyard.cli.main", "up", "--no-router", "--port", "0",
             "--pipeline", str(spec), "--repository", str(repo), "--partitions", "2",
-            "--max-restarts", "1"]  # fmt: skip
+            "--max-restarts", "1", "--state-dir", str(tmp_path / "state")]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "up.log"
     with log.open("w") as err:

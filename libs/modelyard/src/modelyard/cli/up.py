@@ -14,6 +14,7 @@ import click
 __all__ = ["up_command"]
 
 _READY = "modelyard up ready"
+DEFAULT_STATE_DIR = Path(".modelyard") / "up"
 
 
 @click.command("up")
@@ -29,7 +30,29 @@ _READY = "modelyard up ready"
     type=click.Path(file_okay=False, path_type=Path),
     help="Model repository root  [default: models]",
 )
-@click.option("--bootstrap", help="Use this running Kafka cluster instead of the embedded broker.")
+@click.option("--bootstrap", help="Use this running Kafka cluster instead of starting a broker.")
+@click.option(
+    "--engine",
+    type=click.Choice(["embedded", "kafka"]),
+    envvar="MODELYARD_UP_ENGINE",
+    help="The broker up starts: the embedded one (memory only; a journal in --state-dir keeps "
+    "routing and unanswered requests across restarts) or one Apache Kafka node (storage in "
+    "--state-dir; needs `make setup`, run from the repository root)  [default: embedded]",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MODELYARD_UP_STATE_DIR",
+    help="What outlives up: the journal or Kafka's storage, and workers' partition claims; "
+    "starting again with the same one keeps the routing state and unanswered requests  "
+    f"[default: {DEFAULT_STATE_DIR}]",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start over: remove what --state-dir keeps (control history, releases, guards, "
+    "unanswered requests) first.",
+)
 @click.option(
     "--port",
     "broker_port",
@@ -37,7 +60,7 @@ _READY = "modelyard up ready"
     default=9092,
     show_default=True,
     envvar="MODELYARD_UP_BROKER_PORT",
-    help="Embedded broker port (0: any free one).",
+    help="Port of the broker up starts (0: any free one).",
 )
 @click.option(
     "--partitions",
@@ -73,18 +96,23 @@ _READY = "modelyard up ready"
     help="Restarts of each child that dies (worker, router, shadow auditor) before up stops "
     "with exit code 1  [default: 3]",
 )
-def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> None:
-    """Start the embedded broker, create topics, roll out the first versions, start one worker
-    per model version in use and one router (and shadow auditor) per pipeline; stream their logs
-    until Ctrl-C.
+def up_command(no_router: bool, fresh: bool, versions: tuple[str, ...], **options: Any) -> None:
+    """Start a broker (the embedded one unless --engine kafka), create topics, roll out the
+    first versions, start one worker per model version in use and one router (and shadow
+    auditor) per pipeline; stream their logs until Ctrl-C.
 
     Prints `modelyard up ready bootstrap=HOST:PORT router=HOST:PORT` on stdout once everything
     is ready. Workers are started for versions that come into use later (rollout, canary,
     shadow). A worker, router or shadow auditor that dies is restarted, a router on the port it
     had; one that dies more than --max-restarts times, or a broker that dies, stops the stack
     with exit code 1 and names it. Ctrl-C or SIGTERM stops the routers, then the workers (they
-    drain and commit), then the broker, and exits 0. Every option is also an environment
-    variable MODELYARD_UP_<NAME>.
+    drain and commit), then the journal, then the broker, and exits 0. Every option is also an
+    environment variable MODELYARD_UP_<NAME>.
+
+    Started again with the same --state-dir (after a stop, or after its broker or up itself
+    died), up keeps the control history, releases and guards and produces the requests that
+    were accepted but not answered again; it prints what it restored. A journal it cannot read
+    stops it with an error: --fresh starts over.
     """
     from modelyard.errors import ModelyardError  # noqa: PLC0415
     from modelyard.stack import Stack, StackSettings  # noqa: PLC0415
@@ -97,6 +125,12 @@ def up_command(no_router: bool, versions: tuple[str, ...], **options: Any) -> No
             given["versions"] = parse_versions(versions)
         if no_router:
             given["router"] = False
+        if fresh:
+            given["fresh"] = True
+        if "bootstrap" in given and "engine" in given:
+            raise click.UsageError("--engine names the broker up starts; --bootstrap starts none")
+        if "bootstrap" not in given:  # up runs the broker: keep its state by default
+            given.setdefault("state_dir", DEFAULT_STATE_DIR)
         settings = StackSettings(**given)
     except ModelyardError as exc:
         raise click.UsageError(exc.message) from None
@@ -152,8 +186,10 @@ def _announce(stack: Any) -> None:
 
 def _summary(stack: Any) -> str:
     s = stack.settings
-    broker = "embedded, in memory" if stack.embedded else "external cluster"
-    lines = [f"  broker    {stack.bootstrap} ({broker})"]
+    lines = [f"  broker    {stack.bootstrap} ({_broker(stack)})"]
+    if (restored := stack.restored) is not None:
+        lines.append(f"  restored  {restored.control} control records, {restored.requests} "
+                     f"unanswered requests from {stack.state_dir}")  # fmt: skip
     for spec in stack.specs:
         routing = stack.state.pipeline(spec.pipeline)
         versions = " ".join(f"{n}={routing.stage(n).active}" for n in spec.stages)
@@ -169,3 +205,13 @@ def _summary(stack: Any) -> str:
                  f"--topic-prefix {s.topic_prefix}")  # fmt: skip
     lines.append("  Ctrl-C stops everything")
     return "\n".join(lines)
+
+
+def _broker(stack: Any) -> str:
+    if not stack.embedded:
+        return "external cluster"
+    kept = f"state in {stack.state_dir}" if stack.state_dir else "nothing kept"
+    if stack.settings.engine == "kafka":
+        return f"Apache Kafka, {kept}"
+    journal = f"journal in {stack.state_dir}" if stack.state_dir else "nothing kept"
+    return f"embedded, in memory, {journal}"

@@ -24,10 +24,24 @@ class StackSettings(BaseSettings):
     )
     repository: Path = Field(default=Path("models"), description="Model repository root.")
     bootstrap: str | None = Field(
-        default=None, description="A running Kafka cluster; None starts the embedded broker."
+        default=None, description="A running Kafka cluster; None starts a broker (``engine``)."
     )
-    broker_host: str = Field(default="127.0.0.1", description="Embedded broker address.")
-    broker_port: int = Field(default=0, ge=0, description="Embedded broker port (0: any free).")
+    engine: Literal["embedded", "kafka"] = Field(
+        default="embedded",
+        description="The broker up starts: the embedded one (memory only; a journal in the "
+        "state dir keeps what a restart needs) or one Apache Kafka node (storage in the state "
+        "dir).",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="What outlives up: the journal or Kafka's storage, workers' partition "
+        "claims. None: a temporary directory removed at stop (nothing is kept).",
+    )
+    fresh: bool = Field(
+        default=False, description="Remove what the state dir keeps and start over."
+    )
+    broker_host: str = Field(default="127.0.0.1", description="Address of the broker up starts.")
+    broker_port: int = Field(default=0, ge=0, description="Port of the broker up starts (0: any).")
     topic_prefix: str = Field(default="yard", description="Prefix of every modelyard topic.")
     partitions: int = Field(
         default=4, ge=1, description="Partitions of every pipeline and model topic created."

@@ -15,15 +15,15 @@ Policy when a child dies on its own, the same for every child (worker, router, s
 to ``max_restarts`` times over the stack's life. A worker's consumer group hands its partitions
 to the new process (nothing committed is lost); a router comes back on the gRPC port it had (the
 port the first one got when ``router_port`` is 0), so callers reconnect to the same address.
-A child past its restarts, or an embedded broker that dies, fails the stack (``failure`` names
-the child and its exit code, ``wait()`` returns) and ``modelyard up`` stops everything and exits 1.
+A child past its restarts, a broker the stack started that dies, or its journal failing
+(``stack/engine.py``), fails the stack (``failure`` names the child and its exit code, ``wait()``
+returns) and ``modelyard up`` stops everything and exits 1.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import structlog
 
-from modelyard.broker import BrokerStartError, EmbeddedBroker, wait_for_kafka
+from modelyard.broker import BrokerStartError, wait_for_kafka
 from modelyard.control import ControlState
 from modelyard.control.topic import ControlFollower
 from modelyard.errors import ConfigError
@@ -42,9 +42,12 @@ from modelyard.graph import load_spec
 from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.store import ModelRepository
 from modelyard.stack.child import Child, LineSink, Supervised
+from modelyard.stack.engine import OwnBroker
 from modelyard.stack.plan import ModelVersion, shadow_only_versions, version_roles
+from modelyard.stack.restore import Restored
 from modelyard.stack.settings import StackSettings
 from modelyard.stack.setup import bootstrap_control, create_stack_topics
+from modelyard.stack.state_dir import StateDir
 
 __all__ = ["ROUTER_READY", "STAGE_READY", "Stack", "StackError"]
 
@@ -98,8 +101,8 @@ class Stack:
         self._repo = ModelRepository(self.settings.repository.absolute())
         self._child_env, self._cwd = dict(child_env or {}), cwd
         self._sink = on_line or _print_line
-        self._broker: EmbeddedBroker | None = None
-        self._state_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._broker: OwnBroker | None = None
+        self._state_dir: StateDir | None = None
         self._follower: ControlFollower | None = None
         self._workers: dict[ModelVersion, Supervised] = {}
         self._niced: set[ModelVersion] = set()  # workers started niced: shadow copies only
@@ -115,8 +118,19 @@ class Stack:
 
     @property
     def embedded(self) -> bool:
-        """Whether this stack runs its own (embedded) broker."""
+        """Whether this stack runs its own broker (``settings.engine``)."""
         return self._broker is not None
+
+    @property
+    def restored(self) -> Restored | None:
+        """What the journal gave back at start (None: no journal in use)."""
+        return self._broker.restored if self._broker is not None else None
+
+    @property
+    def state_dir(self) -> Path | None:
+        """Where what outlives this stack is kept; None when nothing is."""
+        state = self._state_dir
+        return state.path if state is not None and state.durable else None
 
     @property
     def state(self) -> ControlState:
@@ -181,6 +195,8 @@ class Stack:
         self.specs = self._load_specs()
         self.bootstrap = self._start_broker()
         create_stack_topics(self.bootstrap, self.settings, self.specs, self._repo)
+        if self._broker is not None:
+            self._broker.restore_and_journal(self.specs)  # before anything routes
         bootstrap_control(self.bootstrap, self.settings, self.specs, self._repo)
         self._follower = ControlFollower(
             self.bootstrap, prefix=self.settings.topic_prefix, on_change=lambda _: self._wake.set()
@@ -202,22 +218,21 @@ class Stack:
         return specs
 
     def _start_broker(self) -> str:
-        if self.settings.bootstrap:
+        s = self.settings
+        if s.bootstrap:
+            if s.state_dir is not None:  # partition claims only: the cluster keeps the rest
+                self._state_dir = StateDir(s.state_dir, None).open()
             try:
-                wait_for_kafka(self.settings.bootstrap, timeout_s=30)
+                wait_for_kafka(s.bootstrap, timeout_s=30)
             except TimeoutError as exc:
                 raise StackError(str(exc)) from None
-            return self.settings.bootstrap
-        self._broker = EmbeddedBroker(self.settings.broker_port, self.settings.broker_host)
+            return s.bootstrap
+        self._state_dir = StateDir(s.state_dir, s.engine, fresh=s.fresh).open()
+        self._broker = OwnBroker(s, self._state_dir)
         try:
-            self._broker.start()
+            return self._broker.start()
         except BrokerStartError as exc:
-            raise StackError(f"{exc} (--port 0 picks a free port)") from None
-        log.info("embedded broker started", bootstrap=self._broker.bootstrap)
-        # its topics die with it, so must the workers' partition claims (kafka.poison): offsets
-        # of the next broker's topics name other messages
-        self._state_dir = tempfile.TemporaryDirectory(prefix="modelyard-up-state-")
-        return self._broker.bootstrap
+            raise StackError(str(exc)) from None
 
     def _env(self) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if k not in _PER_WORKER}
@@ -230,7 +245,7 @@ class Stack:
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
         if self._state_dir is not None:
-            env["MODELYARD_STATE_DIR"] = self._state_dir.name
+            env["MODELYARD_STATE_DIR"] = str(self._state_dir.claims)
         return {**env, **self._child_env}
 
     def _cli(self, *args: str) -> list[str]:
@@ -356,8 +371,8 @@ class Stack:
             self._check_children()
 
     def _check_children(self) -> None:
-        if self._broker is not None and not self._broker.running:
-            self._fail(f"the embedded broker on {self.bootstrap} exited")
+        if self._broker is not None and (failure := self._broker.failure) is not None:
+            self._fail(failure)
         for supervised in self._supervised():
             if not supervised.child.running:
                 self._restart(supervised)
@@ -403,7 +418,7 @@ class Stack:
         if self._broker is not None:
             self._broker.stop()
         if self._state_dir is not None:
-            self._state_dir.cleanup()
+            self._state_dir.close()
 
     def _stop_children(self, children: list[Child]) -> None:
         for child in children:
