@@ -3,8 +3,12 @@ digest, stage outputs passed on packed give the same bytes, and audit times read
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -17,13 +21,17 @@ from modelyard.audit import (
     encode_request_record,
 )
 from modelyard.audit.records import _iso
-from modelyard.control import ControlState
+from modelyard.control import ControlState, StageRouting
 from modelyard.control.routing import PipelineRouting
 from modelyard.errors import DecodeError
+from modelyard.graph import load_spec, parse_spec
+from modelyard.graph.graph import frontier, resolve
+from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 from modelyard.wire.envelope import (
     NDARRAY_EXT,
     encode_envelope_fields,
+    encode_reply_envelope,
     pack_fields,
     unpack_arrays,
 )
@@ -99,3 +107,120 @@ def test_a_request_record_from_its_template_is_the_generic_encoding(text: str | 
         "skipped": ["c", "d"], "input_digest": "a" * 64,
     }  # fmt: skip
     assert encode_request_record(**values) == encode_audit_values("request", values)  # type: ignore[arg-type]
+
+
+def test_each_state_of_the_stage_graph_is_worked_out_as_frontier_and_resolve_do() -> None:
+    spec = load_spec(ROOT / "pipelines" / "docs.yaml")
+    names = list(spec.stages)
+    for bits in itertools.product((0, 1, 2), repeat=len(names)):  # not run, ran, skipped
+        done = frozenset(n for n, b in zip(names, bits, strict=True) if b == 1)
+        skipped = frozenset(n for n, b in zip(names, bits, strict=True) if b == 2)
+        step = spec.moves.step(done, skipped)
+        moves = frontier(spec.stages, done, skipped)
+        assert (step.run, step.skip) == (moves.run, moves.skip)
+        for name in step.run:
+            inputs = spec.stages[name].inputs.items()
+            assert step.reads[name] == tuple((f, resolve(s, done, skipped)) for f, s in inputs)
+        outputs = tuple((n, resolve(s, done, skipped)) for n, s in spec.outputs.items())
+        assert spec.moves.outputs(done, skipped) == outputs
+        assert spec.moves.step(done, skipped) is step  # once per state
+
+
+class _Message:
+    def __init__(self, topic: str, value: bytes, headers: list[tuple[str, bytes]], at: int):
+        self._topic, self._value, self._headers, self._offset = topic, value, headers, at
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"r1"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def error(self) -> None:
+        return None
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
+
+    def produce(self, topic: str, value: bytes, key: object = None, **kw: Any) -> None:
+        self.sent.append((topic, value, kw["headers"]))
+        kw["on_delivery"](None, None)
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _Clients:
+    def __init__(self) -> None:
+        self.made = _Producer()
+
+    def consumer(self, _config: dict[str, Any]) -> None:
+        return None
+
+    def producer(self, _config: dict[str, Any]) -> _Producer:
+        return self.made
+
+
+class _Routing:
+    state = ControlState(
+        {"chain": PipelineRouting(pipeline="chain", stages={
+            "s0": StageRouting(active="1"), "s1": StageRouting(active="1")})}
+    )  # fmt: skip
+
+
+def test_fields_sent_on_unchanged_are_packed_once_and_digested_as_before() -> None:
+    spec = parse_spec(CHAIN, "chain.yaml")
+    clients = _Clients()
+    router = PipelineRouter(spec, _Routing(), RouterOptions("none:9092"), clients=clients)
+    router.outbox.assign([(router._ingress, 0), (router._inbox, 0)])
+    request = Envelope("r1", {"x": np.arange(3, dtype=np.float32)})
+    messages = [_Message(router._ingress, encode_envelope(request), [], 0)]
+    for at in range(1, 3):  # each stage replies with its input as its output
+        router.handle(router.outbox.admit(messages))
+        topic, value, headers = clients.made.sent[-1]
+        assert topic.startswith("yard.m.noop.")
+        sent = decode_envelope(value)
+        assert encode_envelope(sent) == value  # the bytes a plain encoding gives
+        reply = encode_reply_envelope(sent, {**sent.fields}, "noop", "1")
+        meta = [(k, v) for k, v in headers if k in ("stage", "attempt")]
+        messages = [_Message(router._inbox, reply, meta, at)]
+    router.handle(router.outbox.admit(messages))
+    audit = [json.loads(v) for t, v, _ in clients.made.sent if t == "yard.audit"]
+    hops = {r["stage"]: r for r in audit if r["kind"] == "hop"}
+    (record,) = [r for r in audit if r["kind"] == "request"]
+    digest = digest_fields(request.fields)
+    assert hops["s0"]["input_digest"] == record["input_digest"] == digest
+    assert hops["s0"]["output_digest"] == hops["s1"]["input_digest"] == digest
+    assert hops["s1"]["output_digest"] == digest
+
+
+CHAIN = """
+pipeline: chain
+version: 1
+inputs: {x: {datatype: FP32, shape: [-1]}}
+stages:
+  s0: {model: noop, inputs: {x: request.x}}
+  s1: {model: noop, inputs: {x: s0.x}}
+outputs: {x: s1.x}
+"""
+ROOT = Path(__file__).resolve().parents[2]

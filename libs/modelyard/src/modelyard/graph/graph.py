@@ -17,14 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from modelyard.errors import ConfigError
 
 if TYPE_CHECKING:
     from modelyard.graph.spec import Ref, Source, Stage
 
-__all__ = ["REQUEST", "Frontier", "find_cycle", "frontier", "resolve", "topological_order"]
+__all__ = [
+    "REQUEST",
+    "Frontier",
+    "Moves",
+    "Step",
+    "find_cycle",
+    "frontier",
+    "resolve",
+    "topological_order",
+]
 
 REQUEST = "request"  # the pseudo-stage whose outputs are the request's fields
 _WAIT: Literal["wait"] = "wait"
@@ -80,6 +89,67 @@ def frontier(stages: Mapping[str, Stage], done: Set[str], skipped: Set[str]) -> 
         elif move == "skip":
             skip.append(name)
     return Frontier(tuple(run), tuple(skip))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The frontier of one state (stages that ran, stages skipped), with the candidate that
+    feeds each input of every stage it runs (one is available for each, or it would not run)."""
+
+    run: tuple[str, ...]
+    skip: tuple[str, ...]
+    reads: Mapping[str, tuple[tuple[str, Ref], ...]]  # stage -> (input, its candidate) pairs
+
+
+class Moves:
+    """``frontier`` and ``resolve`` of one stage graph, each state worked out once: a flow
+    asks for the same few states on every request (a chain has one per stage)."""
+
+    LIMIT = 4096  # states kept; a graph of many conditions has more, and pays again
+
+    def __init__(self, stages: Mapping[str, Stage], outputs: Mapping[str, Source]) -> None:
+        self._stages, self._outputs = stages, outputs
+        self._steps: dict[tuple[frozenset[str], frozenset[str]], Step] = {}
+        self._results: dict[tuple[frozenset[str], frozenset[str]], Reads] = {}
+
+    def step(self, done: frozenset[str], skipped: frozenset[str]) -> Step:
+        """What to run and skip now, and what each stage to run reads."""
+        found = self._steps.get((done, skipped))
+        if found is None:
+            found = _remember(self._steps, (done, skipped), self._step(done, skipped))
+        return found
+
+    def outputs(self, done: frozenset[str], skipped: frozenset[str]) -> Reads:
+        """Each pipeline output and the candidate feeding it now (None: none available)."""
+        found = self._results.get((done, skipped))
+        if found is None:
+            reads = tuple((n, resolve(s, done, skipped)) for n, s in self._outputs.items())
+            found = _remember(self._results, (done, skipped), reads)
+        return found
+
+    def _step(self, done: frozenset[str], skipped: frozenset[str]) -> Step:
+        moves = frontier(self._stages, done, skipped)
+        reads = {
+            name: tuple(
+                (field, ref)
+                for field, source in self._stages[name].inputs.items()
+                if (ref := resolve(source, done, skipped)) is not None
+            )
+            for name in moves.run
+        }
+        return Step(moves.run, moves.skip, reads)
+
+
+Reads = tuple[tuple[str, "Ref | None"], ...]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(cache) >= Moves.LIMIT:
+        cache.clear()  # a plain dict: safe to share between threads
+    cache[key] = value
+    return value
 
 
 def _edges(stages: Mapping[str, Stage]) -> dict[str, list[str]]:

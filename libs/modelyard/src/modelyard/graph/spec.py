@@ -210,7 +210,14 @@ class PipelineSpec(_Frozen):
 
     def ready_stages(self, done: Set[str], skipped: Set[str]) -> graph.Frontier:
         """What the router does next, given the stages that ran and the ones skipped."""
-        return graph.frontier(self.stages, done, skipped)
+        step = self.moves.step(frozenset(done), frozenset(skipped))
+        return graph.Frontier(step.run, step.skip)
+
+    @cached_property
+    def moves(self) -> graph.Moves:
+        """``ready_stages`` and ``resolve`` worked out once per state (the flow asks these on
+        every request); a spec never changes."""
+        return graph.Moves(self.stages, self.outputs)
 
     def resolve(self, source: Source, done: Set[str], skipped: Set[str]) -> Ref | None:
         """The candidate that feeds ``source`` now (None: all skipped, or not settled yet)."""

@@ -64,9 +64,9 @@ class SendHooks(Protocol):
     def send_failed(self, topic: str, error: BaseException) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~0.5 us more; several per message
 class OutRecord:
-    """One record to produce. ``partition`` -1: the key decides."""
+    """One record to produce (never changed once built). ``partition`` -1: the key decides."""
 
     topic: str
     value: bytes | None

@@ -57,8 +57,9 @@ class Hop:
     def shadow(self) -> bool:
         return self.dispatch.shadow
 
-    def record(self, outcome: str, error: str | None, output: Any = None) -> bytes:
-        """The audit record (JSON) of this hop, ending now."""
+    def record(self, outcome: str, error: str | None, output_digest: str | None) -> bytes:
+        """The audit record (JSON) of this hop, ending now; ``output_digest`` is the reply's
+        fields' (None: no outputs)."""
         d = self.dispatch
         return encode_hop_record(
             request_id=self.request_id, pipeline=self.pipeline, caller=self.caller,
@@ -68,7 +69,7 @@ class Hop:
             dispatched_at=self.dispatched_at, finished_at=time.time(),
             latency_ms=(time.monotonic() - self.started) * 1000,
             input_digest=self.input_digest,
-            output_digest=digest_fields(output) if output is not None else None,
+            output_digest=output_digest,
         )  # fmt: skip
 
 
@@ -90,6 +91,8 @@ class LiveRequest:
     finished_hops: list[OutRecord] = field(default_factory=list)  # audit, sent with the result
     trace_id: str | None = None
     scratch: dict[str, Any] = field(default_factory=dict)
+    # the request fields' digest, taken by the first dispatch that sent them unchanged
+    request_digest: str | None = None
 
     # the RoutedRequest view hooks read
     @property
@@ -138,5 +141,5 @@ class LiveRequest:
             error=error, spec_version=flow.spec.version, received_at=self.received_at,
             finished_at=time.time(), latency_ms=(time.monotonic() - self.started) * 1000,
             served_by=flow.served_by, skipped=sorted(flow.skipped),
-            input_digest=digest_fields(flow.request.fields),
+            input_digest=self.request_digest or digest_fields(flow.request.fields),
         )  # fmt: skip

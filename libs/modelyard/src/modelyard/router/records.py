@@ -72,13 +72,17 @@ class RecordBuilder:
         records.append(OutRecord(self._audit, self._rejected(incoming, error), request_id))
         return records
 
-    def hop(self, hop: Hop, reply: Envelope | None, outcome: str) -> OutRecord:
-        """The audit record of one stage execution."""
+    def hop(
+        self, hop: Hop, reply: Envelope | None, outcome: str, output_digest: str | None = None
+    ) -> OutRecord:
+        """The audit record of one stage execution; ``output_digest`` is that of the reply's
+        fields, when they were packed already (``digest_packed``)."""
         error = reply.error.message if reply is not None and reply.error is not None else None
         if reply is None and outcome != "ok":
             error = f"no reply ({outcome})"
-        output = reply.fields if reply is not None and reply.error is None else None
-        return OutRecord(self._audit, hop.record(outcome, error, output), hop.request_id)
+        if output_digest is None and reply is not None and reply.error is None:
+            output_digest = digest_fields(reply.fields)
+        return OutRecord(self._audit, hop.record(outcome, error, output_digest), hop.request_id)
 
     def progress(self, live: LiveRequest, reply_value: bytes) -> OutRecord | None:
         """A stage's reply, passed on to the caller who asked for progress."""
@@ -123,21 +127,14 @@ class RecordBuilder:
 
     # internals ---------------------------------------------------------------------------
     def _results_of(self, incoming: Incoming, result: Envelope, trace: Headers) -> list[OutRecord]:
-        headers = [
-            *encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)]),
-            *trace,
-        ]
+        headers = [*_RESULT_HEADERS, *trace]
         value = encode_envelope(result)
         records = [OutRecord(self._results, value, result.request_id, headers)]
         reply_to = incoming.meta.reply_to
         if reply_to and incoming.replyable:
             if incoming.is_json:  # a JSON producer gets the OIP JSON response it can read
-                json_headers = [
-                    *encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_JSON)]),
-                    *trace,
-                ]
                 value = _json_result(result)
-                headers = json_headers
+                headers = [*_JSON_RESULT_HEADERS, *trace]
             records.append(
                 OutRecord(reply_to, value, result.request_id, headers, caller_named=True)
             )
@@ -161,6 +158,15 @@ class RecordBuilder:
             "received_at": now, "finished_at": now, "latency_ms": 0.0, "served_by": {},
             "skipped": [], "input_digest": digest_fields(incoming.value),
         })  # fmt: skip
+
+
+# encoded once: every result carries one of these
+_RESULT_HEADERS = tuple(
+    encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK)])
+)
+_JSON_RESULT_HEADERS = tuple(
+    encode_headers([(H.EVENT, "result"), (H.CONTENT_TYPE, CONTENT_TYPE_JSON)])
+)
 
 
 def _dead_letters(code: str) -> bool:

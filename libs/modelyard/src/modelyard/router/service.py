@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -296,18 +296,24 @@ class PipelineRouter(Handler):
         deadline_ms = min(deadline_ms, now_ms + int(self.opts.max_timeout_s * 1000))
         return Envelope(env.request_id, fields, self.spec.pipeline, None, env.caller, deadline_ms)
 
-    def _advance(self, live: LiveRequest) -> None:
+    def _advance(self, live: LiveRequest, outputs: _Packed | None = None) -> None:
+        """Send what can run now; ``outputs`` are the fields of the reply that moved the flow,
+        packed for their digest already (a next stage that takes them unchanged sends them)."""
         encoded: dict[str, tuple[bytes, str]] = {}  # a stage and its shadow send the same bytes
         for dispatch in live.flow.advance(self.routing.state):
-            self._dispatch(live, dispatch, encoded)
+            self._dispatch(live, dispatch, encoded, outputs)
         if live.flow.finished:
             self._finish(live)
 
     def _dispatch(
-        self, live: LiveRequest, dispatch: Dispatch, encoded: dict[str, tuple[bytes, str]]
+        self,
+        live: LiveRequest,
+        dispatch: Dispatch,
+        encoded: dict[str, tuple[bytes, str]],
+        outputs: _Packed | None,
     ) -> None:
         if dispatch.stage not in encoded:
-            encoded[dispatch.stage] = self._encode(live, dispatch)
+            encoded[dispatch.stage] = self._encode(live, dispatch, outputs)
         value, digest = encoded[dispatch.stage]
         hop = live.hop(dispatch, digest)
         topic = model_input_topic(self.opts.prefix, dispatch.model, dispatch.version)
@@ -326,15 +332,25 @@ class PipelineRouter(Handler):
         record = OutRecord(topic, value, live.request_id, headers)
         self.outbox.send_unowned((record,), self._undelivered)
 
-    def _encode(self, live: LiveRequest, dispatch: Dispatch) -> tuple[bytes, str]:
-        """The dispatch's value and its input digest, over the fields packed once for both."""
+    def _encode(
+        self, live: LiveRequest, dispatch: Dispatch, outputs: _Packed | None
+    ) -> tuple[bytes, str]:
+        """The dispatch's value and its input digest, over the fields packed once for both:
+        a previous stage's outputs taken unchanged are not packed again, and the request's
+        fields sent unchanged give the request record its input digest."""
         request = live.flow.request
-        packed = pack_fields(dispatch.fields)
+        if outputs is not None and _same_fields(outputs.fields, dispatch.fields):
+            packed, digest = outputs.packed, outputs.digest
+        else:
+            packed = pack_fields(dispatch.fields)
+            digest = digest_packed(packed)
+            if live.request_digest is None and _same_fields(request.fields, dispatch.fields):
+                live.request_digest = digest
         head = Envelope(
             request.request_id, {}, self.spec.pipeline, dispatch.stage, request.caller,
             request.deadline_ms,
         )  # fmt: skip
-        return encode_envelope_fields(head, packed), digest_packed(packed)
+        return encode_envelope_fields(head, packed), digest
 
     def _dispatch_shadow(self, live: LiveRequest, hop: Hop, topic: str, value: bytes) -> None:
         """Send a copy whose reply goes straight to the shadow topic: the router never waits
@@ -385,12 +401,14 @@ class PipelineRouter(Handler):
         hop = live.hops.pop(stage)
         outcome = reply.error.code if reply.error is not None else "ok"
         self.hooks.hop_finished(hop, outcome)
-        live.finished_hops.append(self._records.hop(hop, reply, outcome))
+        outputs = _Packed(reply.fields) if reply.error is None else None
+        digest = outputs.digest if outputs is not None else None
+        live.finished_hops.append(self._records.hop(hop, reply, outcome, digest))
         progress = self._records.progress(live, msg.value() or b"") if live.progress else None
         if progress is not None:
             self.outbox.send_unowned((progress,))
         shadow = live.shadowed.pop(stage, None)
-        self._advance(live)
+        self._advance(live, outputs)
         if shadow is None:
             return True
         # done once its copy beside the shadow's reply (for the shadow auditor) is acknowledged
@@ -430,6 +448,29 @@ class PipelineRouter(Handler):
                 waiting = ", ".join(sorted(live.hops)) or "nothing"
                 live.flow.fail("deadline", f"deadline passed while waiting for {waiting}")
                 self._finish(live)
+
+
+class _Packed:
+    """A stage's output fields packed once, with their digest: the hop record's output digest,
+    and the next stage's input when it takes them unchanged (a chain's common case)."""
+
+    __slots__ = ("digest", "fields", "packed")
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields, self.packed = fields, pack_fields(fields)
+        self.digest = digest_packed(self.packed)
+
+
+def _same_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``a`` and ``b`` pack to the same bytes because they hold the same values under
+    the same names in the same order (compared by identity: cheap, and never wrong)."""
+    if len(a) != len(b):
+        return False
+    # a loop, not all() over a generator: this runs per dispatch, and the generator costs more
+    for (ka, va), (kb, vb) in zip(a.items(), b.items()):  # noqa: B905, SIM110  # equal lengths
+        if va is not vb or ka != kb:
+            return False
+    return True
 
 
 def _copy_trace(source: list[tuple[str, bytes]], target: list[tuple[str, bytes]]) -> None:

@@ -145,6 +145,8 @@ class RouteMetricsHooks(Hooks):
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # a stage version's labels -> its latency child and its counter child per outcome
+        self._hop_children: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
         self._requests = Counter(
             "modelyard_router_requests", "Requests routed, by outcome.",
             ["pipeline", "outcome"], registry=registry,
@@ -171,8 +173,15 @@ class RouteMetricsHooks(Hooks):
         if outcome == "sent":  # a shadow copy: its outcome is the shadow auditor's to count
             return
         labels = (hop.pipeline, hop.stage, hop.model, hop.version, hop.role)
-        self._child(self._hops, (*labels, outcome)).inc()
-        self._child(self._hop_latency, labels).observe(time.monotonic() - hop.started)
+        bound = self._hop_children.get(labels)  # one lookup for both metrics of a stage version
+        if bound is None:
+            bound = self._hop_children[labels] = (self._hop_latency.labels(*labels), {})
+        latency, counts = bound
+        count = counts.get(outcome)
+        if count is None:
+            count = counts[outcome] = self._hops.labels(*labels, outcome)
+        count.inc()
+        latency.observe(time.monotonic() - hop.started)
 
     def route_finished(self, request: RoutedRequest, outcome: str) -> None:
         self._child(self._requests, (request.pipeline, outcome)).inc()

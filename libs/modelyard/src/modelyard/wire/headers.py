@@ -90,8 +90,9 @@ def parse_meta(headers: Sequence[tuple[str, bytes | None]] | None) -> MessageMet
                 values[slot] = raw  # the last value wins, as in header_value
     if values is None:
         return _NO_META
-    if any(v is not None and len(v) > _CACHED_VALUE_BYTES for v in values):
-        return _meta.__wrapped__(tuple(values))  # a hostile size: parsed, never kept
+    for value in values:  # a loop, not any(): a generator costs more than the check
+        if value is not None and len(value) > _CACHED_VALUE_BYTES:
+            return _meta.__wrapped__(tuple(values))  # a hostile size: parsed, never kept
     return _meta(tuple(values))
 
 
