@@ -36,6 +36,8 @@ from modelyard.wire.envelope import (
     unpack_arrays,
 )
 
+from tests.fuzz.fakes import FakeProducer
+
 ENVELOPES = [
     Envelope("r1", {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "t": ["a", "b"]}),
     Envelope("fields", {"fields": 1}, "p", "s", "alice", 1767225600000),
@@ -152,32 +154,14 @@ class _Message:
         return None
 
 
-class _Producer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
-
-    def produce(self, topic: str, value: bytes, key: object = None, **kw: Any) -> None:
-        self.sent.append((topic, value, kw["headers"]))
-        kw["on_delivery"](None, None)
-
-    def poll(self, _timeout: float = 0) -> int:
-        return 0
-
-    def flush(self, _timeout: float = 0) -> int:
-        return 0
-
-    def __len__(self) -> int:
-        return 0
-
-
 class _Clients:
     def __init__(self) -> None:
-        self.made = _Producer()
+        self.made = FakeProducer()
 
     def consumer(self, _config: dict[str, Any]) -> None:
         return None
 
-    def producer(self, _config: dict[str, Any]) -> _Producer:
+    def producer(self, _config: dict[str, Any]) -> FakeProducer:
         return self.made
 
 
@@ -197,7 +181,7 @@ def test_fields_sent_on_unchanged_are_packed_once_and_digested_as_before() -> No
     messages = [_Message(router._ingress, encode_envelope(request), [], 0)]
     for at in range(1, 3):  # each stage replies with its input as its output
         router.handle(router.outbox.admit(messages))
-        topic, value, headers = clients.made.sent[-1]
+        topic, _key, value, headers = clients.made.records[-1]
         assert topic.startswith("yard.m.noop.")
         sent = decode_envelope(value)
         assert encode_envelope(sent) == value  # the bytes a plain encoding gives
@@ -205,7 +189,7 @@ def test_fields_sent_on_unchanged_are_packed_once_and_digested_as_before() -> No
         meta = [(k, v) for k, v in headers if k in ("stage", "attempt")]
         messages = [_Message(router._inbox, reply, meta, at)]
     router.handle(router.outbox.admit(messages))
-    audit = [json.loads(v) for t, v, _ in clients.made.sent if t == "yard.audit"]
+    audit = [json.loads(r.value) for r in clients.made.records if r.topic == "yard.audit"]
     hops = {r["stage"]: r for r in audit if r["kind"] == "hop"}
     (record,) = [r for r in audit if r["kind"] == "request"]
     digest = digest_fields(request.fields)
