@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
+from modelyard.auth import Authenticator
 from modelyard.gateway.servicer import ERROR_CODE_KEY, PipelineServicer
 from modelyard.wire import Envelope
 
@@ -30,6 +31,9 @@ class Context:
     def time_remaining(self) -> float | None:
         return None
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}  # no TLS: no peer certificate
+
     async def abort(
         self, code: grpc.StatusCode, details: str, trailing_metadata: Sequence[Any] = ()
     ) -> None:
@@ -47,8 +51,12 @@ class Gateway:
         return Envelope(options["request_id"], self.fields, pipeline, served_by={})
 
 
-def _infer(gateway: Gateway, metadata: Sequence[tuple[str, str]] = ()) -> Aborted:
-    servicer = PipelineServicer(gateway)  # type: ignore[arg-type]
+def _infer(
+    gateway: Gateway,
+    metadata: Sequence[tuple[str, str]] = (),
+    auth: Authenticator | None = None,
+) -> Aborted:
+    servicer = PipelineServicer(gateway, auth=auth)  # type: ignore[arg-type]
     request = pb.InferRequest(id="r-1", pipeline="docs")
     with pytest.raises(Aborted) as info:
         asyncio.run(servicer.Infer(request, Context(metadata)))  # type: ignore[arg-type]
@@ -57,7 +65,10 @@ def _infer(gateway: Gateway, metadata: Sequence[tuple[str, str]] = ()) -> Aborte
 
 def test_a_caller_the_router_would_refuse_is_refused_here() -> None:
     gateway = Gateway({})
-    aborted = _infer(gateway, [("x-modelyard-caller", "c" * 1025)])
+    # the header names the caller only on a trusted network; elsewhere it is ignored
+    aborted = _infer(
+        gateway, [("x-modelyard-caller", "c" * 1025)], Authenticator("trusted-network")
+    )
     assert aborted.code == grpc.StatusCode.INVALID_ARGUMENT
     assert aborted.trailing[ERROR_CODE_KEY] == "validation"
     assert gateway.calls == 0  # never sent: the router could not have decoded it

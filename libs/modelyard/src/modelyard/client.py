@@ -1,11 +1,15 @@
-"""A small request/reply client for stages over Kafka (CLI, demo, tests).
+"""A small request/reply client for stages and pipelines over Kafka (CLI, demo, tests).
 
 It owns one private reply topic, read with ``assign()`` so no group join delays the first reply,
-and matches replies to requests by key (the request id).
+and matches replies to requests by key (the request id). Given a caller key it signs every
+request that names a pipeline (docs/wire-format.md, "Signing a request"), as a router with auth
+on requires. gRPC callers present a bearer token with ``bearer_metadata(token)`` as a call's
+``metadata``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -13,13 +17,16 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from modelyard.audit import digest_packed
+from modelyard.auth import CallerKey, bearer_metadata, sign_request
 from modelyard.broker import create_topics
 from modelyard.errors import PayloadTooLargeError
 from modelyard.kafka.config import MAX_MESSAGE_BYTES, RECEIVE_MAX_BYTES
-from modelyard.wire import Envelope, decode_envelope, encode_envelope
+from modelyard.wire import Envelope, decode_envelope
+from modelyard.wire.envelope import encode_envelope_fields, pack_fields
 from modelyard.wire.headers import H
 
-__all__ = ["StageClient"]
+__all__ = ["StageClient", "bearer_metadata"]
 
 
 class StageClient:
@@ -29,7 +36,9 @@ class StageClient:
         *,
         reply_topic: str | None = None,
         kafka: Mapping[str, Any] | None = None,
+        signing_key: CallerKey | None = None,
     ):
+        self.signing_key = signing_key
         self.reply_topic = reply_topic or f"yard.client.{uuid.uuid4().hex[:12]}"
         create_topics(bootstrap, [self.reply_topic], kafka=kafka)
         base = {"bootstrap.servers": bootstrap, "log.connection.close": False, **(kafka or {})}
@@ -50,7 +59,8 @@ class StageClient:
         self, topic: str, envelope: Envelope, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
         all_headers = [(H.REPLY_TO, self.reply_topic.encode()), *(headers or [])]
-        value = encode_envelope(envelope)
+        value, signature = self._encode(envelope)
+        all_headers += signature
         try:
             self._producer.produce(topic, value, envelope.request_id, headers=all_headers)
         except KafkaException as exc:
@@ -61,6 +71,20 @@ class StageClient:
                 ) from None
             raise
         self._producer.flush(10)
+
+    def _encode(self, envelope: Envelope) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """The envelope's bytes and, with a key and a pipeline, the headers that sign it."""
+        packed = pack_fields(envelope.fields)  # once: sent as is and hashed for the signature
+        key, pipeline = self.signing_key, envelope.pipeline
+        if key is None or pipeline is None:
+            return encode_envelope_fields(envelope, packed), []
+        if envelope.caller is None:  # the signature covers the caller the envelope names
+            envelope = dataclasses.replace(envelope, caller=key.principal)
+        headers = sign_request(
+            key, envelope.request_id, pipeline, envelope.deadline_ms,
+            digest_packed(packed), caller=envelope.caller,
+        )  # fmt: skip
+        return encode_envelope_fields(envelope, packed), headers
 
     def wait(self, request_id: str, timeout: float = 60) -> Envelope:
         """The reply to ``request_id``; replies to other requests are kept for later calls."""

@@ -31,6 +31,7 @@ __all__ = [
     "ModelyardError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PoisonError",
     "RetryableError",
     "UnauthenticatedError",
@@ -109,6 +110,12 @@ class UnauthenticatedError(ModelyardError):
     code = "unauthenticated"
 
 
+class PermissionDeniedError(ModelyardError):
+    """The caller is authenticated but not allowed this pipeline or model."""
+
+    code = "permission_denied"
+
+
 class FatalError(ModelyardError):
     """The process cannot continue; stop without committing so nothing is lost."""
 
@@ -149,7 +156,9 @@ POLICY: dict[type[ModelyardError], ErrorPolicy] = {
     PayloadTooLargeError: ErrorPolicy(Disposition.DEAD_LETTER, "RESOURCE_EXHAUSTED"),
     ModelError: ErrorPolicy(Disposition.DEAD_LETTER, "INTERNAL"),
     DeadlineExceededError: ErrorPolicy(Disposition.REPLY_ERROR, "DEADLINE_EXCEEDED"),
-    UnauthenticatedError: ErrorPolicy(Disposition.REPLY_ERROR, "UNAUTHENTICATED"),
+    # refused requests are kept (their bytes are the evidence) and answered, never routed
+    UnauthenticatedError: ErrorPolicy(Disposition.DEAD_LETTER, "UNAUTHENTICATED"),
+    PermissionDeniedError: ErrorPolicy(Disposition.DEAD_LETTER, "PERMISSION_DENIED"),
     FatalError: ErrorPolicy(Disposition.STOP, "INTERNAL"),
     ModelyardError: ErrorPolicy(Disposition.DEAD_LETTER, "INTERNAL"),
 }

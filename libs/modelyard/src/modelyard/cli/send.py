@@ -14,6 +14,7 @@ from typing import Any
 import click
 import numpy as np
 
+from modelyard.auth import CallerKey, CallerKeys
 from modelyard.errors import ConfigError, ModelyardError
 from modelyard.gateway import BlockingGateway, Submission, request_carrier
 from modelyard.tensors import as_tensor
@@ -36,7 +37,13 @@ _MAX_TEXT = 200  # characters of a text output printed
     "--pipelines", type=click.Path(file_okay=False, path_type=Path), default=Path("pipelines"),
     show_default=True, help="Where pipeline specs (<pipeline>.yaml) are, to find the input.",
 )  # fmt: skip
-@click.option("--caller", help="Principal named in the request [your login name].")
+@click.option("--caller", help="Principal named in the request [the key's, or your login name].")
+@click.option(
+    "--key-file", type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MODELYARD_KEY_FILE",
+    help="Your caller key (`modelyard callers add --key-out`): sign each request with it, "
+    "as a router with auth on requires.",
+)  # fmt: skip
 @click.option("--bootstrap", envvar="MODELYARD_BOOTSTRAP", default="127.0.0.1:9092",
               show_default=True, help="Kafka bootstrap servers.")  # fmt: skip
 @click.option("--topic-prefix", envvar="MODELYARD_TOPIC_PREFIX", default="yard",
@@ -52,6 +59,7 @@ def send_command(
     input_name: str | None,
     pipelines: Path,
     caller: str | None,
+    key_file: Path | None,
     bootstrap: str,
     topic_prefix: str,
     timeout: float,
@@ -65,12 +73,16 @@ def send_command(
     modelyard_ocr's sample renderer) and sends the picture. FILE "-" reads standard input.
     Prints, per document: outputs, the model versions that served it, any error, and the
     request and trace ids to pass to `modelyard trace`. Exits 1 if any request failed.
+    With --key-file each request is signed (docs/wire-format.md, "Signing a request").
     """
     documents = [*_read_files(files), *_render_texts(texts)]
     if not documents:
         raise click.UsageError("nothing to send: give FILE arguments or --text")
     field = input_name or _first_bytes_input(pipelines, pipeline)
-    who = caller or _login()
+    key = _load_key(key_file)
+    who = caller or (key.principal if key is not None else _login())
+    if key is not None and who != key.principal and not key.may_act_for:
+        raise click.UsageError(f"the key of {key.principal!r} cannot sign as --caller {who!r}")
     carriers = [request_carrier() for _ in documents]
     requests = [
         Submission({field: [data]}, caller=who, carrier=carrier) for (_, data), (carrier, _) in
@@ -79,7 +91,9 @@ def send_command(
     deadline_ms = int((time.time() + timeout) * 1000)
     try:
         connect = min(timeout, 10.0)
-        with BlockingGateway(bootstrap, topic_prefix=topic_prefix, connect_timeout_s=connect) as gw:
+        with BlockingGateway(
+            bootstrap, topic_prefix=topic_prefix, connect_timeout_s=connect, signing_key=key
+        ) as gw:
             results = gw.submit_many(pipeline, requests, deadline_ms=deadline_ms)
     except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
@@ -209,6 +223,14 @@ def _first_bytes_input(pipelines: Path, pipeline: str) -> str:
         if tensor.datatype == "BYTES":
             return name
     raise click.UsageError(f"pipeline {pipeline!r} takes no BYTES input; pass --input NAME")
+
+
+def _load_key(path: Path | None) -> CallerKey | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise click.UsageError(f"no key file {path}")
+    return CallerKeys.load(path).only(path)
 
 
 def _login() -> str:

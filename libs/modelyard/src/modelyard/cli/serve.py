@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from modelyard.cli.auth_options import grpc_auth_options
 from modelyard.cli.tls_options import grpc_tls_options
 
 __all__ = ["serve_command"]
@@ -26,6 +27,7 @@ __all__ = ["serve_command"]
 @click.option("--metrics-host", help="Metrics/health HTTP bind address [127.0.0.1].")
 @click.option("--metrics-port", type=int, help="Metrics/health HTTP port, 0 for any [9100].")
 @grpc_tls_options
+@grpc_auth_options
 @click.option("--no-kafka", "no_kafka", is_flag=True, help="gRPC only: serve without a broker.")
 @click.option("--no-grpc", "no_grpc", is_flag=True, help="Kafka only: no gRPC server.")
 @click.option("--input-topic", help="Topic to consume [yard.m.<model>.<version>].")
@@ -46,7 +48,8 @@ def serve_command(
     request's reply-to topic and commits only after the replies are acknowledged; serves the same
     model over OIP v2 gRPC; exposes /metrics and /healthz/{live,ready} over HTTP. Every option can
     also be set as MODELYARD_<NAME>; tracing follows the standard OTEL_* variables. SIGTERM drains
-    in-flight work, commits and exits.
+    in-flight work, commits and exits. --auth (default none: every caller anonymous)
+    authenticates gRPC callers and checks the tokens file's models (docs/security.md).
     """
     # one BLAS/ORT thread per process: stages share cores, and oversubscription is ruinous
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from modelyard.auth import CallerKey
 from modelyard.errors import ModelyardError
 from modelyard.gateway.core import DEFAULT_TIMEOUT_S, PipelineGateway
 from modelyard.telemetry.hooks import Carrier
@@ -41,6 +42,7 @@ class BlockingGateway:
         kafka: Mapping[str, Any] | None = None,
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
         connect_timeout_s: float = 10.0,
+        signing_key: CallerKey | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
         self.gateway = PipelineGateway(
@@ -49,6 +51,7 @@ class BlockingGateway:
             kafka=kafka,
             default_timeout_s=default_timeout_s,
             connect_timeout_s=connect_timeout_s,
+            signing_key=signing_key,
         )
         try:
             self._runner.run(self.gateway.start())

@@ -17,14 +17,17 @@ from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from modelyard.audit import digest_packed
+from modelyard.auth import AuthMethod, CallerKey, sign_request
 from modelyard.errors import DeadlineExceededError, UnavailableError, ValidationError
 from modelyard.gateway.carrier import request_carrier
 from modelyard.gateway.kafka import KafkaLink
 from modelyard.gateway.pending import RESULT, Event, EventQueue, Pending
+from modelyard.gateway.refusal import Refusal, refusal_record
 from modelyard.telemetry.hooks import Carrier
-from modelyard.topics import pipeline_ingress_topic
-from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, encode_envelope
-from modelyard.wire.envelope import MAX_NAME_LENGTH
+from modelyard.topics import audit_topic, pipeline_ingress_topic
+from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope
+from modelyard.wire.envelope import MAX_NAME_LENGTH, encode_envelope_fields, pack_fields
 from modelyard.wire.headers import H
 
 __all__ = ["DEFAULT_TIMEOUT_S", "PipelineGateway"]
@@ -43,6 +46,9 @@ class PipelineGateway:
 
     ``reply_topic`` defaults to a fresh ``<prefix>.gw.<random>``, deleted on close; a topic
     given instead must be this gateway's alone (it is read from its start, and kept).
+    ``signing_key`` signs every request (docs/wire-format.md, "Signing a request"): a caller's
+    own key names its principal as the caller; a ``may_act_for`` key (the router's gRPC
+    gateway) names the caller it authenticated, and how.
     """
 
     def __init__(
@@ -55,8 +61,10 @@ class PipelineGateway:
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
         reply_grace_s: float = REPLY_GRACE_S,
         connect_timeout_s: float = 10.0,
+        signing_key: CallerKey | None = None,
     ) -> None:
         self.topic_prefix = topic_prefix
+        self.signing_key = signing_key
         self.default_timeout_s = default_timeout_s
         self.reply_grace_s = reply_grace_s
         self.reply_topic = reply_topic or f"{topic_prefix}.gw.{uuid.uuid4().hex[:16]}"
@@ -103,19 +111,22 @@ class PipelineGateway:
         *,
         request_id: str | None = None,
         caller: str | None = None,
+        auth: AuthMethod | None = None,
         deadline_ms: int | None = None,
         carrier: Carrier | None = None,
     ) -> Envelope:
         """Run one request through ``pipeline`` and return its final result envelope.
 
-        A failed request is a result too (``error`` set, ``served_by`` what ran); only the
-        gateway's own failures raise: DeadlineExceededError when no result came in time,
-        UnavailableError or OverloadedError when the request could not be sent.
+        ``caller`` and ``auth``: who asked and how that was proven (signed with a
+        ``may_act_for`` key). A failed request is a result too (``error`` set, ``served_by``
+        what ran); only the gateway's own failures raise: DeadlineExceededError when no result
+        came in time, UnavailableError or OverloadedError when the request could not be sent,
+        PermissionDeniedError when the signing key may not name ``caller``.
         """
         request = self._request(pipeline, fields, request_id, caller, deadline_ms)
         future = self._pending.expect_result(request.request_id)
         try:
-            self._send(request, carrier, progress=False)
+            self._send(request, carrier, auth, progress=False)
             timeout = self._wait_s(request)
             try:
                 return await asyncio.wait_for(future, timeout)
@@ -131,6 +142,7 @@ class PipelineGateway:
         *,
         request_id: str | None = None,
         caller: str | None = None,
+        auth: AuthMethod | None = None,
         deadline_ms: int | None = None,
         carrier: Carrier | None = None,
     ) -> AsyncGenerator[Event, None]:
@@ -141,7 +153,7 @@ class PipelineGateway:
         request = self._request(pipeline, fields, request_id, caller, deadline_ms)
         queue = self._pending.expect_events(request.request_id)
         try:
-            self._send(request, carrier, progress=True)
+            self._send(request, carrier, auth, progress=True)
             give_up = time.monotonic() + self._wait_s(request)
             while True:
                 kind, envelope = await _next(queue, request, give_up)
@@ -168,6 +180,8 @@ class PipelineGateway:
             raise ValidationError(f"request id must be printable and at most {_MAX_ID} characters")
         if deadline_ms is None:
             deadline_ms = int((time.time() + self.default_timeout_s) * 1000)
+        if caller is None and self.signing_key is not None:
+            caller = self.signing_key.principal  # a caller's own key names its principal
         return Envelope(
             rid, dict(fields), pipeline=pipeline, caller=caller, deadline_ms=deadline_ms
         )
@@ -177,7 +191,19 @@ class PipelineGateway:
         assert request.deadline_ms is not None
         return max(0.0, request.deadline_ms / 1000 - time.time()) + self.reply_grace_s
 
-    def _send(self, request: Envelope, carrier: Carrier | None, *, progress: bool) -> None:
+    def record_refusal(self, refusal: Refusal) -> None:
+        """Audit a call refused before it became a request (see ``gateway/refusal.py``)."""
+        topic = audit_topic(self.topic_prefix)
+        self._link.publish(topic, refusal.request_id, refusal_record(refusal))
+
+    def _send(
+        self,
+        request: Envelope,
+        carrier: Carrier | None,
+        auth: AuthMethod | None,
+        *,
+        progress: bool,
+    ) -> None:
         headers, _ = request_carrier(carrier=carrier)
         headers += [
             (H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK.encode()),
@@ -186,8 +212,27 @@ class PipelineGateway:
         if progress:
             headers.append((H.PROGRESS, b"1"))
         assert request.pipeline is not None
+        packed = pack_fields(
+            request.fields
+        )  # once: the envelope carries it, the signature hashes it
+        if self.signing_key is not None:
+            headers += self._signature(request, digest_packed(packed), auth)
         topic = pipeline_ingress_topic(self.topic_prefix, request.pipeline)
-        self._link.send(topic, request.request_id, encode_envelope(request), headers)
+        self._link.send(topic, request.request_id, encode_envelope_fields(request, packed), headers)
+
+    def _signature(
+        self, request: Envelope, fields_digest: str, auth: AuthMethod | None
+    ) -> list[tuple[str, bytes]]:
+        key = self.signing_key
+        assert key is not None
+        assert request.pipeline is not None
+        on_behalf = None
+        if key.may_act_for and request.caller != key.principal:
+            on_behalf = auth or "none"  # a caller named without proof is recorded as such
+        return sign_request(
+            key, request.request_id, request.pipeline, request.deadline_ms, fields_digest,
+            caller=request.caller, on_behalf=on_behalf,
+        )  # fmt: skip
 
 
 async def _next(queue: EventQueue, request: Envelope, give_up: float) -> Event:

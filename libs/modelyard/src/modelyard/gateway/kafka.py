@@ -123,6 +123,16 @@ class KafkaLink:
                 ) from None
             raise UnavailableError(f"cannot send to {topic}: {exc.args[0].str()}") from None
 
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Queue one record nobody waits on (an audit record); a failure is logged, not raised:
+        the call it describes has its answer already."""
+        if self._producer is None:
+            raise UnavailableError("the gateway is not open")
+        try:
+            self._producer.produce(topic, value, key, on_delivery=_log_undelivered)
+        except (BufferError, KafkaException) as exc:
+            log.warning("gateway_record_not_sent", topic=topic, key=key, error=str(exc))
+
     def close(self, flush_s: float = 5.0) -> None:
         """Stop the reader, flush what is queued, close the clients, delete the reply topic."""
         self._stop.set()
@@ -153,6 +163,11 @@ class KafkaLink:
         key = (msg.key() or b"").decode("utf-8", "replace")
         loop, on_failed = self._failed
         _call(loop, on_failed, key, UnavailableError(f"request {key} not delivered: {err.str()}"))
+
+
+def _log_undelivered(err: KafkaError | None, msg: Message) -> None:
+    if err is not None:
+        log.warning("gateway_record_not_delivered", topic=msg.topic(), error=err.str())
 
 
 def _probe(producer: Producer, topic: str, timeout_s: float) -> None:

@@ -1,10 +1,11 @@
-"""Who is calling: the principal named by a gRPC call's metadata.
+"""Legacy principal resolvers: a caller's name from a gRPC call's metadata, and nothing else.
 
-A principal resolver is any ``Callable[[Metadata], str]``, so TLS client-certificate subjects or
-an identity provider can replace the default later without touching the servicer. The default,
-:class:`TokenPrincipals`, maps ``authorization: Bearer <token>`` through a configured token table
-and otherwise trusts ``x-modelyard-caller`` (switch that off once tokens are in use: anyone can
-send the header). Neither: ``anonymous``.
+Services authenticate with :class:`modelyard.auth.Authenticator` (auth modes, a hashed tokens
+file, mTLS subjects, allow lists); ``start_pipeline_grpc(auth=...)`` takes one. A resolver here
+(``Callable[[Metadata], str]``) is still accepted by ``principal=`` for embedding code and old
+tests: it names the caller, checks no allow list, and its names are recorded with auth ``none``.
+:class:`TokenPrincipals` keeps plain-text tokens in memory and trusts ``x-modelyard-caller``
+unless told not to: do not use it in front of untrusted callers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 
+from modelyard.auth import ANONYMOUS, AUTHORIZATION_KEY, CALLER_KEY
 from modelyard.errors import UnauthenticatedError
 
 __all__ = [
@@ -23,9 +25,6 @@ __all__ = [
     "TokenPrincipals",
 ]
 
-ANONYMOUS = "anonymous"
-AUTHORIZATION_KEY = "authorization"
-CALLER_KEY = "x-modelyard-caller"  # the same key a stage's OIP server reads
 Metadata = Sequence[tuple[str, str | bytes]]
 PrincipalResolver = Callable[[Metadata], str]
 

@@ -1,9 +1,11 @@
 """``modelyard.pipeline.v1.PipelineService`` for ``grpc.aio``: a thin adapter over the gateway.
 
-It names the caller, decodes the request, opens a SERVER span continuing the caller's trace,
-calls :class:`PipelineGateway` and encodes what comes back. A failed request ends the call with
-the gRPC status ``errors.POLICY`` gives its error code, and the code, stage and request id in
-the trailing metadata.
+It authenticates the caller (``modelyard.auth.Authenticator``, per the port's auth mode) and
+checks it may call the pipeline, decodes the request, opens a SERVER span continuing the
+caller's trace, calls :class:`PipelineGateway` and encodes what comes back. A refused call
+(UNAUTHENTICATED, PERMISSION_DENIED) is audited by the gateway: no router ever sees it. A failed
+request ends the call with the gRPC status ``errors.POLICY`` gives its error code, and the code,
+stage and request id in the trailing metadata.
 """
 
 from __future__ import annotations
@@ -24,12 +26,22 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from modelyard.api.pipeline.v1 import pipeline_pb2 as pb
 from modelyard.api.pipeline.v1 import pipeline_pb2_grpc as pb_grpc
-from modelyard.errors import ModelyardError, ValidationError, error_class, policy_for
+from modelyard.audit import digest_fields
+from modelyard.auth import Authenticator, AuthMethod, Principal, credentials_of
+from modelyard.errors import (
+    ModelyardError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    ValidationError,
+    error_class,
+    policy_for,
+)
 from modelyard.gateway.carrier import request_carrier
 from modelyard.gateway.core import PipelineGateway
 from modelyard.gateway.messages import response, stage_result
 from modelyard.gateway.pending import STAGE
-from modelyard.gateway.principal import Metadata, PrincipalResolver, TokenPrincipals
+from modelyard.gateway.principal import Metadata, PrincipalResolver
+from modelyard.gateway.refusal import Refusal
 from modelyard.gateway.tensors import inputs_from_proto
 from modelyard.telemetry.hooks import Carrier
 from modelyard.telemetry.tracing import extract, inject_current
@@ -55,6 +67,7 @@ class _Call:
     pipeline: str
     fields: dict[str, np.ndarray[Any, Any]]
     caller: str
+    auth: AuthMethod
     deadline_ms: int | None
     carrier: Carrier
     trace_id: str
@@ -63,23 +76,32 @@ class _Call:
         return {
             "request_id": self.request_id,
             "caller": self.caller,
+            "auth": self.auth,
             "deadline_ms": self.deadline_ms,
             "carrier": self.carrier,
         }
 
 
 class PipelineServicer(pb_grpc.PipelineServiceServicer):
-    """Serves every pipeline the routers behind ``gateway``'s broker run."""
+    """Serves every pipeline the routers behind ``gateway``'s broker run.
+
+    ``auth`` authenticates and authorizes each call (default: mode ``none``, everyone is
+    anonymous); ``principal`` is a legacy resolver instead (see ``gateway/principal.py``).
+    """
 
     def __init__(
         self,
         gateway: PipelineGateway,
         principal: PrincipalResolver | None = None,
         *,
+        auth: Authenticator | None = None,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
+        if principal is not None and auth is not None:
+            raise ValueError("pass auth or a legacy principal resolver, not both")
         self.gateway = gateway
-        self.principal = principal or TokenPrincipals()
+        self.principal = principal
+        self.auth = auth or Authenticator()
         self._tracer = trace.get_tracer("modelyard.gateway", tracer_provider=tracer_provider)
 
     async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
@@ -144,27 +166,81 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
 
     def _call(self, request: pb.InferRequest, request_id: str, context: Context) -> _Call:
         metadata: Metadata = tuple(context.invocation_metadata() or ())
-        caller = self.principal(metadata)
+        carrier, trace_id = request_carrier(carrier=_trace_headers(metadata))
+        refused = _Refused(self.gateway, request, request_id, trace_id)
+        with refused.audited(None):
+            who = self._principal(metadata, context)
+        caller = who.name
         if len(caller) > MAX_CALLER_LENGTH:  # the router refuses envelopes naming such a caller
             raise ValidationError(
                 f"caller is {len(caller)} characters; the limit is {MAX_CALLER_LENGTH}"
             )
-        structlog.contextvars.bind_contextvars(request_id=request_id, caller=caller)  # this task
+        structlog.contextvars.bind_contextvars(request_id=request_id, caller=caller, auth=who.auth)
         span = trace.get_current_span()
         span.set_attribute("modelyard.request_id", request_id)
         span.set_attribute("modelyard.caller", caller)
         if not request.pipeline:
             raise ValidationError("the request names no pipeline")
-        carrier, trace_id = request_carrier(carrier=_trace_headers(metadata))
+        with refused.audited(who):
+            self.auth.authorize_pipeline(who, request.pipeline)
         return _Call(
             request_id=request_id,
             pipeline=request.pipeline,
             fields=inputs_from_proto(request.inputs),
             caller=caller,
+            auth=who.auth,
             deadline_ms=_deadline_ms(request.timeout_ms, context.time_remaining()),
             carrier=carrier,
             trace_id=trace_id,
         )
+
+    def _principal(self, metadata: Metadata, context: Context) -> Principal:
+        if self.principal is not None:  # legacy: a name, proven by nothing this port checks
+            return Principal(self.principal(metadata), "none")
+        if not self.auth.enabled:
+            return Principal.anonymous()
+        return self.auth.authenticate(credentials_of(metadata, context.auth_context()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """Audits a call refused for its credentials or rights, then lets the refusal go on."""
+
+    gateway: PipelineGateway
+    request: pb.InferRequest
+    request_id: str
+    trace_id: str
+
+    @contextmanager
+    def audited(self, principal: Principal | None) -> Iterator[None]:
+        try:
+            yield
+        except (UnauthenticatedError, PermissionDeniedError) as exc:
+            self._record(exc, principal)
+            raise
+
+    def _record(self, error: ModelyardError, principal: Principal | None) -> None:
+        refusal = Refusal(
+            request_id=self.request_id,
+            pipeline=self.request.pipeline,
+            error=error,
+            principal=principal,
+            trace_id=self.trace_id,
+            input_digest=_input_digest(self.request),
+            received_at=time.time(),
+        )
+        try:
+            self.gateway.record_refusal(refusal)
+        except Exception:  # the caller's answer stands; the missing record is logged loudly
+            log.exception("refusal_not_audited", request_id=self.request_id)
+
+
+def _input_digest(request: pb.InferRequest) -> str:
+    """The refused request's input digest, as the router's records take it ("" if unreadable)."""
+    try:
+        return digest_fields(inputs_from_proto(request.inputs))
+    except Exception:
+        return ""
 
 
 def _trace_headers(metadata: Metadata) -> Carrier:

@@ -1,7 +1,11 @@
 """The OIP v2 ``inference.GRPCInferenceService`` of one stage, for ``grpc.aio``.
 
-A thin adapter: it checks the model name and size, decodes tensors, calls the transport-neutral
-core and encodes the reply. Errors become gRPC statuses through ``modelyard.errors.POLICY``.
+A thin adapter: it authenticates the caller per the port's auth mode (``modelyard.auth``;
+every call but ServerLive and ServerReady, which probes make), checks the model name, the
+caller's right to it and the size, decodes tensors, calls the transport-neutral core and
+encodes the reply. Errors become gRPC statuses through ``modelyard.errors.POLICY``. A refused
+call is logged (``grpc_call_refused``) and counted in the requests metric by its outcome
+(``unauthenticated``, ``permission_denied``); stages write no audit records of their own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import structlog
 import modelyard
 from modelyard.api.oip.v2 import grpc_service_pb2 as pb
 from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
+from modelyard.auth import CALLER_KEY, Authenticator, Principal, credentials_of
 from modelyard.errors import ModelyardError, PayloadTooLargeError, ValidationError, policy_for
 from modelyard.grpc.server import listen, server_options, stop_grpc_server
 from modelyard.grpc.tensors import decode_inputs, encode_outputs
@@ -35,7 +40,7 @@ __all__ = [
     "stop_grpc_server",
 ]
 
-CALLER_METADATA_KEY = "x-modelyard-caller"
+CALLER_METADATA_KEY = CALLER_KEY  # read in auth mode trusted-network only
 Context = grpc.aio.ServicerContext[Any, Any]
 Array = np.ndarray[Any, Any]
 
@@ -61,10 +66,14 @@ class InferenceCore(Protocol):
 
 
 class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Serves the one model version of ``core`` under its manifest name and version."""
+    """Serves the one model version of ``core`` under its manifest name and version.
 
-    def __init__(self, core: InferenceCore) -> None:
+    ``auth`` (default: mode ``none``) names each caller and checks its right to the model.
+    """
+
+    def __init__(self, core: InferenceCore, auth: Authenticator | None = None) -> None:
         self.core = core
+        self.auth = auth if auth is not None and auth.enabled else None  # None: no work per call
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Context
@@ -79,18 +88,24 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
+        if self.auth is not None:
+            await self._authenticate(context, "")
         return pb.ServerMetadataResponse(name="modelyard", version=modelyard.__version__)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
         await self._check_model(request.name, request.version, context)
+        if self.auth is not None:
+            await self._admit(context, "")
         return pb.ModelReadyResponse(ready=self._ready())
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         await self._check_model(request.name, request.version, context)
+        if self.auth is not None:
+            await self._admit(context, "")
         manifest = self.core.manifest
         return pb.ModelMetadataResponse(
             name=manifest.name,
@@ -105,7 +120,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         if not self._serves(request.model_name, request.model_version):  # no await per call
             await self._check_model(request.model_name, request.model_version, context)
-        ctx = _request_context(request, context)
+        who = None if self.auth is None else await self._admit(context, request.id)
+        ctx = _request_context(request, context, who)
         try:
             return await self._infer(request, ctx, _deadline_ms(context))
         except ModelyardError as exc:
@@ -133,6 +149,37 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         wanted = [o.name for o in request.outputs]
         encode_outputs(response, _select(outputs, wanted), raw=bool(request.raw_input_contents))
         return response
+
+    async def _admit(self, context: Context, request_id: str) -> Principal:
+        """The authenticated caller, allowed this model; else the call ends refused."""
+        who = await self._authenticate(context, request_id)
+        manifest = self.core.manifest
+        assert self.auth is not None
+        try:
+            self.auth.authorize_model(who, manifest.name, manifest.version)
+        except ModelyardError as exc:
+            await self._refuse(context, request_id, exc, who)
+        return who
+
+    async def _authenticate(self, context: Context, request_id: str) -> Principal:
+        assert self.auth is not None
+        try:
+            return self.auth.authenticate(credentials_of(_carrier(context), context.auth_context()))
+        except ModelyardError as exc:
+            await self._refuse(context, request_id, exc, None)
+
+    async def _refuse(
+        self, context: Context, request_id: str, error: ModelyardError, who: Principal | None
+    ) -> NoReturn:
+        ctx = RequestContext(request_id or _new_request_id(), "grpc", [], caller=_name(who))
+        log.warning(
+            "grpc_call_refused", request_id=ctx.request_id, outcome=error.code,
+            principal=_name(who), auth=None if who is None else who.auth, reason=error.message,
+        )  # fmt: skip
+        self._rejected(ctx, error)
+        await _abort(
+            context, getattr(grpc.StatusCode, policy_for(error).grpc_status), error.message
+        )
 
     def _rejected(self, ctx: RequestContext, error: ModelyardError) -> None:
         """Report a request refused before the core saw it, so metrics and logs count it."""
@@ -174,6 +221,10 @@ async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoRet
     await context.abort(code, message)
 
 
+def _name(who: Principal | None) -> str | None:
+    return None if who is None else who.name
+
+
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(
         name=spec.name, datatype=spec.datatype, shape=list(spec.shape)
@@ -190,14 +241,11 @@ def _select(outputs: Mapping[str, Array], wanted: list[str]) -> Mapping[str, Arr
     return {name: outputs[name] for name in wanted}
 
 
-def _request_context(request: pb.ModelInferRequest, context: Context) -> RequestContext:
-    carrier = _carrier(context)
-    caller = None
-    for key, value in carrier:  # a loop, not next(generator): this runs for every call
-        if key == CALLER_METADATA_KEY:
-            caller = value.decode()
-            break
-    return RequestContext(request.id or _new_request_id(), "grpc", carrier, caller=caller)
+def _request_context(
+    request: pb.ModelInferRequest, context: Context, who: Principal | None
+) -> RequestContext:
+    caller = None if who is None else who.name  # auth mode none: nobody is named
+    return RequestContext(request.id or _new_request_id(), "grpc", _carrier(context), caller=caller)
 
 
 def _new_request_id() -> str:
@@ -230,17 +278,19 @@ async def start_grpc_server(
     port: int = 0,
     options: Sequence[tuple[str, Any]] | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    auth: Authenticator | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve ``core`` over OIP v2 on ``host:port`` (0: the OS picks); returns the bound port.
 
     ``options`` replaces :func:`server_options`; ``credentials`` (e.g.
-    ``grpc.ssl_server_credentials``) turns on TLS or mTLS.
+    ``grpc.ssl_server_credentials``) turns on TLS or mTLS; ``auth`` authenticates callers
+    (default: mode ``none``; the mTLS modes need credentials that require client certificates).
     """
     if options is None:
         options = server_options(core.manifest.limits.max_request_bytes)
     server = grpc.aio.server(options=list(options))
     register = pb_grpc.add_GRPCInferenceServiceServicer_to_server
-    register(OipServicer(core), server)  # type: ignore[no-untyped-call]  # generated, unannotated
+    register(OipServicer(core, auth), server)  # type: ignore[no-untyped-call]  # generated, unannotated
     bound = listen(server, host, port, credentials)
     await server.start()
     return server, bound

@@ -135,6 +135,7 @@ async def _start_grpc(settings: StageSettings, core: StageCore) -> tuple[Any, in
         host=settings.grpc_host,
         port=settings.grpc_port,
         credentials=settings.grpc_credentials(),
+        auth=settings.authenticator(),
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from modelyard.auth import GrpcAuthSettings
 from modelyard.grpc.tls import GrpcTlsSettings
 from modelyard.kafka.process import WorkerSettings
 from modelyard.kafka.worker import LoopOptions
@@ -18,7 +19,7 @@ from modelyard.kafka.worker import LoopOptions
 __all__ = ["StageSettings"]
 
 
-class StageSettings(WorkerSettings, GrpcTlsSettings):
+class StageSettings(WorkerSettings, GrpcTlsSettings, GrpcAuthSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     model: str = Field(description="Model reference: 'name' (latest version) or 'name:version'.")
