@@ -11,7 +11,9 @@ import structlog
 from click.testing import CliRunner, Result
 from modelyard.cli.main import cli
 from modelyard.control import Change, ControlRecord, PipelineRouting, Rollout, topic
+from modelyard.control.signing import signed_record
 from modelyard.control.topic import read_records, read_state
+from modelyard.keys import Keyring, SigningKey
 from modelyard.repository.build import BuildContext
 
 from tests.support.models import write_shout_version
@@ -58,22 +60,41 @@ WRITES = {"rollout", "canary", "shadow", "promote", "rollback", "save", "guard"}
 
 
 @pytest.fixture
-def run(broker: str, unique: str, layout: tuple[Path, Path]):  # type: ignore[no-untyped-def]
-    """Invoke the CLI against this test's topics; ``ok`` says which exit status to expect."""
+def keys(tmp_path: Path) -> Path:
+    """A keyring with two admin keys, alice and bob, in ``<dir>/keys/<name>.key``."""
+    ring = Keyring()
+    (tmp_path / "keys").mkdir()
+    for name in ("alice", "bob"):
+        key = SigningKey.generate(name)
+        key.save(tmp_path / "keys" / f"{name}.key")
+        ring.add(key.public_entry("admin"))
+    ring.save(tmp_path / "keyring.yaml")
+    return tmp_path
+
+
+def _key(keys: Path, name: str) -> SigningKey:
+    return SigningKey.load(keys / "keys" / f"{name}.key")
+
+
+@pytest.fixture
+def run(broker: str, unique: str, layout: tuple[Path, Path], keys: Path):  # type: ignore[no-untyped-def]
+    """Invoke the CLI against this test's topics and keyring, writing as alice; ``ok`` says
+    which exit status to expect."""
     repo, pipelines = layout
 
     def invoke(*args: str, ok: bool = True) -> Result:
         options = ["--bootstrap", broker, "--topic-prefix", unique]
-        if args[0] == "status":
-            options += ["--pipelines", str(pipelines)]
+        options += ["--keyring", str(keys / "keyring.yaml")]
+        if args[0] in {"status", "history"}:
+            options += ["--pipelines", str(pipelines), "--repository", str(repo)]
         if WRITES & set(args[:2]):
             options += [
                 "--repository",
                 str(repo),
                 "--pipelines",
                 str(pipelines),
-                "--actor",
-                "alice",
+                "--key",
+                str(keys / "keys" / "alice.key"),
             ]
         # a wrong default must not be what makes a test pass
         result = CliRunner().invoke(cli, [*args, *options], env={"MODELYARD_BOOTSTRAP": "x:1"})
@@ -182,8 +203,8 @@ def test_usage_errors_are_clear(run) -> None:  # type: ignore[no-untyped-def]
     assert "stage 'Bad!'" in run("rollout", "shouty", "Bad!", "1", ok=False).output
 
 
-def test_actor_defaults_to_the_environment(
-    broker: str, unique: str, layout: tuple[Path, Path]
+def test_the_key_and_keyring_come_from_the_environment(
+    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path
 ) -> None:
     repo, pipelines = layout
     argv = [
@@ -196,14 +217,64 @@ def test_actor_defaults_to_the_environment(
         "--pipelines",
         str(pipelines),
     ]
+    key = SigningKey.generate("ci-bot")
+    key.save(tmp_path / "ci-bot.key")
+    Keyring([key.public_entry("operator", ["shouty"])]).save(tmp_path / "ring.yaml")
     env = {
         "MODELYARD_BOOTSTRAP": broker,
         "MODELYARD_TOPIC_PREFIX": unique,
-        "MODELYARD_ACTOR": "ci-bot",
+        "MODELYARD_OPERATOR_KEY": str(tmp_path / "ci-bot.key"),
+        "MODELYARD_KEYRING": str(tmp_path / "ring.yaml"),
     }
     result = CliRunner().invoke(cli, argv, env=env)
     assert result.exit_code == 0, result.output
-    assert read_records(broker, prefix=unique)[0].record.actor == "ci-bot"
+    record = read_records(broker, prefix=unique)[0].record
+    assert (record.actor, record.key_id) == ("ci-bot", key.key_id)
+
+
+def test_actor_can_no_longer_be_claimed(run) -> None:  # type: ignore[no-untyped-def]
+    out = run("rollout", "shouty", "first", "1", "--actor", "router:guard", ok=False).output
+    assert "No such option '--actor'" in out
+
+
+def test_a_key_outside_the_keyring_writes_nothing(  # type: ignore[no-untyped-def]
+    run, broker: str, unique: str, layout: tuple[Path, Path], keys: Path, tmp_path: Path
+) -> None:
+    stranger = SigningKey.generate("mallory")
+    stranger.save(tmp_path / "mallory.key")
+    repo, pipelines = layout
+    argv = ["rollout", "shouty", "first", "1", "--bootstrap", broker, "--topic-prefix", unique,
+            "--keyring", str(keys / "keyring.yaml"), "--key", str(tmp_path / "mallory.key"),
+            "--repository", str(repo), "--pipelines", str(pipelines)]  # fmt: skip
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code != 0
+    assert f"key {stranger.key_id!r} is not in the keyring" in result.output
+    assert read_records(broker, prefix=unique) == []
+
+
+def test_an_operator_key_is_refused_for_another_pipeline(
+    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key = SigningKey.generate("carol")
+    key.save(tmp_path / "carol.key")
+    Keyring([key.public_entry("operator", ["other"])]).save(tmp_path / "ring.yaml")
+    repo, pipelines = layout
+    argv = ["rollout", "shouty", "first", "1", "--bootstrap", broker, "--topic-prefix", unique,
+            "--keyring", str(tmp_path / "ring.yaml"), "--key", str(tmp_path / "carol.key"),
+            "--repository", str(repo), "--pipelines", str(pipelines)]  # fmt: skip
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code != 0
+    assert "key 'carol' (operator: pipelines other) may not change pipeline 'shouty'" in (
+        result.output
+    )
+    assert read_records(broker, prefix=unique) == []
+
+
+def test_a_private_key_readable_by_others_is_refused(  # type: ignore[no-untyped-def]
+    run, keys: Path
+) -> None:
+    (keys / "keys" / "alice.key").chmod(0o644)
+    assert "chmod 600" in run("rollout", "shouty", "first", "1", ok=False).output
 
 
 def test_guard_sets_and_clears_a_stages_rules(run, broker: str, unique: str) -> None:  # type: ignore[no-untyped-def]
@@ -221,24 +292,24 @@ def test_guard_sets_and_clears_a_stages_rules(run, broker: str, unique: str) -> 
     assert read_state(broker, prefix=unique).stage("shouty", "first").guards == ()
 
 
-def _bob_lands_first(monkeypatch: pytest.MonkeyPatch, broker: str, unique: str) -> None:
+def _bob_lands_first(monkeypatch: pytest.MonkeyPatch, broker: str, unique: str, keys: Path) -> None:
     """The next writer loses a race: bob's change lands between its read and its write."""
-    real = topic.make_record
+    real = signed_record
 
     def racing(current: PipelineRouting, change: Change, **kw: Any) -> ControlRecord:
-        monkeypatch.setattr(topic, "make_record", real)  # once
+        monkeypatch.setattr(topic, "signed_record", real)  # once
         bob = Rollout(stage="second", version="1")
-        topic.write_change(broker, "shouty", bob, actor="bob", prefix=unique)
+        topic.write_change(broker, "shouty", bob, signer=_key(keys, "bob"), prefix=unique)
         return real(current, change, **kw)
 
-    monkeypatch.setattr(topic, "make_record", racing)
+    monkeypatch.setattr(topic, "signed_record", racing)
 
 
 def test_a_change_that_lost_a_race_is_written_again_on_the_new_state(  # type: ignore[no-untyped-def]
-    run, broker: str, unique: str, monkeypatch: pytest.MonkeyPatch
+    run, broker: str, unique: str, monkeypatch: pytest.MonkeyPatch, keys: Path
 ) -> None:
     run("rollout", "shouty", "first", "1")
-    _bob_lands_first(monkeypatch, broker, unique)
+    _bob_lands_first(monkeypatch, broker, unique, keys)
     out = run("rollout", "shouty", "first", "2").output
     assert "another change won: bob's 'rollout second -> 1' (seq 2) landed first; trying" in out
     assert "shouty: rollout first -> 2 (seq 4, by alice" in out  # after alice's reassert
@@ -247,11 +318,11 @@ def test_a_change_that_lost_a_race_is_written_again_on_the_new_state(  # type: i
 
 
 def test_a_rollback_that_lost_a_race_is_left_to_the_operator(  # type: ignore[no-untyped-def]
-    run, broker: str, unique: str, monkeypatch: pytest.MonkeyPatch
+    run, broker: str, unique: str, monkeypatch: pytest.MonkeyPatch, keys: Path
 ) -> None:
     run("rollout", "shouty", "first", "1")
     run("rollout", "shouty", "first", "2")
-    _bob_lands_first(monkeypatch, broker, unique)
+    _bob_lands_first(monkeypatch, broker, unique, keys)
     out = run("rollback", "shouty", "first", ok=False).output
     assert "another change won: bob's" in out
     assert "check the status and retry" in out

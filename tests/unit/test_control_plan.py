@@ -22,6 +22,7 @@ from modelyard.control import (
     ShadowChange,
     make_record,
 )
+from modelyard.control.chain import Positioned
 from modelyard.control.deploy import check_change
 from modelyard.control.describe import describe_change, percent
 from modelyard.errors import ConfigError
@@ -126,7 +127,7 @@ def test_history_table() -> None:
         Rollout(stage="first", version="2"),
         Rollback(stage="first"),
     )
-    lines = history_table(records).splitlines()
+    lines = history_table([Positioned(i, r) for i, r in enumerate(records)]).splitlines()
     assert lines[0].split() == ["SEQ", "AT", "ACTOR", "CHANGE", "REASON"]
     assert lines[1].startswith("1    2026-01-02 03:04:05Z  u0")
     assert lines[1].endswith("rollout first -> 1  -")

@@ -1,10 +1,13 @@
 """The control CLI: ``status``, ``history``, ``rollout``, ``canary``, ``shadow``, ``promote``,
 ``rollback``, ``guard`` and ``release save/list`` (shared options: ``control_options``).
 
-Every change is one record on the control topic (``yard.control``) naming who made it
-(``--actor``), when and why (``--reason``); every router follows that topic. A change that names
-a version is checked first: the version must exist in the model repository and the pipeline
-spec (``<pipelines>/<pipeline>.yaml``) must satisfy its tensor contract with it.
+Every change is one record on the control topic (``yard.control``), signed by an operator key
+(``--key``; the record names the key's name as who made it), saying when and why
+(``--reason``); every router follows that topic and applies only records that its keyring
+verifies (docs/control-plane.md). A change that names a version is checked first: the version
+must exist in the model repository and the pipeline spec (``<pipelines>/<pipeline>.yaml``) must
+satisfy its tensor contract with it. ``status`` and ``history`` fold the topic as routers do and
+show the records they reject.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from modelyard.cli.control_options import (
     make_change,
     pipelines_option,
     quiet_logs,
+    repository_option,
     target_options,
     write_options,
 )
 from modelyard.control import (
     CanaryChange,
     Change,
-    ControlRecord,
     GuardRule,
     GuardsChange,
     Promote,
@@ -38,6 +41,7 @@ from modelyard.control import (
     Rollout,
     ShadowChange,
 )
+from modelyard.control.chain import Positioned
 from modelyard.errors import ConfigError, ModelyardError
 
 __all__ = ["CONTROL_COMMANDS"]
@@ -49,17 +53,22 @@ __all__ = ["CONTROL_COMMANDS"]
 @click.argument("pipeline", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the routing state as JSON.")
 @pipelines_option
+@repository_option
 @target_options
-def status_command(pipeline: str | None, as_json: bool, pipelines: Path, target: Target) -> None:
+def status_command(
+    pipeline: str | None, as_json: bool, pipelines: Path, repository: Path, target: Target
+) -> None:
     """Show each stage's active, previous, canary and shadow versions and its last change.
 
     Without PIPELINE, every pipeline on the control topic. Stages are listed in the order of
-    the pipeline spec when <pipelines>/<pipeline>.yaml exists.
+    the pipeline spec when <pipelines>/<pipeline>.yaml exists. Records that routers reject
+    (unsigned, forged, not authorised: see --keyring) are counted, the last one shown.
     """
     from modelyard.cli.control_view import status_text  # noqa: PLC0415
     from modelyard.control import ControlState  # noqa: PLC0415
 
-    records = _records(target)
+    found = _positioned(target, pipelines, repository)
+    records = [p.record for p in found if p.applied]
     state = ControlState.from_records(records)
     names = [pipeline] if pipeline else sorted(state.pipelines)
     if as_json:
@@ -69,33 +78,49 @@ def status_command(pipeline: str | None, as_json: bool, pipelines: Path, target:
         click.echo(f"no pipelines on {target.prefix}.control at {target.bootstrap} yet")
     for i, name in enumerate(names):
         mine = [r for r in records if r.key == name]
-        click.echo(
-            ("\n" if i else "") + status_text(state.pipeline(name), mine, _order(pipelines, name))
-        )
+        rejected = [p for p in found if p.rejected is not None and p.record.key == name]
+        text = status_text(state.pipeline(name), mine, _order(pipelines, name), rejected)
+        click.echo(("\n" if i else "") + text)
 
 
 @click.command("history")
 @click.argument("pipeline")
 @click.option("--last", type=click.IntRange(min=1), help="Only the last N records.")
+@pipelines_option
+@repository_option
 @target_options
-def history_command(pipeline: str, last: int | None, target: Target) -> None:
-    """List every change of PIPELINE: seq, when, who, what and why."""
+def history_command(
+    pipeline: str, last: int | None, pipelines: Path, repository: Path, target: Target
+) -> None:
+    """List every change of PIPELINE: seq, when, who, what and why, and every record routers
+    rejected (REJECTED, with the reason: unsigned, bad signature, unknown key, not authorised,
+    inconsistent, not deployable), which changed nothing."""
     from modelyard.cli.control_view import history_table  # noqa: PLC0415
 
-    records = [r for r in _records(target) if r.key == pipeline]
-    if not records:
+    found = _positioned(target, pipelines, repository)
+    shown = [p for p in found if p.record.key == pipeline and _shown(p)]
+    if not shown:
         click.echo(f"no changes of pipeline {pipeline!r} on {target.prefix}.control")
         return
-    click.echo(history_table(records[-last:] if last else records))
+    click.echo(history_table(shown[-last:] if last else shown))
 
 
-def _records(target: Target) -> list[ControlRecord]:
+def _shown(record: Positioned) -> bool:
+    """Applied and rejected records; not the copies that lost a race (their writer retried)."""
+    return record.applied or record.rejected is not None
+
+
+def _positioned(target: Target, pipelines: Path, repository: Path) -> list[Positioned]:
+    """Every record, marked as a router with this keyring, these specs and this repository
+    marks it: applied, lost a race, or rejected."""
     from modelyard.control.topic import read_records  # noqa: PLC0415
 
     quiet_logs()
     try:
-        found = read_records(target.bootstrap, prefix=target.prefix, kafka=target.kafka)
-        return [p.record for p in found if p.applied]  # not those that lost a race
+        verifier = target.verifier(pipelines, repository)
+        return read_records(
+            target.bootstrap, prefix=target.prefix, kafka=target.kafka, verifier=verifier
+        )
     except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
 
@@ -160,11 +185,12 @@ def canary_command(
 def guard_command(pipeline: str, stage: str, clear: bool, **options: Any) -> None:
     """Set STAGE's guard rules, or --clear them.
 
-    Every router rolls the stage's canary back by itself (one control record by router:guard,
-    with the figure) when its error rate or p99 latency over the window crosses the bound. The
-    shadow auditor withdraws the stage's shadow version (its shadow and canary cleared, one
-    record by shadow-audit:guard) when the share of its runs whose outputs differ from the
-    primary's crosses --shadow-disagreement."""
+    Every router rolls the stage's canary back by itself (one control record signed by the
+    router's writer key, with the figure) when its error rate or p99 latency over the window
+    crosses the bound. The shadow auditor withdraws the stage's shadow version (its shadow and
+    canary cleared, one record signed by its writer key) when the share of its runs whose
+    outputs differ from the primary's crosses --shadow-disagreement. Guard rules are what let a
+    writer key change a stage at all: only such a retreat, only where rules are set."""
     bounds = {
         "error_rate": options.pop("error_rate"),
         "p99_latency_ms": options.pop("p99_ms"),
@@ -246,12 +272,15 @@ def release_save_command(pipeline: str, name: str, **options: Any) -> None:
 
 @release_group.command("list")
 @click.argument("pipeline")
+@pipelines_option
+@repository_option
 @target_options
-def release_list_command(pipeline: str, target: Target) -> None:
+def release_list_command(pipeline: str, pipelines: Path, repository: Path, target: Target) -> None:
     """List PIPELINE's saved releases."""
     from modelyard.control import ControlState  # noqa: PLC0415
 
-    releases = ControlState.from_records(_records(target)).pipeline(pipeline).releases
+    applied = [p.record for p in _positioned(target, pipelines, repository) if p.applied]
+    releases = ControlState.from_records(applied).pipeline(pipeline).releases
     for release in releases.values():
         click.echo(f"{release.name}: " + ", ".join(f"{s}={v}" for s, v in release.stages.items()))
     if not releases:

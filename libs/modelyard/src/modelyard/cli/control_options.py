@@ -1,14 +1,16 @@
-"""What every control command shares: where the control topic is, who writes, and how a change
-is checked at deploy time, written and reported (``modelyard.cli.control`` holds the commands).
+"""What every control command shares: where the control topic is, the keyring its records are
+verified against, the operator key that signs a change, and how a change is checked at deploy
+time, written and reported (``modelyard.cli.control`` holds the commands).
+
+Defaults follow ``modelyard up``: its keyring (``.modelyard/up/keyring.yaml``) and its local
+``admin`` key (``.modelyard/up/keys/admin.key``), so the embedded stack needs no setup.
 """
 
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,15 +33,20 @@ from modelyard.control import (
     ShadowChange,
 )
 from modelyard.control.describe import describe_change
+from modelyard.control.verify import ControlVerifier, DeployCheck
 from modelyard.errors import ConfigError, ModelyardError
+from modelyard.keys import SigningKey
 
 __all__ = [
+    "DEFAULT_KEY",
+    "DEFAULT_KEYRING",
     "SHARE",
     "Target",
     "apply_change",
     "make_change",
     "pipelines_option",
     "quiet_logs",
+    "repository_option",
     "target_options",
     "write_options",
 ]
@@ -50,6 +57,9 @@ _RETRIES = 2  # a change that lost a race is checked and written again on the ne
 # what these mean depends on the state they were built on (pop the rollback stack, promote the
 # canary the operator saw): never retried on another state, the operator decides
 _NOT_RETRIED = (Rollback, Promote)
+_UP_STATE = Path(".modelyard") / "up"  # modelyard up's default --state-dir (cli/up.py)
+DEFAULT_KEYRING = _UP_STATE / "keyring.yaml"
+DEFAULT_KEY = _UP_STATE / "keys" / "admin.key"
 
 
 def quiet_logs() -> None:
@@ -69,17 +79,45 @@ def quiet_logs() -> None:
     )
 
 
-def _default_actor() -> str:
-    return os.environ.get("MODELYARD_ACTOR") or getpass.getuser()
-
-
 @dataclass(frozen=True)
 class Target:
-    """Where the control topic is: bootstrap servers, topic prefix, extra client settings."""
+    """Where the control topic is (bootstrap servers, topic prefix, extra client settings) and
+    the keyring its records are verified against."""
 
     bootstrap: str
     prefix: str
     kafka: dict[str, Any] = field(repr=False)  # may hold sasl.password
+    keyring: Path = DEFAULT_KEYRING
+
+    def verifier(self, pipelines: Path, repository: Path) -> ControlVerifier:
+        """What routers check each record against: signatures and roles, and for each pipeline
+        with a spec in ``pipelines``, its versions in ``repository`` and its tensor contract.
+        ConfigError when the keyring is missing or empty."""
+        if not self.keyring.is_file():
+            raise ConfigError(
+                f"no keyring at {self.keyring}: give --keyring or set MODELYARD_KEYRING "
+                f"(modelyard up creates {DEFAULT_KEYRING})"
+            )
+        return ControlVerifier.from_file(self.keyring, _deploy_checks(pipelines, repository))
+
+
+def _deploy_checks(pipelines: Path, repository: Path) -> dict[str, DeployCheck]:
+    """A router's deploy check per pipeline whose spec is in ``pipelines`` (valid ones only);
+    none without a repository to check against (a status read away from the models)."""
+    from modelyard.control.deploy import record_check  # noqa: PLC0415
+    from modelyard.graph import load_spec  # noqa: PLC0415
+    from modelyard.repository.store import ModelRepository  # noqa: PLC0415
+
+    checks: dict[str, DeployCheck] = {}
+    if not repository.is_dir():
+        return checks
+    for path in sorted(pipelines.glob("*.yaml")) if pipelines.is_dir() else ():
+        try:
+            spec = load_spec(path)
+        except ConfigError:
+            continue  # an invalid spec is reported where it is used, not here
+        checks[spec.pipeline] = record_check(spec, ModelRepository(repository))
+    return checks
 
 
 def _kafka_config(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
@@ -93,11 +131,14 @@ def _kafka_config(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 def target_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Add --bootstrap, --topic-prefix and --kafka-config; the command gets ``target``."""
+    """Add --bootstrap, --topic-prefix, --kafka-config and --keyring; the command gets
+    ``target``."""
 
     @functools.wraps(func)
-    def command(*args: Any, bootstrap: str, prefix: str, kafka: dict[str, Any], **kw: Any) -> None:
-        func(*args, target=Target(bootstrap, prefix, kafka), **kw)
+    def command(
+        *args: Any, bootstrap: str, prefix: str, kafka: dict[str, Any], keyring: Path, **kw: Any
+    ) -> None:
+        func(*args, target=Target(bootstrap, prefix, kafka, keyring), **kw)
 
     options = [
         click.option(
@@ -112,6 +153,13 @@ def target_options(func: Callable[..., None]) -> Callable[..., None]:
             "--kafka-config", "kafka", envvar="MODELYARD_KAFKA_CONFIG", callback=_kafka_config,
             help="Extra librdkafka settings as JSON, e.g. SASL/SSL [env MODELYARD_KAFKA_CONFIG].",
         ),
+        click.option(
+            "--keyring", envvar="MODELYARD_KEYRING",
+            type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_KEYRING,
+            show_default=True,
+            help="Keyring the routers verify control records against; records that fail it "
+            "show as rejected [env MODELYARD_KEYRING].",
+        ),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -125,19 +173,25 @@ def pipelines_option(func: F) -> F:
     )(func)  # fmt: skip
 
 
+def repository_option(func: F) -> F:
+    return click.option(
+        "--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
+        show_default=True,
+        help="Model repository versions are checked against (as routers check every record).",
+    )(func)  # fmt: skip
+
+
 def write_options(func: Callable[..., None]) -> Callable[..., None]:
     func = click.option("--reason", default="", help="Why: kept in the record and the history.")(
         func
     )
     func = click.option(
-        "--actor", default=_default_actor, show_default="env MODELYARD_ACTOR, else the OS user",
-        help="Who makes the change (recorded).",
+        "--key", "key_path", envvar="MODELYARD_OPERATOR_KEY",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Operator key that signs the change; the record names the key's name as who made "
+        f"it [env MODELYARD_OPERATOR_KEY; default {DEFAULT_KEY} when it exists].",
     )(func)  # fmt: skip
-    func = click.option(
-        "--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
-        show_default=True, help="Model repository the version is checked against.",
-    )(func)  # fmt: skip
-    return target_options(pipelines_option(func))
+    return target_options(pipelines_option(repository_option(func)))
 
 
 class _Share(click.ParamType[float]):
@@ -180,10 +234,11 @@ def apply_change(
     target: Target,
     pipelines: Path,
     repository: Path,
-    actor: str,
+    key_path: Path | None,
     reason: str,
 ) -> None:
-    """Check ``change`` at deploy time, write it, and say what was written.
+    """Check ``change`` at deploy time, sign it with the operator key, write it, and say what
+    was written.
 
     A change that lost a race to another writer's (``ConcurrentChangeError``) is checked and
     written again on the new state, up to ``_RETRIES`` times, unless it is one whose meaning
@@ -192,8 +247,12 @@ def apply_change(
     from modelyard.control.topic import ConcurrentChangeError  # noqa: PLC0415
 
     quiet_logs()
+    try:
+        signer, verifier = _load_signer(key_path), target.verifier(pipelines, repository)
+    except ModelyardError as exc:
+        raise click.ClickException(exc.message) from None
     write = functools.partial(_check_and_write, pipeline, change, target, pipelines, repository,
-                              actor=actor, reason=reason)  # fmt: skip
+                              signer=signer, verifier=verifier, reason=reason)  # fmt: skip
     for attempt in range(_RETRIES + 1):
         try:
             record = write()
@@ -208,21 +267,39 @@ def apply_change(
         return
 
 
+def _load_signer(key_path: Path | None) -> SigningKey:
+    """The operator key: --key / MODELYARD_OPERATOR_KEY, else up's local admin key."""
+    if key_path is None:
+        if not DEFAULT_KEY.is_file():
+            raise ConfigError(
+                "no operator key: give --key PATH or set MODELYARD_OPERATOR_KEY "
+                "(modelyard keys create NAME --role operator --pipelines ...)"
+            )
+        key_path = DEFAULT_KEY
+    return SigningKey.load(key_path)
+
+
 def _check_and_write(
     pipeline: str, change: Change, target: Target, pipelines: Path, repository: Path, *,
-    actor: str, reason: str,
+    signer: SigningKey, verifier: ControlVerifier, reason: str,
 ) -> ControlRecord:  # fmt: skip
     from modelyard.control.topic import write_change  # noqa: PLC0415  # Kafka only when needed
 
-    _check(pipeline, change, target, pipelines, repository)
+    _check(pipeline, change, target, pipelines, repository, verifier=verifier)
     return write_change(
-        target.bootstrap, pipeline, change, actor=actor, reason=reason,
+        target.bootstrap, pipeline, change, signer=signer, verifier=verifier, reason=reason,
         prefix=target.prefix, kafka=target.kafka,
     )  # fmt: skip
 
 
 def _check(
-    pipeline: str, change: Change, target: Target, pipelines: Path, repository: Path
+    pipeline: str,
+    change: Change,
+    target: Target,
+    pipelines: Path,
+    repository: Path,
+    *,
+    verifier: ControlVerifier,
 ) -> None:
     from modelyard.control.deploy import check_change  # noqa: PLC0415
     from modelyard.control.topic import read_state  # noqa: PLC0415
@@ -243,7 +320,8 @@ def _check(
     spec = load_spec(path)
     if spec.pipeline != pipeline:
         raise ConfigError(f"{path} describes pipeline {spec.pipeline!r}, not {pipeline!r}")
-    state = read_state(target.bootstrap, prefix=target.prefix, kafka=target.kafka)
+    state = read_state(target.bootstrap, prefix=target.prefix, kafka=target.kafka,
+                       verifier=verifier)  # fmt: skip
     routing = state.pipeline(pipeline)
     check_change(spec, ModelRepository(repository), routing, change)
 

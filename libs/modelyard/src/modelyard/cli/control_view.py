@@ -1,4 +1,8 @@
-"""Plain-text views of the control plane for the CLI: status tables and history (pure)."""
+"""Plain-text views of the control plane for the CLI: status tables and history (pure).
+
+A record routers rejected (``control/verify.py``) is shown as such: ``REJECTED`` before its
+change, its claimed actor marked with ``?`` (nothing vouches for it), the rejection as its reason.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from modelyard.control import ControlRecord, PipelineRouting, StageRouting
+from modelyard.control.chain import Positioned
 from modelyard.control.describe import describe_change, percent
 
 __all__ = ["history_table", "last_changes", "status_text", "when"]
@@ -34,14 +39,16 @@ def status_text(
     routing: PipelineRouting,
     records: Sequence[ControlRecord],
     stage_order: Sequence[str] = (),
+    rejected: Sequence[Positioned] = (),
 ) -> str:
-    """The status of one pipeline: a header line, one row per stage, guard rules, releases."""
+    """The status of one pipeline: a header line, one row per stage, guard rules, releases,
+    and the records routers rejected (how many, and the last)."""
     head = f"pipeline {routing.pipeline} (seq {routing.seq})"
     if records:
         head += f" · last change: {_summary(records[-1])}"
     stages = [*stage_order, *(s for s in routing.stages if s not in stage_order)]
     if not stages:
-        return f"{head}\n  no stages routed yet"
+        return "\n".join([f"{head}\n  no stages routed yet", *_rejected_lines(rejected)])
     last = last_changes(records)
     rows = [["STAGE", "ACTIVE", "PREVIOUS", "CANARY", "SHADOW", "LAST CHANGE"]]
     rows += [_stage_row(s, routing.stage(s), last.get(s)) for s in stages]
@@ -50,17 +57,37 @@ def status_text(
     for release in routing.releases.values():
         pinned = ", ".join(f"{s}={v}" for s, v in release.stages.items())
         lines.append(f"release {release.name}: {pinned}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_rejected_lines(rejected)])
 
 
-def history_table(records: Sequence[ControlRecord]) -> str:
-    """Every record: seq, when, who, what, why."""
+def history_table(records: Sequence[Positioned]) -> str:
+    """Every record: seq, when, who, what, why; a rejected one says so and why."""
     rows = [["SEQ", "AT", "ACTOR", "CHANGE", "REASON"]]
-    rows += [
-        [str(r.seq), when(r.at), r.actor, describe_change(r.change), r.reason or _NONE]
-        for r in records
-    ]
+    rows += [_history_row(p) for p in records]
     return "\n".join(_table(rows))
+
+
+def _history_row(got: Positioned) -> list[str]:
+    r = got.record
+    if got.rejected is None:
+        return [str(r.seq), when(r.at), r.actor, describe_change(r.change), r.reason or _NONE]
+    return [_NONE, when(r.at), f"{r.actor}?", f"REJECTED {describe_change(r.change)}",
+            _rejection(got)]  # fmt: skip
+
+
+def _rejection(got: Positioned) -> str:
+    return f"{got.rejected}: {got.detail.splitlines()[0] if got.detail else ''}".rstrip(": ")
+
+
+def _rejected_lines(rejected: Sequence[Positioned]) -> list[str]:
+    if not rejected:
+        return []
+    last = rejected[-1]
+    what = describe_change(last.record.change)
+    return [
+        f"rejected: {len(rejected)} record(s) ignored by routers; last at offset {last.offset}: "
+        f"{what} claimed by {last.record.actor} ({_rejection(last)})"
+    ]
 
 
 def _summary(record: ControlRecord) -> str:

@@ -14,11 +14,16 @@ with one rule, per pipeline:
 - no header (written before this rule existed): applied, the last one wins, as it always did.
 
 Every reader sees the same records in the same order, so every reader ignores the same ones.
-Pure: no I/O.
+
+Before the race rule, a chain with a :class:`~modelyard.control.verify.ControlVerifier` checks
+each record's signature, role, consistency and deployability; a record that fails is
+*rejected*: marked with the reason, reported (a warning, and ``on_reject`` for metrics), never
+applied. Readers with the same keyring reject the same records. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import structlog
@@ -26,6 +31,7 @@ import structlog
 from modelyard.control.describe import describe_change
 from modelyard.control.routing import PipelineRouting
 from modelyard.control.state import ControlRecord, ControlState
+from modelyard.control.verify import ControlVerifier, RejectedRecord, RejectReason
 
 __all__ = ["BASE_HEADER", "Chain", "Positioned", "follows"]
 
@@ -37,12 +43,15 @@ BASE_HEADER = "modelyard-base-seq"  # the seq of the state a record was built on
 @dataclass(frozen=True)
 class Positioned:
     """A decoded control record, its offset, the seq it was built on (None: a record written
-    before bases were named) and whether readers apply it (see :class:`Chain`)."""
+    before bases were named) and whether readers apply it (see :class:`Chain`): when a verifier
+    rejected it, ``rejected`` is the reason (``control/verify.py``) and ``detail`` says why."""
 
     offset: int
     record: ControlRecord
     base: int | None = None
     applied: bool = True
+    rejected: RejectReason | None = None
+    detail: str = ""
 
 
 def follows(head: PipelineRouting, record: ControlRecord, base: int | None) -> bool:
@@ -54,22 +63,48 @@ class Chain:
     """One reader's fold over the control topic, in topic order: the state its applied records
     give, and each record marked applied or ignored.
 
-    An ignored record is logged as a warning, or at debug level when ``quiet`` (one-shot reads
-    that fold the whole topic again each time: the follower reports each one once).
+    An ignored or rejected record is logged as a warning, or at debug level when ``quiet``
+    (one-shot reads that fold the whole topic again each time: the follower reports each one
+    once). ``verifier`` None: records are not verified (tests, or an insecure reader).
     """
 
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        verifier: ControlVerifier | None = None,
+        *,
+        quiet: bool = False,
+        on_reject: Callable[[Positioned], None] | None = None,
+    ) -> None:
         self.state = ControlState()
+        self._verifier = verifier
         self._quiet = quiet
+        self._on_reject = on_reject
 
     def offer(self, got: Positioned) -> Positioned:
         """``got``, marked; the state moves on when it is applied."""
         head = self.state.pipeline(got.record.key)
+        if self._verifier is not None:
+            try:
+                self._verifier.verify(head, got.record, got.base)
+            except RejectedRecord as exc:
+                return self._reject(got, exc)
         if follows(head, got.record, got.base):
             self.state = self.state.update(got.record)
             return got if got.applied else replace(got, applied=True)
         _report_ignored(head, got, quiet=self._quiet)
         return replace(got, applied=False)
+
+    def _reject(self, got: Positioned, exc: RejectedRecord) -> Positioned:
+        rejected = replace(got, applied=False, rejected=exc.reason, detail=exc.message)
+        record = got.record
+        (log.debug if self._quiet else log.warning)(
+            "control record rejected", offset=got.offset, pipeline=record.key, seq=record.seq,
+            reason=exc.reason, detail=exc.message, claimed_actor=record.actor,
+            key_id=record.key_id, change=describe_change(record.change),
+        )  # fmt: skip
+        if self._on_reject is not None:
+            self._on_reject(rejected)
+        return rejected
 
 
 def _report_ignored(head: PipelineRouting, got: Positioned, *, quiet: bool) -> None:

@@ -8,6 +8,9 @@ the router could then take: each other stage at its active or canary version. A 
 no version yet is left out (problems of its own wiring are reported at its first rollout, when
 the others have versions). Raises ``ConfigError`` (``ControlError``, ``ContractError``) with a
 readable message.
+
+``record_check(spec, repository)`` is the same check as a reader runs it on every record of the
+pipeline (a router, so that a record written past the CLI is refused too: ``control/verify.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +29,20 @@ from modelyard.control.changes import (
     ShadowChange,
 )
 from modelyard.control.routing import PipelineRouting, StageRouting
+from modelyard.control.state import ControlRecord
+from modelyard.control.verify import DeployCheck
 from modelyard.graph.contract import ContractError, check_contract
 from modelyard.graph.spec import PipelineSpec
 from modelyard.repository.manifest import Manifest
 from modelyard.repository.store import ModelRepository
 
-__all__ = ["check_change", "check_routing", "check_versions", "routed_versions"]
+__all__ = [
+    "check_change",
+    "check_routing",
+    "check_versions",
+    "record_check",
+    "routed_versions",
+]
 
 
 def check_change(
@@ -136,3 +147,17 @@ class _Manifests:
         if key not in self._cache:
             self._cache[key] = self._repository.manifest(f"{key[0]}:{version}")
         return self._cache[key]
+
+
+def record_check(spec: PipelineSpec, repository: ModelRepository) -> DeployCheck:
+    """A reader's deploy check of a record of ``spec``'s pipeline (see ``control/verify.py``):
+    the change against the state it was built on when the reader holds that state, else the
+    whole routing the record carries."""
+
+    def check(head: PipelineRouting, record: ControlRecord, built_on_head: bool) -> None:
+        if built_on_head:
+            check_change(spec, repository, head, record.change)
+        else:
+            check_routing(spec, repository, record.state)
+
+    return check

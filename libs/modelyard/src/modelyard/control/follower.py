@@ -6,20 +6,28 @@ compacted or not; a record that lost a race is ignored: :mod:`modelyard.control.
 then keeps reading with a short fetch wait so a change reaches every router within tens of
 milliseconds. ``state`` is swapped atomically; readers never see a
 half-applied change, and a release rollback (one record) flips every stage at once.
+
+With a :class:`~modelyard.control.verify.ControlVerifier` (a router's keyring, spec and model
+repository), a record that is unsigned, forged, not authorised or not deployable is rejected:
+never applied, logged as a warning, counted in ``modelyard_control_rejected_total`` and kept in
+``rejected``. Without one, every record is applied as it comes and a warning says so at start.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
 from modelyard.control._reader import decode_message, open_partition
 from modelyard.control.chain import Chain, Positioned
 from modelyard.control.state import ControlRecord, ControlState
+from modelyard.control.verify import ControlVerifier
 from modelyard.errors import UnavailableError
 from modelyard.kafka.handler import Handler, Outbox, Ticket
 from modelyard.kafka.worker import AssignedIntake, ConsumerLike, LoopOptions, WorkerLoop
@@ -33,6 +41,7 @@ _POLL_S = 0.05  # how long an idle read waits
 _STOP_S = 5.0  # how long stop() waits for the loop by default
 _TOPIC_RETRY_S = 0.2  # while the control topic does not exist yet
 _PROBE_S = 1.0  # one look for the control topic (retried until it exists)
+_KEPT_REJECTED = 100  # the latest rejected records kept for health and tests
 
 
 class ControlFollower:
@@ -42,6 +51,10 @@ class ControlFollower:
 
     ``on_change(record)`` is called on that thread after each applied record (catch-up
     included); an exception it raises is logged and does not stop the follower.
+
+    ``verifier``: what a record must pass to be applied (``control/verify.py``); None applies
+    every record (an insecure reader: logged at start). ``registry``: where the count of
+    rejected records is exported.
     """
 
     def __init__(
@@ -52,13 +65,18 @@ class ControlFollower:
         kafka: Mapping[str, Any] | None = None,
         on_change: Callable[[ControlRecord], None] | None = None,
         fetch_wait_ms: int = 20,
+        verifier: ControlVerifier | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = control_topic(prefix)
         self._kafka = dict(kafka or {})
         self._on_change = on_change
         self._fetch_wait_ms = fetch_wait_ms
-        self._chain = Chain()  # touched by the loop's thread only
+        self._rejected: deque[Positioned] = deque(maxlen=_KEPT_REJECTED)
+        self._count_rejected = _rejection_counter(registry)
+        self._verifier = verifier
+        self._chain = Chain(verifier, on_reject=self._note_rejected)  # loop's thread only
         self._state = self._chain.state
         self._changed = threading.Condition()
         self._caught_up = threading.Event()
@@ -69,6 +87,11 @@ class ControlFollower:
     def state(self) -> ControlState:
         """The routing as of the last applied record (an immutable snapshot)."""
         return self._state
+
+    @property
+    def rejected(self) -> tuple[Positioned, ...]:
+        """The latest records the verifier rejected (reason in ``rejected``), oldest first."""
+        return tuple(self._rejected)
 
     @property
     def caught_up(self) -> bool:
@@ -87,6 +110,9 @@ class ControlFollower:
     def start(self) -> Self:
         if self._loop is not None:
             raise RuntimeError("follower already started")
+        if self._verifier is None or not self._verifier.secure:
+            log.warning("control records are not verified: anyone who can write the control "
+                        "topic can change the routing", topic=self.topic)  # fmt: skip
         intake = AssignedIntake(
             open=self._open,
             consumer_overrides={"fetch.wait.max.ms": self._fetch_wait_ms},
@@ -149,6 +175,11 @@ class ControlFollower:
             with self._changed:
                 self._changed.notify_all()
 
+    def _note_rejected(self, got: Positioned) -> None:
+        self._rejected.append(got)
+        if self._count_rejected is not None:
+            self._count_rejected.labels(got.record.key, got.rejected or "").inc()
+
     def _offer(self, got: Positioned) -> None:
         if not self._chain.offer(got).applied:
             return  # logged by the chain
@@ -160,6 +191,18 @@ class ControlFollower:
                 self._on_change(got.record)
             except Exception:
                 log.exception("control on_change callback failed", seq=got.record.seq)
+
+
+def _rejection_counter(registry: CollectorRegistry | None) -> Counter | None:
+    if registry is None:
+        return None
+    return Counter(
+        "modelyard_control_rejected",
+        "Control records this reader rejected (unsigned, forged, unknown key, not authorised, "
+        "inconsistent, not deployable); see modelyard history.",
+        ["pipeline", "reason"],
+        registry=registry,
+    )
 
 
 class _Following(Handler):

@@ -4,7 +4,12 @@ A control record is one JSON document on the control topic, keyed by pipeline na
 
     {"schema": 1, "key": "docs", "seq": 7, "actor": "alice", "at": "2025-01-02T03:04:05Z",
      "reason": "bad BLEU", "change": {"type": "rollback", "stage": "translate"},
-     "state": {"pipeline": "docs", "seq": 7, "stages": {...}, "releases": {...}}}
+     "state": {"pipeline": "docs", "seq": 7, "stages": {...}, "releases": {...}},
+     "key_id": "3f0c...", "signature": "base64..."}
+
+``key_id`` and ``signature`` (Ed25519, :mod:`modelyard.control.signing`) say which key of the
+keyring made the change; ``actor`` is that key's name. Readers verify both
+(:mod:`modelyard.control.verify`) and ignore, and report, a record that fails.
 
 Why one key per pipeline, and the full state in every record: the embedded broker does not
 compact, and a real one compacts at its leisure, so correctness may not depend on compaction
@@ -51,11 +56,15 @@ class ControlRecord(BaseModel):
     schema_: Literal[1] = Field(default=1, alias="schema", description="Record format version.")
     key: str = Field(description="Kafka key: the pipeline name.")
     seq: int = Field(ge=1, description="The state's seq after this change.")
-    actor: str = Field(min_length=1, description="Authenticated principal, or router:guard.")
+    actor: str = Field(min_length=1, description="The signing key's name.")
     at: AwareDatetime = Field(description="When the change was made (UTC).")
     reason: str = ""
     change: Change
     state: PipelineRouting
+    key_id: str | None = Field(default=None, description="Keyring id of the signing key.")
+    signature: str | None = Field(
+        default=None, description="Ed25519 over the record's canonical JSON without this field."
+    )
 
 
 def make_record(
@@ -66,7 +75,8 @@ def make_record(
     at: datetime | None = None,
     reason: str = "",
 ) -> ControlRecord:
-    """The record of applying ``change`` to ``current`` (ControlError if it does not apply)."""
+    """The record of applying ``change`` to ``current`` (ControlError if it does not apply),
+    unsigned: :func:`modelyard.control.signing.sign_record` signs it."""
     state = apply(current, change)
     return ControlRecord(
         key=current.pipeline,

@@ -4,12 +4,14 @@
   the rule of :mod:`modelyard.control.chain`: per pipeline, a record built on an older state
   than the one already applied lost a race and is ignored; otherwise the last record wins, so
   the result is the same whether or not the broker has compacted the topic. Undecodable records
-  are logged and skipped.
-- :func:`write_change` reads the current state, builds the record with
-  :func:`~modelyard.control.make_record` (a change that does not apply raises ``ControlError``
-  and writes nothing), produces it keyed by pipeline and naming the seq it was built on, waits
-  for the broker's acknowledgement, then reads back to its offset: written only if readers
-  apply it there (:class:`ConcurrentChangeError` otherwise; re-read and retry).
+  are logged and skipped; with a ``verifier``, records that fail it (unsigned, forged, not
+  authorised, not deployable: :mod:`modelyard.control.verify`) are rejected.
+- :func:`write_change` reads the current state, builds the record and signs it with the
+  ``signer``'s key (:mod:`modelyard.control.signing`; a change that does not apply raises
+  ``ControlError``, one the ``verifier`` would reject raises ``RejectedRecord``, and nothing is
+  written), produces it keyed by pipeline and naming the seq it was built on, waits for the
+  broker's acknowledgement, then reads back to its offset: written only if readers apply it
+  there (:class:`ConcurrentChangeError` otherwise; re-read and retry).
 - :class:`~modelyard.control.follower.ControlFollower` keeps a live snapshot (routers, ``up``).
 """
 
@@ -28,9 +30,13 @@ from modelyard.control.chain import BASE_HEADER, Chain, Positioned
 from modelyard.control.changes import Change, ControlError, Reassert
 from modelyard.control.describe import describe_change
 from modelyard.control.follower import ControlFollower
+from modelyard.control.routing import PipelineRouting
+from modelyard.control.signing import signed_record
 from modelyard.control.state import ControlRecord, ControlState, encode_record, make_record
+from modelyard.control.verify import ControlVerifier, RejectedRecord
 from modelyard.errors import ModelyardError, UnavailableError
 from modelyard.kafka.config import producer_config
+from modelyard.keys import SigningKey
 from modelyard.topics import control_topic
 
 __all__ = [
@@ -74,10 +80,12 @@ def read_records(
     prefix: str = "yard",
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
+    verifier: ControlVerifier | None = None,
 ) -> list[Positioned]:
-    """Every valid record of the control topic in topic order ([] if the topic does not exist),
-    each marked ``applied`` or not (a record that lost a race: :mod:`modelyard.control.chain`)."""
-    return _read(bootstrap, control_topic(prefix), kafka, timeout_s) or []
+    """Every decodable record of the control topic in topic order ([] if the topic does not
+    exist), each marked ``applied`` or not: a record that lost a race
+    (:mod:`modelyard.control.chain`), or one the ``verifier`` rejected (``rejected`` set)."""
+    return _read(bootstrap, control_topic(prefix), kafka, timeout_s, verifier) or []
 
 
 def read_state(
@@ -86,9 +94,12 @@ def read_state(
     prefix: str = "yard",
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
+    verifier: ControlVerifier | None = None,
 ) -> ControlState:
     """The routing state the control topic holds now: the last applied record of each pipeline."""
-    return _state(read_records(bootstrap, prefix=prefix, kafka=kafka, timeout_s=timeout_s))
+    records = read_records(bootstrap, prefix=prefix, kafka=kafka, timeout_s=timeout_s,
+                           verifier=verifier)  # fmt: skip
+    return _state(records)
 
 
 def _state(records: list[Positioned]) -> ControlState:
@@ -100,37 +111,63 @@ def write_change(
     pipeline: str,
     change: Change,
     *,
-    actor: str,
+    signer: SigningKey | None = None,
+    actor: str | None = None,
+    verifier: ControlVerifier | None = None,
     reason: str = "",
     prefix: str = "yard",
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
 ) -> ControlRecord:
-    """Apply ``change`` to ``pipeline``'s current routing and write the record; returns it.
+    """Apply ``change`` to ``pipeline``'s current routing and write the record, signed by
+    ``signer`` (its actor is the key's name); returns it. Without a signer the record is
+    unsigned, by ``actor``: only readers that verify nothing (``--insecure-control``) apply it.
 
-    Raises ``ControlError`` (nothing written) when the change does not apply,
-    :class:`ConcurrentChangeError` when another writer's change landed first and this one was
-    not applied, and ``UnavailableError`` when the broker does not acknowledge in time.
+    The state is read, and the record checked before it is written, with ``verifier``: pass
+    the keyring the routers use, so the writer folds the topic as they do. Raises
+    ``ControlError`` (nothing written) when the change does not apply, ``RejectedRecord`` when
+    readers would not apply it (nothing written) or did not, :class:`ConcurrentChangeError`
+    when another writer's change landed first and this one was not applied, and
+    ``UnavailableError`` when the broker does not acknowledge in time.
     """
     topic = control_topic(prefix)
-    before = _read(bootstrap, topic, kafka, timeout_s)
+    before = _read(bootstrap, topic, kafka, timeout_s, verifier)
     if before is None:
         ensure_control_topic(bootstrap, prefix, kafka=kafka)
         before = []
-    record = make_record(_state(before).pipeline(pipeline), change, actor=actor, reason=reason)
+    current = _state(before).pipeline(pipeline)
+    record = _build(current, change, signer=signer, actor=actor, reason=reason)
+    if verifier is not None:
+        verifier.verify(current, record, current.seq)  # refused here, not by every router
     offset = produce_record(bootstrap, record, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
     try:
-        confirm_record(bootstrap, record, offset, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
+        confirm_record(bootstrap, record, offset, prefix=prefix, kafka=kafka, timeout_s=timeout_s,
+                       verifier=verifier)  # fmt: skip
     except ConcurrentChangeError:
         try:
-            _reassert(bootstrap, pipeline, actor=actor, prefix=prefix, kafka=kafka,
-                      timeout_s=timeout_s)  # fmt: skip
+            _reassert(bootstrap, pipeline, signer=signer, actor=record.actor, prefix=prefix,
+                      kafka=kafka, timeout_s=timeout_s, verifier=verifier)  # fmt: skip
         except ModelyardError as exc:  # best effort: the lost race is what the caller must hear
             log.warning("control reassert failed", pipeline=pipeline, error=exc.message)
         raise
     log.info("control change written", pipeline=pipeline, seq=record.seq, offset=offset,
-             change=describe_change(change), actor=actor)  # fmt: skip
+             change=describe_change(change), actor=record.actor, key_id=record.key_id)  # fmt: skip
     return record
+
+
+def _build(
+    current: PipelineRouting,
+    change: Change,
+    *,
+    signer: SigningKey | None,
+    actor: str | None,
+    reason: str,
+) -> ControlRecord:
+    if signer is not None:
+        return signed_record(current, change, signer=signer, reason=reason)
+    if not actor:
+        raise ValueError("write_change needs a signer (or, for an unsigned record, an actor)")
+    return make_record(current, change, actor=actor, reason=reason)
 
 
 def _read(
@@ -138,6 +175,8 @@ def _read(
     topic: str,
     kafka: Mapping[str, Any] | None,
     timeout_s: float,
+    verifier: ControlVerifier | None = None,
+    *,
     min_end: int = 0,
 ) -> list[Positioned] | None:
     consumer = control_consumer(bootstrap, kafka, quiet=True)
@@ -145,14 +184,21 @@ def _read(
         end = open_partition(consumer, topic, timeout_s)
         if end is None:
             return None
-        return _read_until(consumer, topic, max(end, min_end), time.monotonic() + timeout_s)
+        deadline = time.monotonic() + timeout_s
+        return _read_until(consumer, topic, max(end, min_end), deadline, verifier)
     finally:
         consumer.close()
 
 
-def _read_until(consumer: Consumer, topic: str, end: int, deadline: float) -> list[Positioned]:
+def _read_until(
+    consumer: Consumer,
+    topic: str,
+    end: int,
+    deadline: float,
+    verifier: ControlVerifier | None,
+) -> list[Positioned]:
     """Records until a partition EOF at or past ``end``, marked by the chain rule."""
-    chain = Chain(quiet=True)  # the follower reports an ignored record, once
+    chain = Chain(verifier, quiet=True)  # the follower reports an ignored record, once
     records: list[Positioned] = []
     while (remaining := deadline - time.monotonic()) > 0:
         msg = consumer.poll(min(_POLL_S, remaining))
@@ -219,18 +265,22 @@ def confirm_record(
     prefix: str = "yard",
     kafka: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
+    verifier: ControlVerifier | None = None,
 ) -> None:
     """Read the topic to ``offset``: the record there must be ``record``, and readers must
     apply it (:class:`ConcurrentChangeError` when it was built on a state that another
-    writer's record had already replaced: :mod:`modelyard.control.chain`).
+    writer's record had already replaced: :mod:`modelyard.control.chain`; ``RejectedRecord``
+    when ``verifier`` rejects it).
 
     Records after ``offset`` do not matter: readers apply only those built on ours or later.
     """
     topic = control_topic(prefix)
-    records = _read(bootstrap, topic, kafka, timeout_s, min_end=offset + 1) or []
+    records = _read(bootstrap, topic, kafka, timeout_s, verifier, min_end=offset + 1) or []
     mine = [p for p in records if p.record.key == record.key and p.offset <= offset]
     if not mine or mine[-1].offset != offset or mine[-1].record != record:
         raise ControlError(f"control record of {record.key!r} at offset {offset} did not read back")
+    if mine[-1].rejected is not None:
+        raise RejectedRecord(mine[-1].rejected, f"readers rejected it: {mine[-1].detail}")
     winner = next((p.record for p in reversed(mine) if p.applied), None)
     if mine[-1].applied or winner == record:  # applied, or a producer retry's second copy
         return
@@ -248,10 +298,12 @@ def _reassert(
     bootstrap: str,
     pipeline: str,
     *,
+    signer: SigningKey | None,
     actor: str,
     prefix: str,
     kafka: Mapping[str, Any] | None,
     timeout_s: float,
+    verifier: ControlVerifier | None,
 ) -> None:
     """After a lost race: make the pipeline's last record one that readers applied again.
 
@@ -262,13 +314,14 @@ def _reassert(
     """
     topic = control_topic(prefix)
     for attempt in range(_REASSERTS + 1):
-        records = [p for p in _read(bootstrap, topic, kafka, timeout_s) or []
-                   if p.record.key == pipeline]  # fmt: skip
+        records = [p for p in _read(bootstrap, topic, kafka, timeout_s, verifier) or []
+                   if p.record.key == pipeline and p.rejected is None]  # fmt: skip
         if not records or records[-1].applied:
             return
         if attempt < _REASSERTS:
             current = _state(records).pipeline(pipeline)
-            heal = make_record(current, Reassert(), actor=actor, reason="after a lost race")
+            heal = _build(current, Reassert(), signer=signer, actor=actor,
+                          reason="after a lost race")  # fmt: skip
             produce_record(bootstrap, heal, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
     log.warning(
         "control topic: the last record of a pipeline is one readers ignored",
