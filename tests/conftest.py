@@ -59,6 +59,21 @@ def worker_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     del os.environ["MODELYARD_STATE_DIR"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def operator_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One keyring for the session, as `modelyard up` makes one: routers and the control CLI
+    the tests start verify and sign with it (``tests.support.keys``)."""
+    from modelyard.keys import ensure_local_keys  # noqa: PLC0415
+
+    keys = ensure_local_keys(tmp_path_factory.mktemp("keys"))
+    names = {"MODELYARD_KEYRING": keys.keyring, "MODELYARD_OPERATOR_KEY": keys.admin_key,
+             "MODELYARD_WRITER_KEY": keys.router_key}  # fmt: skip
+    os.environ.update({name: str(path) for name, path in names.items()})
+    yield
+    for name in names:
+        del os.environ[name]
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads_or_processes() -> Iterator[None]:
     """Fail a test that leaves a new thread alive or a child process unreaped."""

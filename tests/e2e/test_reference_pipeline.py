@@ -41,6 +41,7 @@ from modelyard_ocr.corpus import CORPUS
 from modelyard_ocr.samples import render
 
 from tests.support.kafka_io import Collector, produce_all
+from tests.support.keys import admin, keys_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,7 +56,9 @@ class Docs:
 
     def change(self, change: Any) -> None:
         """Write ``change`` and wait until the router applies it (its control-seq gauge)."""
-        record = write_change(self.stack.bootstrap, "docs", change, actor="e2e", prefix=self.prefix)
+        record = write_change(
+            self.stack.bootstrap, "docs", change, signer=admin(), prefix=self.prefix
+        )
         metrics = f"http://{self.stack.routers['docs']['metrics']}/metrics"
         deadline = time.monotonic() + 30
         while _router_seq(metrics) < record.seq:
@@ -95,12 +98,12 @@ def docs(
     ):
         for version in versions:
             write_change(
-                broker, "docs", Rollout(stage=stage, version=version), actor="e2e", prefix=prefix
+                broker, "docs", Rollout(stage=stage, version=version), signer=admin(), prefix=prefix
             )
     stack = Stack(
         pipelines=(ROOT / "pipelines" / "docs.yaml",), repository=reference_repo,
         bootstrap=broker, topic_prefix=prefix, partitions=PARTITIONS,
-        router_port=0, log_level="WARNING",
+        router_port=0, log_level="WARNING", keys_dir=keys_dir(),
     )  # fmt: skip
     with stack, BlockingGateway(broker, topic_prefix=prefix, default_timeout_s=120) as gateway:
         yield Docs(stack, gateway, prefix)

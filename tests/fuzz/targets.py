@@ -468,8 +468,8 @@ def _walk(spec: PipelineSpec) -> None:
 
 def _sample(datatype: str, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     dims = tuple(1 if d == -1 else d for d in shape)
-    if math.prod(dims) > 1 << 16:
-        dims = tuple(0 for _ in dims)
+    if math.prod(dims) > 1 << 16 or max(dims, default=0) > 1 << 16:  # (0, 2**62) too: numpy
+        dims = tuple(0 for _ in dims)  # refuses an empty array whose byte size overflows
     if datatype == "BYTES":
         return np.full(dims, b"x", dtype=object)
     return np.zeros(dims, DATATYPES[datatype])

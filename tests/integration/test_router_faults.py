@@ -33,6 +33,7 @@ from modelyard.topics import (
 from modelyard.wire import Envelope, encode_envelope
 
 from tests.support.kafka_io import Collector, produce_all
+from tests.support.keys import admin
 from tests.support.models import write_shout_version
 from tests.support.routing import StaticRouting
 from tests.support.stage import RouterProcess, StageProcess
@@ -91,7 +92,7 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
 def test_a_router_killed_mid_stream_loses_no_request(setting: Setting, tmp_path: Path) -> None:
     total, prefix, broker = 1500, setting.prefix, setting.bootstrap
     for stage in ("first", "second"):
-        write_change(broker, "tf", Rollout(stage=stage, version="1"), actor="test", prefix=prefix)
+        write_change(broker, "tf", Rollout(stage=stage, version="1"), signer=admin(), prefix=prefix)
     args = (str(setting.root / "tf.yaml"), setting.root, "--bootstrap", broker,
             "--topic-prefix", prefix, "--partitions", "2", "--no-grpc",
             "--state-dir", str(tmp_path))  # fmt: skip

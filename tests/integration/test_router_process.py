@@ -19,6 +19,7 @@ from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, decode_envelope, encode_envelope
 
 from tests.support.kafka_io import Collector
+from tests.support.keys import admin, verifier, writer
 from tests.support.models import write_broken_version, write_shout_version
 from tests.support.stage import RouterProcess, StageProcess
 
@@ -44,7 +45,7 @@ class Running:
     grpc: str = ""
 
     def change(self, change: object) -> None:
-        write_change(self.bootstrap, "tp", change, actor="test", prefix=self.prefix)  # type: ignore[arg-type]
+        write_change(self.bootstrap, "tp", change, signer=admin(), prefix=self.prefix)  # type: ignore[arg-type]
 
     def send(self, producer: Producer, ids: list[str]) -> None:
         topic = pipeline_ingress_topic(self.prefix, "tp")
@@ -65,7 +66,7 @@ def running(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     prefix = f"rp-{uuid.uuid4().hex[:8]}"
     for stage, version in (("first", "1"), ("second", "1"), ("second", "2")):
         write_change(
-            broker, "tp", Rollout(stage=stage, version=version), actor="test", prefix=prefix
+            broker, "tp", Rollout(stage=stage, version=version), signer=admin(), prefix=prefix
         )
     common = ("--bootstrap", broker, "--topic-prefix", prefix)
     stages = [StageProcess(f"shout:{v}", root, *common, "--no-grpc") for v in ("1", "2", "9")]
@@ -189,8 +190,10 @@ def test_a_guard_rolls_a_failing_canary_back_by_itself(running: Running) -> None
         ids = [f"guard-{batch}-{i}" for i in range(20)]
         running.send(producer, ids)
         _results(running, set(ids))
-        records = read_records(running.bootstrap, prefix=running.prefix)
-        tripped = next((p.record for p in records if p.record.actor == "router:guard"), None)
+        records = read_records(running.bootstrap, prefix=running.prefix, verifier=verifier())
+        # signed by the router's writer key, and accepted as a guard's retreat
+        accepted = [p.record for p in records if p.rejected is None]
+        tripped = next((r for r in accepted if r.actor == writer().name), None)
         batch += 1
         assert batch < 30, "the guard never tripped"
     assert tripped.change == CanaryChange(stage="first", version=None)

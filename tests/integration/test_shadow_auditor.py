@@ -32,6 +32,7 @@ from modelyard.topics import audit_topic, pipeline_shadow_topic
 from modelyard.wire import Envelope, encode_envelope
 
 from tests.support.kafka_io import Collector, produce_all
+from tests.support.keys import admin, verifier, writer
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +134,7 @@ def _guarded_sentiment(broker: str, prefix: str) -> str:
         ShadowChange(stage="sentiment", version="2", sample_rate=1.0),
         GuardsChange(stage="sentiment", rules=(rule,)),
     ):
-        write_change(broker, "tp", change, actor="test", prefix=prefix)
+        write_change(broker, "tp", change, signer=admin(), prefix=prefix)
     return shadow_topic
 
 
@@ -149,7 +150,7 @@ def _withdrawn(state: ControlState) -> bool:
 
 
 def _assert_withdrawn_by_the_guard(last: ControlRecord) -> None:
-    assert (last.actor, last.change.type) == ("shadow-audit:guard", "withdraw")
+    assert (last.actor, last.change.type) == (writer().name, "withdraw")  # its writer key
     # tripped on the third compared run: 2 of 3 disagree
     assert (
         "shadow sentiment 2 shadow_disagreement 0.667 > 0.5 over 60 s (3 requests)" in last.reason
@@ -164,8 +165,12 @@ def _assert_withdrawn_by_the_guard(last: ControlRecord) -> None:
 def test_a_shadow_that_disagrees_past_its_guard_is_withdrawn(broker: str, unique: str) -> None:
     shadow_topic = _guarded_sentiment(broker, unique)
     records: list[ControlRecord] = []
-    follower = ControlFollower(broker, prefix=unique, on_change=records.append).start()
-    guard = withdrawing_guard(broker, "tp", lambda: follower.state, prefix=unique)
+    follower = ControlFollower(
+        broker, prefix=unique, on_change=records.append, verifier=verifier()
+    ).start()
+    guard = withdrawing_guard(
+        broker, "tp", lambda: follower.state, prefix=unique, signer=writer(), verifier=verifier()
+    )
     auditor = ShadowAuditor(broker, "tp", prefix=unique, ttl_s=600, guard=guard)
     try:
         assert follower.wait_caught_up(30)

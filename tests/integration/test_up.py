@@ -35,6 +35,7 @@ from modelyard.topics import (
 )
 from modelyard.wire import Envelope
 
+from tests.support.keys import admin, keys_dir
 from tests.support.models import write_shout_version
 from tests.support.stage import ROOT
 
@@ -85,7 +86,7 @@ def _stack(
     broker: str, unique: str, layout: tuple[Path, Path], lines: Lines, **fields: Any
 ) -> Stack:
     repo, spec = layout
-    options: dict[str, Any] = {"router": False, "partitions": 3, **fields}
+    options: dict[str, Any] = {"router": False, "partitions": 3, "keys_dir": keys_dir(), **fields}
     return Stack(
         pipelines=[spec],
         repository=repo,
@@ -119,9 +120,10 @@ def test_stack_creates_topics_bootstraps_control_and_serves(
             ],
         )
         assert list(counts.values()) == [3, 3, 3, 3, 3, 3, 1]
-        # control: one rollout per stage, by "modelyard up": --version, else the latest
+        # control: one rollout per stage, signed by up's admin key: --version, else the latest
         records = [p.record for p in read_records(broker, prefix=unique)]
-        assert [(r.actor, r.change.type) for r in records] == [("modelyard up", "rollout")] * 2
+        assert [(r.actor, r.change.type) for r in records] == [("admin", "rollout")] * 2
+        assert all(r.signature for r in records)  # signed by the stack's admin key
         routing = stack.state.pipeline("shouty")
         assert (routing.stage("first").active, routing.stage("second").active) == ("1", "2")
         # one worker per version in use, each ready and answering on its topic
@@ -148,7 +150,7 @@ def test_a_version_coming_into_use_gets_a_worker(
     with _stack(broker, unique, layout, lines) as stack:
         assert set(stack.workers) == {"shout:2"}  # the latest, for both stages
         write_change(
-            broker, "shouty", Rollout(stage="first", version="1"), actor="t", prefix=unique
+            broker, "shouty", Rollout(stage="first", version="1"), signer=admin(), prefix=unique
         )
         ready = stack.wait_worker("shout:1", timeout_s=60)
         assert ready["topic"] == model_input_topic(unique, "shout", "1")
@@ -163,13 +165,13 @@ def test_a_shadow_only_version_runs_niced_until_it_serves(
         assert set(stack.workers) == {"shout:1"}
         assert os.getpriority(os.PRIO_PROCESS, stack.processes()["shout:1"]) == 0
         change = ShadowChange(stage="second", version="2", sample_rate=1.0)
-        write_change(broker, "shouty", change, actor="t", prefix=unique)
+        write_change(broker, "shouty", change, signer=admin(), prefix=unique)
         stack.wait_worker("shout:2", timeout_s=60)
         shadow_pid = stack.processes()["shout:2"]
         assert os.getpriority(os.PRIO_PROCESS, shadow_pid) == 10
         # a canary now: the version serves callers, so it gets a worker at normal priority
         canary = CanaryChange(stage="second", version="2", weight=0.5)
-        write_change(broker, "shouty", canary, actor="t", prefix=unique)
+        write_change(broker, "shouty", canary, signer=admin(), prefix=unique)
         deadline = time.monotonic() + 30
         while stack.processes()["shout:2"] == shadow_pid:
             assert time.monotonic() < deadline, "the niced worker was not replaced"

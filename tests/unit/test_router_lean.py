@@ -3,6 +3,7 @@ digest, stage outputs passed on packed give the same bytes, and audit times read
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -14,10 +15,14 @@ import msgpack
 import numpy as np
 import pytest
 from modelyard.audit import (
+    Payload,
+    RequestRecord,
+    decode_audit,
     digest_fields,
     digest_packed,
     encode_audit_values,
     encode_hop_record,
+    encode_payload,
     encode_request_record,
 )
 from modelyard.audit.records import _iso
@@ -98,6 +103,11 @@ def test_a_hop_record_from_its_template_is_the_generic_encoding(text: str | None
         "input_digest": "a" * 64, "output_digest": text,
     }  # fmt: skip
     assert encode_hop_record(**values) == encode_audit_values("hop", values)  # type: ignore[arg-type]
+    payload = encode_payload(pack_fields({"t": [text or ""]}), keep=True, max_bytes=1 << 20)
+    with_payloads = encode_hop_record(**values, input=payload, output=None)  # type: ignore[arg-type]
+    generic = {**values, "input": json.loads(payload), "output": None}
+    assert with_payloads == encode_audit_values("hop", generic)
+    assert decode_audit(with_payloads).input == Payload.model_validate_json(payload)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("text", [None, 'quote " ünïcode'])
@@ -106,9 +116,15 @@ def test_a_request_record_from_its_template_is_the_generic_encoding(text: str | 
         "request_id": "r1", "pipeline": "p", "caller": text, "trace_id": None, "outcome": "ok",
         "error": text, "spec_version": 3, "received_at": 1767225600.25,
         "finished_at": 1767225601.5, "latency_ms": 1250.0, "served_by": {"a": "m:1", "b": "n:2"},
-        "skipped": ["c", "d"], "input_digest": "a" * 64,
+        "skipped": ["c", "d"], "input_digest": "a" * 64, "principal": text, "auth": "token",
     }  # fmt: skip
-    assert encode_request_record(**values) == encode_audit_values("request", values)  # type: ignore[arg-type]
+    result = encode_payload(pack_fields({"label": ["pos"]}), keep=True, max_bytes=1 << 20)
+    templated = encode_request_record(**values, result=result)  # type: ignore[arg-type]
+    assert templated == encode_audit_values("request", {**values, "result": json.loads(result)})
+    record = decode_audit(templated)
+    assert isinstance(record, RequestRecord)
+    assert record.result is not None
+    assert record.result.digest == hashlib.sha256(pack_fields({"label": ["pos"]})).hexdigest()
 
 
 def test_each_state_of_the_stage_graph_is_worked_out_as_frontier_and_resolve_do() -> None:

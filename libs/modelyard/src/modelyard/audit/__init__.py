@@ -1,8 +1,13 @@
 """Audit: who called which version of which model, when, on what, with what outcome."""
 
+from modelyard.audit.capture import encode_payload, redacted_value
 from modelyard.audit.records import (
+    AnyRecord,
     AuditRecord,
+    ChainLink,
+    CheckpointRecord,
     HopRecord,
+    Payload,
     RequestRecord,
     decode_audit,
     digest_fields,
@@ -15,8 +20,12 @@ from modelyard.audit.records import (
 )
 
 __all__ = [
+    "AnyRecord",
     "AuditRecord",
+    "ChainLink",
+    "CheckpointRecord",
     "HopRecord",
+    "Payload",
     "RequestRecord",
     "decode_audit",
     "digest_fields",
@@ -24,6 +33,8 @@ __all__ = [
     "encode_audit",
     "encode_audit_values",
     "encode_hop_record",
+    "encode_payload",
     "encode_request_record",
+    "redacted_value",
     "utc",
 ]

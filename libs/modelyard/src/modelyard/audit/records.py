@@ -37,13 +37,38 @@ __all__ = [
 ]
 
 
+_STRICT = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
+AuthMethod = Literal["token", "mtls", "signature", "trusted-header", "none"]
+
+
+class ChainLink(BaseModel):
+    """Where a record sits in its writer's hash chain (``modelyard audit verify`` walks them)."""
+
+    model_config = _STRICT
+
+    writer: str = Field(description="One id per router or auditor process run.")
+    partition: int = Field(ge=0, description="The audit-topic partition it was produced to.")
+    seq: int = Field(ge=0, description="0, 1, 2, ... per (writer, partition).")
+    prev: str = Field(description="sha256 of the previous record's value bytes (64 zeros: none).")
+
+
+class Payload(BaseModel):
+    """Captured fields: always their digest and size; the fields themselves when the pipeline's
+    capture policy keeps them (base64 of the msgpack map, redacted values replaced)."""
+
+    model_config = _STRICT
+
+    digest: str = Field(description="sha256 of the fields as the envelope packs them.")
+    fields: str | None = Field(default=None, description="base64 msgpack map, or null.")
+    bytes_: int = Field(alias="bytes", ge=0, description="Size of the packed fields.")
+
+
 class _Record(BaseModel):
     # allow_inf_nan: a latency of NaN or Infinity (JSON readers accept both) is no time at all
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False
-    )
+    model_config = _STRICT
 
     schema_: Literal[1] = Field(default=1, alias="schema", description="Record format version.")
+    chain: ChainLink | None = Field(default=None, description="Its link in the writer's chain.")
     request_id: str
     pipeline: str
     caller: str | None = Field(default=None, description="Principal that made the request.")
@@ -71,6 +96,8 @@ class HopRecord(_Record):
     agrees: bool | None = Field(
         default=None, description="Shadow hops: whether its outputs equal the primary's."
     )
+    input: Payload | None = Field(default=None, description="Captured input (policy full).")
+    output: Payload | None = Field(default=None, description="Captured output (policy full).")
 
 
 class RequestRecord(_Record):
@@ -84,15 +111,34 @@ class RequestRecord(_Record):
     served_by: dict[str, str] = Field(default_factory=dict, description='stage -> "model:ver".')
     skipped: tuple[str, ...] = ()
     input_digest: str
+    principal: str | None = Field(default=None, description="The authenticated caller.")
+    auth: AuthMethod = Field(default="none", description="How the principal was authenticated.")
+    result: Payload | None = Field(default=None, description="The final result's fields.")
 
 
-AuditRecord = Annotated[HopRecord | RequestRecord, Field(discriminator="kind")]
+class CheckpointRecord(BaseModel):
+    """A writer's signature over its chain's head: every record up to ``seq`` is as written."""
+
+    model_config = _STRICT
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    kind: Literal["checkpoint"] = "checkpoint"
+    writer: str
+    partition: int = Field(ge=0)
+    seq: int = Field(ge=0, description="The last record it covers.")
+    head: str = Field(description="sha256 of that record's value bytes.")
+    at: AwareDatetime
+    key_id: str = Field(description="The writer key (keyring) that signed it.")
+    signature: str = Field(description="base64 Ed25519 over canonical_json of the five above.")
 
 
-_RECORD: TypeAdapter[HopRecord | RequestRecord] = TypeAdapter(AuditRecord)
+AuditRecord = Annotated[HopRecord | RequestRecord | CheckpointRecord, Field(discriminator="kind")]
+AnyRecord = HopRecord | RequestRecord | CheckpointRecord
+
+_RECORD: TypeAdapter[AnyRecord] = TypeAdapter(AuditRecord)
 
 
-def encode_audit(record: HopRecord | RequestRecord) -> bytes:
+def encode_audit(record: AnyRecord) -> bytes:
     """The record's JSON value (UTF-8)."""
     return record.model_dump_json(by_alias=True).encode()
 
@@ -116,43 +162,53 @@ def encode_hop_record(
     error: str | None, stage: str, model: str, version: str, role: str, shadow: bool,
     attempt: int, span_id: str | None, dispatched_at: float, finished_at: float,
     latency_ms: float, input_digest: str, output_digest: str | None,
+    input: bytes | None = None, output: bytes | None = None,
 ) -> bytes:  # fmt: skip
     """``encode_audit_values("hop", ...)`` of a router hop, from a template: the same JSON
-    (the same keys in the same order) at about half the cost; two per request."""
+    (the same keys in the same order) at about half the cost; two per request. ``input`` and
+    ``output`` are captured payloads, as ``encode_payload`` gives them."""
     return (_HOP % (
         _esc(request_id), _esc(pipeline), _text(caller), _text(trace_id), _esc(outcome),
         _text(error), _esc(stage), _esc(model), _esc(version), _esc(role),
         "true" if shadow else "false", attempt, _text(span_id), _iso(dispatched_at),
         _iso(finished_at), float(latency_ms), _esc(input_digest), _text(output_digest),
-    )).encode()  # fmt: skip
+    )).encode() + (_captured(input, output) if input or output else b"}")  # fmt: skip
 
 
 _HOP = (
     '{"schema":1,"kind":"hop","request_id":%s,"pipeline":%s,"caller":%s,"trace_id":%s,'
     '"outcome":%s,"error":%s,"stage":%s,"model":%s,"version":%s,"role":%s,"shadow":%s,'
     '"attempt":%d,"span_id":%s,"dispatched_at":"%s","finished_at":"%s","latency_ms":%r,'
-    '"input_digest":%s,"output_digest":%s}'
+    '"input_digest":%s,"output_digest":%s'
 )
+
+
+def _captured(input_: bytes | None, output: bytes | None) -> bytes:
+    return b',"input":%s,"output":%s}' % (input_ or b"null", output or b"null")
 
 
 def encode_request_record(
     *, request_id: str, pipeline: str, caller: str | None, trace_id: str | None, outcome: str,
     error: str | None, spec_version: int, received_at: float, finished_at: float,
     latency_ms: float, served_by: Mapping[str, str], skipped: list[str], input_digest: str,
+    principal: str | None, auth: str, result: bytes | None,
 ) -> bytes:  # fmt: skip
     """``encode_audit_values("request", ...)`` of a routed request, from a template (one per
-    request): the same JSON, the same keys in the same order."""
+    request): the same JSON, the same keys in the same order. ``result`` is the final result's
+    payload, as ``encode_payload`` gives it."""
     return (_REQUEST % (
         _esc(request_id), _esc(pipeline), _text(caller), _text(trace_id), _esc(outcome),
         _text(error), spec_version, _iso(received_at), _iso(finished_at), float(latency_ms),
-        _JSON.encode(served_by), _JSON.encode(skipped), _esc(input_digest),
-    )).encode()  # fmt: skip
+        _JSON.encode(served_by), _JSON.encode(skipped), _esc(input_digest), _text(principal),
+        _esc(auth),
+    )).encode() + (result or b"null") + b"}"  # fmt: skip
 
 
 _REQUEST = (
     '{"schema":1,"kind":"request","request_id":%s,"pipeline":%s,"caller":%s,"trace_id":%s,'
     '"outcome":%s,"error":%s,"spec_version":%d,"received_at":"%s","finished_at":"%s",'
-    '"latency_ms":%r,"served_by":%s,"skipped":%s,"input_digest":%s}'
+    '"latency_ms":%r,"served_by":%s,"skipped":%s,"input_digest":%s,"principal":%s,"auth":%s,'
+    '"result":'
 )
 
 
@@ -181,7 +237,7 @@ def _iso(ts: float) -> str:
     return f"{text}.{micros:06d}Z"
 
 
-def decode_audit(value: bytes) -> HopRecord | RequestRecord:
+def decode_audit(value: bytes) -> AnyRecord:
     """Parse an audit-topic value; DecodeError if it is not a valid record.
 
     Parsed by pydantic's JSON reader, which refuses lone surrogates (text that cannot be printed

@@ -57,16 +57,18 @@ __all__ = ["init_command"]
     help="Create no topics (they are managed elsewhere, e.g. Strimzi KafkaTopic resources).",
 )
 @click.option(
-    "--actor",
-    envvar="MODELYARD_ACTOR",
-    default="modelyard init",
+    "--keys-dir",
+    envvar="MODELYARD_KEYS_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".modelyard/up"),
     show_default=True,
-    help="Who the rollout records name [env MODELYARD_ACTOR].",
+    help="Where the keyring and the admin and router keys are (created on first use; share "
+    "it with routers as MODELYARD_KEYRING / MODELYARD_WRITER_KEY) [env MODELYARD_KEYS_DIR].",
 )
 @click.option("--wait-s", type=float, default=60.0, show_default=True,
               help="How long to wait for the cluster to answer.")  # fmt: skip
 def init_command(
-    versions: tuple[str, ...], no_topics: bool, actor: str, wait_s: float, **options: Any
+    versions: tuple[str, ...], no_topics: bool, keys_dir: Path, wait_s: float, **options: Any
 ) -> None:
     """Create the topics and roll out the first versions on a running Kafka cluster.
 
@@ -74,8 +76,10 @@ def init_command(
     elsewhere (docker compose, Kubernetes): every pipeline's topics, the model versions' input
     and dead-letter topics, the audit and control topics (unless --no-topics), then one rollout
     record per stage that has no active version yet (--version, else the model's latest
-    version in the repository), after checking the pipeline's tensor contract. Safe to run
-    again: existing topics are kept and stages already routed are left alone.
+    version in the repository), after checking the pipeline's tensor contract, signed by the
+    admin key of --keys-dir (keyring.yaml, keys/admin.key, keys/router.key: created on first
+    use). Safe to run again: existing topics and keys are kept and stages already routed are
+    left alone.
     """
     from modelyard.errors import ModelyardError  # noqa: PLC0415
     from modelyard.stack import StackSettings  # noqa: PLC0415
@@ -88,15 +92,17 @@ def init_command(
     except ModelyardError as exc:
         raise click.UsageError(exc.message) from None
     configure_logging(json=None, level="INFO")
-    for line in _init(settings, topics=not no_topics, actor=actor, wait_s=wait_s):
+    for line in _init(settings, topics=not no_topics, keys_dir=keys_dir, wait_s=wait_s):
         click.echo(line)
 
 
-def _init(settings: StackSettings, *, topics: bool, actor: str, wait_s: float) -> list[str]:
+def _init(settings: StackSettings, *, topics: bool, keys_dir: Path, wait_s: float) -> list[str]:
     """Topics (unless ``topics`` is false), then the first rollouts; a line per pipeline."""
     from modelyard.broker import wait_for_kafka  # noqa: PLC0415
     from modelyard.control.topic import read_state  # noqa: PLC0415
+    from modelyard.control.verify import ControlVerifier  # noqa: PLC0415
     from modelyard.graph import load_spec  # noqa: PLC0415
+    from modelyard.keys import SigningKey, ensure_local_keys  # noqa: PLC0415
     from modelyard.repository.store import ModelRepository  # noqa: PLC0415
     from modelyard.stack.setup import bootstrap_control, create_stack_topics  # noqa: PLC0415
 
@@ -109,8 +115,11 @@ def _init(settings: StackSettings, *, topics: bool, actor: str, wait_s: float) -
     repo = ModelRepository(settings.repository.absolute())
     if topics:
         create_stack_topics(bootstrap, settings, specs, repo)
-    bootstrap_control(bootstrap, settings, specs, repo, actor=actor)
-    state = read_state(bootstrap, prefix=settings.topic_prefix)
+    keys = ensure_local_keys(keys_dir)
+    verifier = ControlVerifier.from_file(keys.keyring)
+    admin = SigningKey.load(keys.admin_key)
+    bootstrap_control(bootstrap, settings, specs, repo, signer=admin, verifier=verifier)
+    state = read_state(bootstrap, prefix=settings.topic_prefix, verifier=verifier)
     lines = []
     for spec in specs:
         routing = state.pipeline(spec.pipeline)

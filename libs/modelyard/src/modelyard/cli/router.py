@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from modelyard.cli.auth_options import router_auth_options
 from modelyard.cli.tls_options import grpc_tls_options
 
 __all__ = ["router_command"]
@@ -23,6 +24,7 @@ __all__ = ["router_command"]
 @click.option("--grpc-host", help="gRPC bind address [127.0.0.1].")
 @click.option("--grpc-port", type=int, help="gRPC port, 0 for any free port [8000].")
 @grpc_tls_options
+@router_auth_options
 @click.option("--no-grpc", "no_grpc", is_flag=True, help="Kafka only: no gRPC API.")
 @click.option("--metrics-host", help="Metrics/health HTTP bind address [127.0.0.1].")
 @click.option("--metrics-port", type=int, help="Metrics/health HTTP port, 0 for any [9200].")
@@ -39,7 +41,27 @@ __all__ = ["router_command"]
     "--canary-key", type=click.Choice(["caller", "request"]), help="Sticky canary key [caller]."
 )
 @click.option("--no-contract-check", "no_check", is_flag=True, help="Skip the start-up check.")
-def router_command(spec: Path, no_grpc: bool, no_check: bool, **options: Any) -> None:
+@click.option(
+    "--keyring",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Operator keyring every control record is verified against (required).",
+)
+@click.option(
+    "--insecure-control",
+    "insecure",
+    is_flag=True,
+    help="No keyring: apply control records unverified (development only).",
+)
+@click.option(
+    "--writer-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Writer key: signs audit checkpoints and guard rollbacks.",
+)
+@click.option("--checkpoint-every", type=int, help="Audit records per checkpoint [1000].")
+@click.option("--checkpoint-every-s", type=float, help="Seconds between checkpoints [5].")
+def router_command(
+    spec: Path, no_grpc: bool, no_check: bool, insecure: bool, **options: Any
+) -> None:
     """Route the pipeline SPEC (a YAML file, e.g. pipelines/docs.yaml).
 
     Consumes yard.p.<pipeline>.in (requests) and yard.p.<pipeline>.router (stage replies) in the
@@ -49,6 +71,11 @@ def router_command(spec: Path, no_grpc: bool, no_check: bool, **options: Any) ->
     yard.audit, shadow replies to yard.p.<pipeline>.shadow. Serves the pipeline gRPC API and
     /metrics, /healthz/{live,ready}. Every option is also MODELYARD_<NAME>; tracing follows the
     standard OTEL_* variables. SIGTERM stops intake, lets requests in flight finish, commits.
+    --auth (default none: every caller anonymous) authenticates gRPC callers, refuses and audits
+    the rest; the gateway signs what it forwards with its --callers-file key (docs/security.md).
+    Control records apply only when signed by a --keyring key allowed the pipeline; others are
+    ignored and reported (docs/control-plane.md). Audit records are hash-chained per writer and
+    partition; --writer-key signs the chains' checkpoints (docs/audit.md).
     """
     from modelyard.router.app import run_router  # noqa: PLC0415  # keeps `--help` fast
     from modelyard.router.settings import RouterSettings  # noqa: PLC0415
@@ -59,6 +86,8 @@ def router_command(spec: Path, no_grpc: bool, no_check: bool, **options: Any) ->
         given["grpc_enabled"] = False
     if no_check:
         given["check_contract"] = False
+    if insecure:
+        given["insecure_control"] = True
     settings = RouterSettings(spec=spec, **given)
     configure_logging(json=settings.log_json, level=settings.log_level)
     provider = configure_tracing("modelyard-router")

@@ -20,6 +20,15 @@ __all__ = ["shadow_audit_command"]
 @click.option("--metrics-port", type=int, default=0, show_default=True, help="0: any free port.")
 @click.option("--ttl-s", type=float, default=60.0, show_default=True,
               help="How long a reply waits for its other half.")  # fmt: skip
+@click.option("--keyring", envvar="MODELYARD_KEYRING", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Keyring the control records it follows are verified against.")  # fmt: skip
+@click.option("--insecure-control", is_flag=True,
+              help="No keyring: follow control records unverified (development only).")  # fmt: skip
+@click.option("--writer-key", envvar="MODELYARD_WRITER_KEY", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 writer key (`modelyard keys create NAME --role writer`) signing "
+                   "its audit chains' checkpoints; none: chained, unsigned.")  # fmt: skip
 def shadow_audit_command(spec: Path, **options: Any) -> None:
     """Pair the shadow replies of pipeline SPEC with their primary replies.
 
@@ -35,6 +44,7 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415  # keeps --help fast
 
     from modelyard.control.follower import ControlFollower  # noqa: PLC0415
+    from modelyard.control.verify import ControlVerifier  # noqa: PLC0415
     from modelyard.graph.load import load_spec  # noqa: PLC0415
     from modelyard.kafka.process import (  # noqa: PLC0415
         announce_ready,
@@ -42,6 +52,7 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
         exit_code,
         stop_on_signals,
     )
+    from modelyard.keys import SigningKey  # noqa: PLC0415
     from modelyard.shadows.auditor import ShadowAuditor  # noqa: PLC0415
     from modelyard.shadows.guard import withdrawing_guard  # noqa: PLC0415
     from modelyard.telemetry import (  # noqa: PLC0415
@@ -54,14 +65,22 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     pipeline = load_spec(spec).pipeline
     registry = CollectorRegistry()
     bootstrap, prefix = options["bootstrap"], options["topic_prefix"]
-    follower = ControlFollower(bootstrap, prefix=prefix)
+    if options["keyring"] is not None:
+        verifier = ControlVerifier.from_file(options["keyring"])
+    elif options["insecure_control"]:
+        verifier = ControlVerifier(None, {})
+    else:
+        raise click.UsageError("give --keyring (MODELYARD_KEYRING), or --insecure-control")
+    writer = SigningKey.load(options["writer_key"]) if options["writer_key"] else None
+    follower = ControlFollower(bootstrap, prefix=prefix, verifier=verifier, registry=registry)
     follower.start()
     guard = withdrawing_guard(
-        bootstrap, pipeline, lambda: follower.state, prefix=prefix, registry=registry
-    )
+        bootstrap, pipeline, lambda: follower.state, prefix=prefix, registry=registry,
+        signer=writer, verifier=verifier,
+    )  # fmt: skip
     auditor = ShadowAuditor(
         bootstrap, pipeline, prefix=prefix, ttl_s=options["ttl_s"], registry=registry,
-        guard=guard,
+        guard=guard, writer_key=writer,
     )  # fmt: skip
     host = options["metrics_host"]
     stop = stop_on_signals()  # before starting: a signal during start-up is not lost

@@ -53,7 +53,13 @@ def load_spec(path: Path) -> PipelineSpec:
 
 def validate_spec(spec: PipelineSpec) -> None:
     """Raise SpecError for the first wiring problem (in line order), if any."""
-    problems = [*_names(spec), *_sources(spec), *_conditions(spec), *_cycles(spec)]
+    problems = [
+        *_names(spec),
+        *_sources(spec),
+        *_redactions(spec),
+        *_conditions(spec),
+        *_cycles(spec),
+    ]
     if problems:
         path, message = min(problems, key=lambda p: spec.line_of(p[0]) or 0)
         raise spec.error(message, path)
@@ -96,6 +102,14 @@ def _source(spec: PipelineSpec, source: Source, path: FieldPath) -> Iterator[Pro
             yield where, f"unknown request field {ref.field!r} (inputs: {_list(spec.inputs)})"
         elif ref.stage != REQUEST and ref.stage not in spec.stages:
             yield where, f"unknown stage {ref.stage!r} (stages: {_list(spec.stages)})"
+
+
+def _redactions(spec: PipelineSpec) -> Iterator[Problem]:
+    for i, ref in enumerate(spec.audit.redact):
+        if ref.stage == REQUEST and ref.field not in spec.inputs:
+            yield ("audit", "redact", i), f"unknown request field {ref.field!r}"
+        elif ref.stage != REQUEST and ref.stage not in spec.stages:
+            yield ("audit", "redact", i), f"unknown stage {ref.stage!r}"
 
 
 def _conditions(spec: PipelineSpec) -> Iterator[Problem]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Set
 from functools import cached_property
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,8 @@ from modelyard.tensors import DATATYPES
 __all__ = [
     "REQUEST",
     "REQUEST_METADATA",
+    "AuditPolicy",
+    "Capture",
     "PipelineSpec",
     "Ref",
     "Source",
@@ -171,6 +173,38 @@ class Stage(_Frozen):
         return self.upstream | (named - {REQUEST})
 
 
+class AuditPolicy(_Frozen):
+    """What a pipeline's audit records keep of its data (docs/pipeline-spec.md#audit). The
+    final result is always kept (redacted, up to ``max_bytes``); stage inputs and outputs only
+    with ``payloads: full``; every payload's digest always."""
+
+    payloads: Literal["digest", "full"] = Field(
+        default="digest", description="Keep stage inputs and outputs in full, or digests only."
+    )
+    redact: tuple[Ref, ...] = Field(
+        default=(), description="Values never kept: 'request.<field>' or '<stage>.<output>'."
+    )
+    max_bytes: int = Field(
+        default=65536, ge=0, description="A payload packed larger than this keeps its digest only."
+    )
+
+    @field_validator("redact", mode="before")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        return [_parse_ref(v) for v in value] if isinstance(value, list) else value
+
+
+class Capture(NamedTuple):
+    """The audit policy worked out per place a value is recorded: the field names redacted in
+    each stage's input and output and in the result (a value is redacted wherever it flows)."""
+
+    full: bool
+    max_bytes: int
+    inputs: dict[str, frozenset[str]]
+    outputs: dict[str, frozenset[str]]
+    result: frozenset[str]
+
+
 class PipelineSpec(_Frozen):
     """A whole pipeline; build it with ``load_spec``/``parse_spec`` to get it validated."""
 
@@ -180,6 +214,7 @@ class PipelineSpec(_Frozen):
     inputs: dict[str, TensorField] = Field(min_length=1, description="Accepted request fields.")
     stages: dict[str, Stage] = Field(min_length=1, description="Stages, by name.")
     outputs: dict[str, Source] = Field(min_length=1, description="Result field -> source.")
+    audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Data capture policy.")
     _source: str = PrivateAttr(default="<spec>")
     _lines: LineMap = PrivateAttr(default_factory=dict)
 
@@ -222,3 +257,23 @@ class PipelineSpec(_Frozen):
     def resolve(self, source: Source, done: Set[str], skipped: Set[str]) -> Ref | None:
         """The candidate that feeds ``source`` now (None: all skipped, or not settled yet)."""
         return graph.resolve(source, done, skipped)
+
+    @cached_property
+    def capture(self) -> Capture:
+        """The audit policy per stage input, stage output and result field."""
+        hidden = set(self.audit.redact)
+
+        def fed(sources: dict[str, Source]) -> frozenset[str]:
+            return frozenset(n for n, s in sources.items() if hidden.intersection(s.candidates))
+
+        outputs: dict[str, set[str]] = {name: set() for name in self.stages}
+        for ref in hidden:
+            if ref.stage in outputs:
+                outputs[ref.stage].add(ref.field)
+        return Capture(
+            full=self.audit.payloads == "full",
+            max_bytes=self.audit.max_bytes,
+            inputs={name: fed(stage.inputs) for name, stage in self.stages.items()},
+            outputs={name: frozenset(fields) for name, fields in outputs.items()},
+            result=fed(self.outputs),
+        )

@@ -15,13 +15,15 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from modelyard.broker import ensure_pipeline_topics
 from modelyard.control import CanaryChange
-from modelyard.control.deploy import check_routing
+from modelyard.control.deploy import check_routing, record_check
 from modelyard.control.follower import ControlFollower
 from modelyard.control.topic import ensure_control_topic, write_change
+from modelyard.control.verify import ControlVerifier
 from modelyard.errors import ConfigError
 from modelyard.graph.load import load_spec
 from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.process import announce_ready, install_stop_signals, wait_for_stop
+from modelyard.keys import SigningKey
 from modelyard.repository.store import ModelRepository
 from modelyard.router.guards import GuardHook, Trip
 from modelyard.router.service import PipelineRouter, RouterOptions
@@ -55,23 +57,50 @@ async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None
     await asyncio.to_thread(
         ensure_control_topic, settings.bootstrap, settings.topic_prefix, kafka=kafka
     )
-    follower = ControlFollower(settings.bootstrap, prefix=settings.topic_prefix, kafka=kafka)
+    registry = CollectorRegistry()
+    verifier = _control_verifier(settings, spec)
+    follower = ControlFollower(
+        settings.bootstrap, prefix=settings.topic_prefix, kafka=kafka, verifier=verifier,
+        registry=registry,
+    )  # fmt: skip
     follower.start()
     try:
-        return await _serve(settings, spec, follower, stop)
+        return await _serve(settings, spec, follower, verifier, registry=registry, stop=stop)
     finally:
         follower.stop()
 
 
+def _control_verifier(settings: RouterSettings, spec: PipelineSpec) -> ControlVerifier:
+    """What every control record must pass before it routes anything: a signature by a key of
+    the keyring allowed this pipeline, and a change the spec and repository can serve."""
+    checks = {}
+    if settings.check_contract:
+        checks[spec.pipeline] = record_check(spec, ModelRepository(settings.repository))
+    if settings.keyring is not None:
+        return ControlVerifier.from_file(settings.keyring, checks)
+    if not settings.insecure_control:
+        raise ConfigError(
+            "no keyring: give --keyring (MODELYARD_KEYRING) so control records are verified, "
+            "or --insecure-control to apply them unverified (development only)"
+        )
+    return ControlVerifier(None, checks)
+
+
 async def _serve(
-    settings: RouterSettings, spec: PipelineSpec, follower: ControlFollower, stop: asyncio.Event
+    settings: RouterSettings,
+    spec: PipelineSpec,
+    follower: ControlFollower,
+    verifier: ControlVerifier,
+    *,
+    registry: CollectorRegistry,
+    stop: asyncio.Event,
 ) -> int:
     if not await asyncio.to_thread(follower.wait_caught_up, 30):
         raise ConfigError("could not read the control topic within 30 s")
     if settings.check_contract:
         routing = follower.state.pipeline(spec.pipeline)
         check_routing(spec, ModelRepository(settings.repository), routing)
-    registry = CollectorRegistry()
+    writer_key = SigningKey.load(settings.writer_key) if settings.writer_key else None
     seq = Gauge(
         "modelyard_router_control_seq",
         "Sequence number of the pipeline's routing this router applies (see modelyard status).",
@@ -79,13 +108,12 @@ async def _serve(
         registry=registry,
     )
     seq.labels(spec.pipeline).set_function(lambda: follower.state.pipeline(spec.pipeline).seq)
-    guard = GuardHook(
-        spec.pipeline, lambda: follower.state, _canary_clearer(settings, spec), registry
-    )
+    clearer = _canary_clearer(settings, spec, writer_key, verifier)
+    guard = GuardHook(spec.pipeline, lambda: follower.state, clearer, registry)
     hooks = HookChain(
         [RouteTracingHooks(), RouteMetricsHooks(registry), RouteLoggingHooks(), guard]
     )
-    router = PipelineRouter(spec, follower, _options(settings), hooks)
+    router = PipelineRouter(spec, follower, _options(settings, writer_key), hooks)
     count_receive_failures(registry, lambda: router.fetch_health.failures)
     _tune_gc()
     router.start()
@@ -118,20 +146,31 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def _canary_clearer(settings: RouterSettings, spec: PipelineSpec) -> Callable[[Trip], None]:
-    """How a tripped guard rolls its canary back: one audited control record."""
+def _canary_clearer(
+    settings: RouterSettings,
+    spec: PipelineSpec,
+    writer_key: SigningKey | None,
+    verifier: ControlVerifier,
+) -> Callable[[Trip], None]:
+    """How a tripped guard rolls its canary back: one control record, signed by the router's
+    writer key (the keyring lets a writer sign only such retreats)."""
+    if writer_key is None:
+        log.warning("no writer key: a tripped guard cannot roll its canary back")
 
     def clear(trip: Trip) -> None:
+        if writer_key is None:
+            log.error("guard tripped; no writer key to sign the rollback", reason=trip.reason)
+            return
         write_change(
             settings.bootstrap, spec.pipeline, CanaryChange(stage=trip.stage, version=None),
-            actor="router:guard", reason=trip.reason, prefix=settings.topic_prefix,
-            kafka=settings.kafka_extra(),
+            signer=writer_key, verifier=verifier, reason=trip.reason,
+            prefix=settings.topic_prefix, kafka=settings.kafka_extra(),
         )  # fmt: skip
 
     return clear
 
 
-def _options(settings: RouterSettings) -> RouterOptions:
+def _options(settings: RouterSettings, writer_key: SigningKey | None) -> RouterOptions:
     return RouterOptions(
         bootstrap=settings.bootstrap,
         prefix=settings.topic_prefix,
@@ -142,6 +181,10 @@ def _options(settings: RouterSettings) -> RouterOptions:
         drain_timeout_s=settings.drain_timeout_s,
         kafka=settings.kafka_extra(),
         state_dir=settings.state_dir,
+        writer_key=writer_key,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_every_s=settings.checkpoint_every_s,
+        callers=settings.caller_keys() if settings.auth != "none" else None,
     )
 
 
@@ -159,16 +202,25 @@ async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
     from modelyard.gateway.core import PipelineGateway  # noqa: PLC0415
     from modelyard.gateway.server import start_pipeline_grpc  # noqa: PLC0415
 
-    credentials = settings.grpc_credentials()  # before anything starts: a bad file stops here
+    # before anything starts: a bad file stops here
+    credentials = settings.grpc_credentials()
+    auth = settings.authenticator()
+    signing_key = settings.gateway_key(settings.caller_keys())
+    if auth.enabled and signing_key is None:  # the router would refuse what it forwards
+        raise ConfigError(
+            f"auth {settings.auth} needs a may_act_for key in the callers file for the gRPC "
+            "gateway (modelyard callers add router --pipelines '*' --may-act-for)"
+        )
     gateway = PipelineGateway(
         settings.bootstrap,
         topic_prefix=settings.topic_prefix,
         kafka=settings.kafka_extra(),
         default_timeout_s=settings.default_timeout_s,
+        signing_key=signing_key,
     )
     await gateway.start()
     server, port = await start_pipeline_grpc(
-        gateway, settings.grpc_host, settings.grpc_port, credentials
+        gateway, settings.grpc_host, settings.grpc_port, credentials, auth=auth
     )
     return server, gateway, port
 

@@ -34,6 +34,7 @@ class Hop:
     dispatched_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     input_digest: str = ""
+    input_packed: bytes = b""  # what was sent, for a capture policy that keeps it
     scratch: dict[str, Any] = field(default_factory=dict)
 
     # the RoutedHop view hooks read
@@ -57,9 +58,15 @@ class Hop:
     def shadow(self) -> bool:
         return self.dispatch.shadow
 
-    def record(self, outcome: str, error: str | None, output_digest: str | None) -> bytes:
+    def record(
+        self,
+        outcome: str,
+        error: str | None,
+        output_digest: str | None,
+        captured: tuple[bytes | None, bytes | None] = (None, None),
+    ) -> bytes:
         """The audit record (JSON) of this hop, ending now; ``output_digest`` is the reply's
-        fields' (None: no outputs)."""
+        fields' (None: no outputs); ``captured`` its input and output payloads, if kept."""
         d = self.dispatch
         return encode_hop_record(
             request_id=self.request_id, pipeline=self.pipeline, caller=self.caller,
@@ -69,7 +76,7 @@ class Hop:
             dispatched_at=self.dispatched_at, finished_at=time.time(),
             latency_ms=(time.monotonic() - self.started) * 1000,
             input_digest=self.input_digest,
-            output_digest=output_digest,
+            output_digest=output_digest, input=captured[0], output=captured[1],
         )  # fmt: skip
 
 
@@ -93,6 +100,7 @@ class LiveRequest:
     scratch: dict[str, Any] = field(default_factory=dict)
     # the request fields' digest, taken by the first dispatch that sent them unchanged
     request_digest: str | None = None
+    auth: str = "none"  # how the caller (the envelope's, once verified) was authenticated
 
     # the RoutedRequest view hooks read
     @property
@@ -120,8 +128,8 @@ class LiveRequest:
         error = self.flow.error
         return None if error is None else (error.message, error.stage)
 
-    def hop(self, dispatch: Dispatch, input_digest: str) -> Hop:
-        """A new hop of this request for ``dispatch`` (its input's digest computed once)."""
+    def hop(self, dispatch: Dispatch, input_digest: str, packed: bytes) -> Hop:
+        """A new hop of this request for ``dispatch`` (its input packed and digested once)."""
         request = self.flow.request
         return Hop(
             dispatch,
@@ -130,10 +138,12 @@ class LiveRequest:
             request.caller,
             self.trace_id,
             input_digest=input_digest,
+            input_packed=packed,
         )
 
-    def record(self, outcome: str, error: str | None) -> bytes:
-        """The audit record (JSON) of this request, ending now."""
+    def record(self, outcome: str, error: str | None, result: bytes | None) -> bytes:
+        """The audit record (JSON) of this request, ending now; ``result`` the payload of its
+        result's fields."""
         flow = self.flow
         return encode_request_record(
             request_id=self.request_id, pipeline=flow.spec.pipeline,
@@ -142,4 +152,5 @@ class LiveRequest:
             finished_at=time.time(), latency_ms=(time.monotonic() - self.started) * 1000,
             served_by=flow.served_by, skipped=sorted(flow.skipped),
             input_digest=self.request_digest or digest_fields(flow.request.fields),
+            principal=flow.request.caller, auth=self.auth, result=result,
         )  # fmt: skip

@@ -12,8 +12,10 @@ import time
 
 from confluent_kafka import Message
 
-from modelyard.audit import digest_fields, encode_audit_values
+from modelyard.audit import digest_fields, encode_audit_values, encode_payload
+from modelyard.audit.records import digest_packed
 from modelyard.errors import Disposition, ModelyardError, error_class, policy_for
+from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.codec import Incoming
 from modelyard.kafka.config import MAX_MESSAGE_BYTES
 from modelyard.kafka.handler import OutRecord
@@ -25,7 +27,7 @@ from modelyard.topics import (
     pipeline_shadow_topic,
 )
 from modelyard.wire import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Envelope, ErrorInfo
-from modelyard.wire.envelope import MAX_NAME_LENGTH, encode_envelope, unpack_arrays
+from modelyard.wire.envelope import MAX_NAME_LENGTH, encode_envelope, pack_fields, unpack_arrays
 from modelyard.wire.headers import H, Headers, dead_letter, encode_headers
 from modelyard.wire.oip_json import encode_oip_json_error, encode_oip_json_response
 
@@ -33,8 +35,9 @@ __all__ = ["RecordBuilder"]
 
 
 class RecordBuilder:
-    def __init__(self, pipeline: str, spec_version: int, prefix: str) -> None:
-        self.pipeline, self.spec_version = pipeline, spec_version
+    def __init__(self, spec: PipelineSpec, prefix: str) -> None:
+        pipeline = spec.pipeline
+        self.pipeline, self.spec_version, self.capture = pipeline, spec.version, spec.capture
         self._results = pipeline_results_topic(prefix, pipeline)
         self._dlq = pipeline_dlq_topic(prefix, pipeline)
         self._shadow = pipeline_shadow_topic(prefix, pipeline)
@@ -45,7 +48,14 @@ class RecordBuilder:
         with a dead letter of the caller's bytes when a stage refused the request as poison."""
         result = live.flow.result()
         error = live.flow.error
-        record = live.record(error.code if error else "ok", error.message if error else None)
+        capture = self.capture
+        payload = encode_payload(
+            pack_fields(result.fields), result.fields, keep=True,
+            max_bytes=capture.max_bytes, redact=capture.result,
+        )  # fmt: skip
+        record = live.record(
+            error.code if error else "ok", error.message if error else None, payload
+        )
         records = [
             *self._results_of(live.incoming, result, trace),
             OutRecord(self._audit, record, live.request_id),
@@ -55,8 +65,11 @@ class RecordBuilder:
             records.append(self._dead_letter(live.incoming, error_from_stage, error.stage))
         return records
 
-    def rejection(self, incoming: Incoming, error: ModelyardError) -> list[OutRecord]:
-        """A request that never started: dead letter (unless only late), error result, audit."""
+    def rejection(
+        self, incoming: Incoming, error: ModelyardError, auth: str = "none"
+    ) -> list[OutRecord]:
+        """A request that never started: dead letter (unless only late), error result, audit.
+        ``auth``: how its caller was authenticated, when that much was settled."""
         request_id = incoming.request_id
         records: list[OutRecord] = []
         if policy_for(error).disposition is not Disposition.REPLY_ERROR:
@@ -69,20 +82,47 @@ class RecordBuilder:
             error=ErrorInfo(error.code, error.message), served_by={},
         )  # fmt: skip
         records.extend(self._results_of(incoming, result, []))
-        records.append(OutRecord(self._audit, self._rejected(incoming, error), request_id))
+        rejected = self._rejected(incoming, error, auth)
+        records.append(OutRecord(self._audit, rejected, request_id))
         return records
 
     def hop(
-        self, hop: Hop, reply: Envelope | None, outcome: str, output_digest: str | None = None
+        self,
+        hop: Hop,
+        reply: Envelope | None,
+        outcome: str,
+        output: tuple[bytes, str] | None = None,
     ) -> OutRecord:
-        """The audit record of one stage execution; ``output_digest`` is that of the reply's
-        fields, when they were packed already (``digest_packed``)."""
+        """The audit record of one stage execution; ``output`` is the reply's fields packed
+        already, with their digest (``digest_packed``)."""
         error = reply.error.message if reply is not None and reply.error is not None else None
         if reply is None and outcome != "ok":
             error = f"no reply ({outcome})"
-        if output_digest is None and reply is not None and reply.error is None:
-            output_digest = digest_fields(reply.fields)
-        return OutRecord(self._audit, hop.record(outcome, error, output_digest), hop.request_id)
+        ok_reply = reply is not None and reply.error is None
+        if output is None and reply is not None and ok_reply:
+            packed = pack_fields(reply.fields)
+            output = packed, digest_packed(packed)
+        captured = self._captured(hop, reply, output) if self.capture.full else (None, None)
+        value = hop.record(outcome, error, output[1] if output else None, captured)
+        return OutRecord(self._audit, value, hop.request_id)
+
+    def _captured(
+        self, hop: Hop, reply: Envelope | None, output: tuple[bytes, str] | None
+    ) -> tuple[bytes | None, bytes | None]:
+        """A hop's input and output payloads, per the capture policy (which keeps them)."""
+        capture, stage = self.capture, hop.dispatch.stage
+        sent = hop.dispatch.fields
+        input_ = encode_payload(
+            hop.input_packed, sent, keep=True, max_bytes=capture.max_bytes,
+            redact=capture.inputs.get(stage, frozenset()),
+        )  # fmt: skip
+        if output is None or reply is None:
+            return input_, None
+        output_ = encode_payload(
+            output[0], reply.fields, keep=True, max_bytes=capture.max_bytes,
+            redact=capture.outputs.get(stage, frozenset()),
+        )  # fmt: skip
+        return input_, output_
 
     def progress(self, live: LiveRequest, reply_value: bytes) -> OutRecord | None:
         """A stage's reply, passed on to the caller who asked for progress."""
@@ -148,12 +188,14 @@ class RecordBuilder:
         )  # fmt: skip
         return OutRecord(self._dlq, value, incoming.key, headers)
 
-    def _rejected(self, incoming: Incoming, error: ModelyardError) -> bytes:
+    def _rejected(self, incoming: Incoming, error: ModelyardError, auth: str) -> bytes:
         now = time.time()
         env = incoming.envelope
+        caller = env.caller if env else None  # ``auth`` says whether it was proven
         return encode_audit_values("request", {
             "request_id": incoming.request_id or "", "pipeline": self.pipeline,
-            "caller": env.caller if env else None, "trace_id": trace_id_of(incoming.headers),
+            "caller": caller, "principal": caller, "auth": auth,
+            "trace_id": trace_id_of(incoming.headers),
             "outcome": error.code, "error": error.message, "spec_version": self.spec_version,
             "received_at": now, "finished_at": now, "latency_ms": 0.0, "served_by": {},
             "skipped": [], "input_digest": digest_fields(incoming.value),

@@ -29,6 +29,9 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from modelyard.audit import digest_packed
+from modelyard.audit.chain import AuditChain
+from modelyard.audit.writer import ChainedAuditClients, writer_id
+from modelyard.auth import CallerKeys, verify_request
 from modelyard.control import ControlState
 from modelyard.errors import DeadlineExceededError, ModelyardError, ValidationError
 from modelyard.graph.flow import Dispatch, RequestFlow, request_specs
@@ -36,12 +39,20 @@ from modelyard.graph.spec import PipelineSpec
 from modelyard.kafka.codec import Incoming, decode_message
 from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.handler import Handler, OutRecord, Ticket
-from modelyard.kafka.worker import GroupIntake, KafkaClients, LoopOptions, WorkerLoop
+from modelyard.kafka.worker import (
+    ConfluentClients,
+    GroupIntake,
+    KafkaClients,
+    LoopOptions,
+    WorkerLoop,
+)
+from modelyard.keys import SigningKey
 from modelyard.router.live import Hop, LiveRequest, trace_id_of
 from modelyard.router.records import RecordBuilder
 from modelyard.telemetry.hooks import Hooks
 from modelyard.tensors import InputValidator
 from modelyard.topics import (
+    audit_topic,
     model_input_topic,
     pipeline_inbox_topic,
     pipeline_ingress_topic,
@@ -80,6 +91,12 @@ class RouterOptions:
     remember_finished: int = 100_000  # request ids kept to drop redelivered duplicates
     kafka: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None  # partition claims (kafka.poison); None: no crash-loop rule
+    # the writer key that signs this router's audit checkpoints (None: chained, never signed)
+    writer_key: SigningKey | None = None
+    checkpoint_every: int = 1000  # audit records per checkpoint, at most
+    checkpoint_every_s: float = 5.0  # seconds between checkpoints, at most (when records came)
+    # the keys requests must be signed with (auth on); None: callers are who they claim
+    callers: CallerKeys | None = None
 
     def loop_options(self) -> LoopOptions:
         return LoopOptions(
@@ -115,7 +132,7 @@ class PipelineRouter(Handler):
         self._dispatch_headers = encode_headers(
             [(H.CONTENT_TYPE, CONTENT_TYPE_MSGPACK), (H.REPLY_TO, self._inbox)]
         )
-        self._records = RecordBuilder(pipeline, spec.version, prefix)
+        self._records = RecordBuilder(spec, prefix)
         # stages whose outputs a condition reads: their replies' arrays are decoded; the rest
         # pass on to the next stage and the result as the bytes the stage sent
         self._conditioned = frozenset(
@@ -126,8 +143,14 @@ class PipelineRouter(Handler):
             pausable=frozenset((self._ingress,)),  # replies must keep flowing to finish requests
             consumer_overrides={"partition.assignment.strategy": "range"},  # co-partitions both
         )  # fmt: skip
+        self.audit_chain = AuditChain(
+            writer_id(f"router.{pipeline}"), options.writer_key,
+            options.checkpoint_every, options.checkpoint_every_s,
+        )  # fmt: skip
+        chained = ChainedAuditClients(clients or ConfluentClients(), self.audit_chain,
+                                      audit_topic(prefix))  # fmt: skip
         self.loop = WorkerLoop(
-            intake, options.loop_options(), hooks=self.hooks, name="router", clients=clients
+            intake, options.loop_options(), hooks=self.hooks, name="router", clients=chained
         )
         super().__init__(self.loop.outbox)
 
@@ -253,7 +276,7 @@ class PipelineRouter(Handler):
     def _admit(self, incoming: Incoming, ticket: Ticket) -> LiveRequest | None:
         """The live request, or None after rejecting it (dead letter and error result)."""
         try:
-            request = self._request(incoming)
+            auth, request = self._request(incoming)
         except ModelyardError as exc:
             self.hooks.dropped(f"rejected request ({exc.code})")
             self.outbox.answer([ticket], self._records.rejection(incoming, exc))
@@ -268,15 +291,27 @@ class PipelineRouter(Handler):
             ticket.tp[1],
             deadline_at=time.monotonic() + remaining_s,
             progress=incoming.meta.progress,
+            auth=auth,
         )
         live.trace_id = trace_id_of(incoming.headers)
         return live
 
-    def _request(self, incoming: Incoming) -> Envelope:
-        """The request as the flow takes it: validated fields, this pipeline, a deadline."""
+    def _request(self, incoming: Incoming) -> tuple[str, Envelope]:
+        """The request as the flow takes it: validated fields, this pipeline, a deadline, the
+        caller its signature proves (with how it was proven)."""
         if incoming.error is not None or incoming.envelope is None:
             raise incoming.error or ValidationError("undecodable request")
         env = incoming.envelope
+        caller, auth = env.caller, "none"
+        if self.opts.callers is not None:  # before anything else is read: nobody's request
+            principal = verify_request(
+                incoming.headers,
+                incoming.value,
+                env,
+                self.opts.callers,
+                pipeline=self.spec.pipeline,
+            )
+            caller, auth = principal.name, principal.auth
         if env.pipeline not in (None, self.spec.pipeline):
             raise ValidationError(
                 f"request for pipeline {env.pipeline!r} sent to {self.spec.pipeline!r}'s ingress"
@@ -294,12 +329,12 @@ class PipelineRouter(Handler):
         if deadline_ms <= now_ms:
             raise DeadlineExceededError("the request's deadline had passed when it arrived")
         deadline_ms = min(deadline_ms, now_ms + int(self.opts.max_timeout_s * 1000))
-        return Envelope(env.request_id, fields, self.spec.pipeline, None, env.caller, deadline_ms)
+        return auth, Envelope(env.request_id, fields, self.spec.pipeline, None, caller, deadline_ms)
 
     def _advance(self, live: LiveRequest, outputs: _Packed | None = None) -> None:
         """Send what can run now; ``outputs`` are the fields of the reply that moved the flow,
         packed for their digest already (a next stage that takes them unchanged sends them)."""
-        encoded: dict[str, tuple[bytes, str]] = {}  # a stage and its shadow send the same bytes
+        encoded: dict[str, _Encoded] = {}  # a stage and its shadow send the same bytes
         for dispatch in live.flow.advance(self.routing.state):
             self._dispatch(live, dispatch, encoded, outputs)
         if live.flow.finished:
@@ -309,13 +344,13 @@ class PipelineRouter(Handler):
         self,
         live: LiveRequest,
         dispatch: Dispatch,
-        encoded: dict[str, tuple[bytes, str]],
+        encoded: dict[str, _Encoded],
         outputs: _Packed | None,
     ) -> None:
         if dispatch.stage not in encoded:
             encoded[dispatch.stage] = self._encode(live, dispatch, outputs)
-        value, digest = encoded[dispatch.stage]
-        hop = live.hop(dispatch, digest)
+        value, digest, packed = encoded[dispatch.stage]
+        hop = live.hop(dispatch, digest, packed)
         topic = model_input_topic(self.opts.prefix, dispatch.model, dispatch.version)
         if dispatch.shadow:
             self._dispatch_shadow(live, hop, topic, value)
@@ -332,10 +367,8 @@ class PipelineRouter(Handler):
         record = OutRecord(topic, value, live.request_id, headers)
         self.outbox.send_unowned((record,), self._undelivered)
 
-    def _encode(
-        self, live: LiveRequest, dispatch: Dispatch, outputs: _Packed | None
-    ) -> tuple[bytes, str]:
-        """The dispatch's value and its input digest, over the fields packed once for both:
+    def _encode(self, live: LiveRequest, dispatch: Dispatch, outputs: _Packed | None) -> _Encoded:
+        """The dispatch's value, its input digest and packed fields, packed once for all:
         a previous stage's outputs taken unchanged are not packed again, and the request's
         fields sent unchanged give the request record its input digest."""
         request = live.flow.request
@@ -350,7 +383,7 @@ class PipelineRouter(Handler):
             request.request_id, {}, self.spec.pipeline, dispatch.stage, request.caller,
             request.deadline_ms,
         )  # fmt: skip
-        return encode_envelope_fields(head, packed), digest
+        return encode_envelope_fields(head, packed), digest, packed
 
     def _dispatch_shadow(self, live: LiveRequest, hop: Hop, topic: str, value: bytes) -> None:
         """Send a copy whose reply goes straight to the shadow topic: the router never waits
@@ -402,8 +435,8 @@ class PipelineRouter(Handler):
         outcome = reply.error.code if reply.error is not None else "ok"
         self.hooks.hop_finished(hop, outcome)
         outputs = _Packed(reply.fields) if reply.error is None else None
-        digest = outputs.digest if outputs is not None else None
-        live.finished_hops.append(self._records.hop(hop, reply, outcome, digest))
+        packed = (outputs.packed, outputs.digest) if outputs is not None else None
+        live.finished_hops.append(self._records.hop(hop, reply, outcome, packed))
         progress = self._records.progress(live, msg.value() or b"") if live.progress else None
         if progress is not None:
             self.outbox.send_unowned((progress,))
@@ -448,6 +481,9 @@ class PipelineRouter(Handler):
                 waiting = ", ".join(sorted(live.hops)) or "nothing"
                 live.flow.fail("deadline", f"deadline passed while waiting for {waiting}")
                 self._finish(live)
+
+
+_Encoded = tuple[bytes, str, bytes]  # a dispatch's value, its input digest, its packed fields
 
 
 class _Packed:

@@ -12,13 +12,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from modelyard.auth import AuthSettings
 from modelyard.grpc.tls import GrpcTlsSettings
 from modelyard.kafka.settings import KafkaClientSettings
 
 __all__ = ["RouterSettings"]
 
 
-class RouterSettings(KafkaClientSettings, GrpcTlsSettings):
+class RouterSettings(KafkaClientSettings, GrpcTlsSettings, AuthSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     spec: Path = Field(description="The pipeline spec (YAML) this router walks.")
@@ -52,3 +53,23 @@ class RouterSettings(KafkaClientSettings, GrpcTlsSettings):
     metrics_port: int = Field(default=9200, ge=0, description="Metrics/health port (0: any).")
     log_json: bool | None = Field(default=None, description="JSON logs; default: unless a TTY.")
     log_level: str = Field(default="INFO", description="Log level.")
+
+    keyring: Path | None = Field(
+        default=None,
+        description="Operator keyring control records are verified against (required unless "
+        "insecure_control; `modelyard keys create`).",
+    )
+    insecure_control: bool = Field(
+        default=False, description="Apply control records unverified (development only)."
+    )
+    writer_key: Path | None = Field(
+        default=None,
+        description="Writer key (role writer) that signs audit-chain checkpoints and the "
+        "guard's automatic rollbacks; none: chains unsigned, guards cannot roll back.",
+    )
+    checkpoint_every: int = Field(
+        default=1000, ge=1, description="Audit records per signed checkpoint, at most."
+    )
+    checkpoint_every_s: float = Field(
+        default=5.0, gt=0, description="Seconds between signed checkpoints, at most."
+    )

@@ -23,10 +23,13 @@ from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter
 
 from modelyard.audit import encode_audit_values
+from modelyard.audit.chain import AuditChain
+from modelyard.audit.writer import ChainedAuditClients, writer_id
 from modelyard.errors import DecodeError
 from modelyard.kafka.config import BACKGROUND_CONSUMER, BACKGROUND_PRODUCER
 from modelyard.kafka.handler import Handler, Outbox, OutRecord, Ticket
-from modelyard.kafka.worker import GroupIntake, LoopOptions, WorkerLoop
+from modelyard.kafka.worker import ConfluentClients, GroupIntake, LoopOptions, WorkerLoop
+from modelyard.keys import SigningKey
 from modelyard.shadows.guard import ShadowGuard
 from modelyard.shadows.pairs import Pair, ShadowPairs, Side, shadow_hop_record
 from modelyard.topics import audit_topic, pipeline_shadow_topic
@@ -60,9 +63,11 @@ class ShadowAuditor:
         guard: ShadowGuard | None = None,
         state_dir: Path | None = None,
         max_waiting: int = _MAX_WAITING,
+        writer_key: SigningKey | None = None,
     ) -> None:
         """``state_dir``: the poison ledger's partition claims (None: no crash-loop rule);
-        ``max_waiting``: halves held before intake pauses."""
+        ``max_waiting``: halves held before intake pauses; ``writer_key``: signs the
+        checkpoints of its audit records' chains (None: chained, never signed)."""
         self.pipeline = pipeline
         self._guard = guard
         self._runs = Counter(
@@ -80,9 +85,11 @@ class ShadowAuditor:
             bootstrap=bootstrap, kafka=dict(kafka or {}), state_dir=state_dir,
             commit_interval_s=_COMMIT_INTERVAL_S, drain_timeout_s=0.0, max_inflight=max_waiting,
         )  # fmt: skip
+        chain = AuditChain(writer_id(f"shadow-audit.{pipeline}"), writer_key)
         self.loop = WorkerLoop(
-            intake, options, name="shadow-audit", producer_overrides=BACKGROUND_PRODUCER
-        )
+            intake, options, name="shadow-audit", producer_overrides=BACKGROUND_PRODUCER,
+            clients=ChainedAuditClients(ConfluentClients(), chain, audit_topic(prefix)),
+        )  # fmt: skip
         self._pairing = _Pairing(
             self.loop.outbox, pipeline, audit_topic(prefix), ShadowPairs(ttl_s), self._observe
         )

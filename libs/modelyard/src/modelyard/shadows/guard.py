@@ -8,8 +8,9 @@ reply, or the primary failed) is not counted. Windows run on the records' own ti
 auditor catching up on a backlog judges each run when it happened.
 
 Crossing the bound withdraws the version (``Withdraw``: its shadow and, if it is also the
-canary, its canary are cleared) in one control record by ``shadow-audit:guard`` that names the
-rule and the figure; ``modelyard_shadow_guard_trips`` counts it.
+canary, its canary are cleared) in one control record, signed by the auditor's writer key (the
+keyring lets a writer sign only such retreats), that names the rule and the figure;
+``modelyard_shadow_guard_trips`` counts it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from prometheus_client import CollectorRegistry, Counter
 from modelyard.control import ControlState, Withdraw
 from modelyard.control.guard_watch import SHADOW_METRICS, GuardWatch, Trip, TripActions
 from modelyard.control.topic import write_change
+from modelyard.control.verify import ControlVerifier
+from modelyard.keys import SigningKey
 
 __all__ = ["ShadowGuard", "withdrawing_guard"]
-
-ACTOR = "shadow-audit:guard"
 
 log = structlog.get_logger("modelyard.shadows.guard")
 
@@ -87,12 +88,18 @@ def withdrawing_guard(
     prefix: str = "yard",
     kafka: Mapping[str, Any] | None = None,
     registry: CollectorRegistry | None = None,
+    signer: SigningKey | None = None,
+    verifier: ControlVerifier | None = None,
 ) -> ShadowGuard:
-    """A guard that withdraws a tripped version through the control topic."""
+    """A guard that withdraws a tripped version through the control topic, by a record
+    ``signer`` signs (None: it can only say that it tripped)."""
 
     def withdraw(trip: Trip) -> None:
+        if signer is None:
+            log.error("guard tripped; no writer key to sign the withdrawal", reason=trip.reason)
+            return
         change = Withdraw(stage=trip.stage, version=trip.version)
-        write_change(bootstrap, pipeline, change, actor=ACTOR, reason=trip.reason,
-                     prefix=prefix, kafka=kafka)  # fmt: skip
+        write_change(bootstrap, pipeline, change, signer=signer, verifier=verifier,
+                     reason=trip.reason, prefix=prefix, kafka=kafka)  # fmt: skip
 
     return ShadowGuard(pipeline, routing, withdraw, registry)

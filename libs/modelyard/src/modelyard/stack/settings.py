@@ -37,6 +37,11 @@ class StackSettings(BaseSettings):
         description="What outlives up: the journal or Kafka's storage, workers' partition "
         "claims. None: a temporary directory removed at stop (nothing is kept).",
     )
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Where the keyring and the admin and router keys are (created on first "
+        "use); None: the state dir (or, without one, a temporary directory).",
+    )
     fresh: bool = Field(
         default=False, description="Remove what the state dir keeps and start over."
     )

@@ -10,17 +10,17 @@ from modelyard.broker import create_topics, ensure_pipeline_topics
 from modelyard.control import Rollout
 from modelyard.control.deploy import check_versions
 from modelyard.control.topic import ensure_control_topic, read_state, write_change
+from modelyard.control.verify import ControlVerifier
 from modelyard.errors import ConfigError
 from modelyard.graph.spec import PipelineSpec
+from modelyard.keys import SigningKey
 from modelyard.repository.store import ModelRepository
 from modelyard.stack.plan import initial_versions, model_topics
 from modelyard.stack.settings import StackSettings
 
-__all__ = ["ACTOR", "bootstrap_control", "create_stack_topics"]
+__all__ = ["bootstrap_control", "create_stack_topics"]
 
 log = structlog.get_logger(__name__)
-
-ACTOR = "modelyard up"
 
 
 def create_stack_topics(
@@ -42,13 +42,14 @@ def bootstrap_control(
     specs: Sequence[PipelineSpec],
     repo: ModelRepository,
     *,
-    actor: str = ACTOR,
+    signer: SigningKey,
+    verifier: ControlVerifier,
 ) -> None:
     """Roll out a version to every stage that has none (``--version`` or the latest), after
     checking that the resulting routing satisfies the pipeline's tensor contract; the records
-    name ``actor``."""
+    are signed by ``signer`` and read as routers read them, through ``verifier``."""
     _check_overrides(settings, specs)
-    state = read_state(bootstrap, prefix=settings.topic_prefix)
+    state = read_state(bootstrap, prefix=settings.topic_prefix, verifier=verifier)
     for spec in specs:
         routing = state.pipeline(spec.pipeline)
         latest = {s.model: _latest(repo, s.model) for s in spec.stages.values()}
@@ -60,7 +61,8 @@ def bootstrap_control(
         for stage, version in chosen.items():
             write_change(
                 bootstrap, spec.pipeline, Rollout(stage=stage, version=version),
-                actor=actor, reason="initial version", prefix=settings.topic_prefix,
+                signer=signer, verifier=verifier, reason="initial version",
+                prefix=settings.topic_prefix,
             )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -37,9 +38,11 @@ import structlog
 from modelyard.broker import BrokerStartError, wait_for_kafka
 from modelyard.control import ControlState
 from modelyard.control.topic import ControlFollower
+from modelyard.control.verify import ControlVerifier
 from modelyard.errors import ConfigError
 from modelyard.graph import load_spec
 from modelyard.graph.spec import PipelineSpec
+from modelyard.keys import LocalKeys, SigningKey, ensure_local_keys
 from modelyard.repository.store import ModelRepository
 from modelyard.stack.child import Child, LineSink, Supervised
 from modelyard.stack.engine import OwnBroker
@@ -113,6 +116,8 @@ class Stack:
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
         self._monitor: threading.Thread | None = None
+        self._keys_tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.keys: LocalKeys | None = None  # the stack's keyring, admin and writer keys
 
     # --- what tests, demos and the CLI read ------------------------------------------------
 
@@ -197,9 +202,17 @@ class Stack:
         create_stack_topics(self.bootstrap, self.settings, self.specs, self._repo)
         if self._broker is not None:
             self._broker.restore_and_journal(self.specs)  # before anything routes
-        bootstrap_control(self.bootstrap, self.settings, self.specs, self._repo)
+        self.keys = keys = self._local_keys()
+        verifier = ControlVerifier.from_file(keys.keyring)
+        admin = SigningKey.load(keys.admin_key)
+        bootstrap_control(
+            self.bootstrap, self.settings, self.specs, self._repo, signer=admin, verifier=verifier
+        )
         self._follower = ControlFollower(
-            self.bootstrap, prefix=self.settings.topic_prefix, on_change=lambda _: self._wake.set()
+            self.bootstrap,
+            prefix=self.settings.topic_prefix,
+            on_change=lambda _: self._wake.set(),
+            verifier=verifier,
         ).start()
         if not self._follower.wait_caught_up(30):
             raise StackError(f"could not read the control topic at {self.bootstrap}")
@@ -209,6 +222,16 @@ class Stack:
         self._wait_ready()
         self._monitor = threading.Thread(target=self._watch, name="up-monitor", daemon=True)
         self._monitor.start()
+
+    def _local_keys(self) -> LocalKeys:
+        """The keyring and keys of this stack: kept in the state dir (a restarted stack must
+        verify the control records it signed before), else in a directory removed at stop."""
+        if self.settings.keys_dir is not None:
+            return ensure_local_keys(self.settings.keys_dir)
+        if self._state_dir is not None:
+            return ensure_local_keys(self._state_dir.path)
+        self._keys_tmp = tempfile.TemporaryDirectory(prefix="modelyard-keys-")
+        return ensure_local_keys(Path(self._keys_tmp.name))
 
     def _load_specs(self) -> list[PipelineSpec]:
         specs = [load_spec(path) for path in self.settings.pipelines]
@@ -246,6 +269,9 @@ class Stack:
         env.setdefault("OMP_NUM_THREADS", "1")
         if self._state_dir is not None:
             env["MODELYARD_STATE_DIR"] = str(self._state_dir.claims)
+        if self.keys is not None:  # routers verify control records; writers sign checkpoints
+            env["MODELYARD_KEYRING"] = str(self.keys.keyring)
+            env["MODELYARD_WRITER_KEY"] = str(self.keys.router_key)
         return {**env, **self._child_env}
 
     def _cli(self, *args: str) -> list[str]:
@@ -419,6 +445,8 @@ class Stack:
             self._broker.stop()
         if self._state_dir is not None:
             self._state_dir.close()
+        if self._keys_tmp is not None:
+            self._keys_tmp.cleanup()
 
     def _stop_children(self, children: list[Child]) -> None:
         for child in children:

@@ -42,6 +42,7 @@ __all__ = [
     "encode_reply_envelope",
     "pack_fields",
     "unpack_arrays",
+    "unpack_fields",
 ]
 
 SCHEMA_VERSION = 1
@@ -166,6 +167,20 @@ _EMPTY_FIELDS = b"\xa6fields\x80"  # the key "fields", then an empty map
 def pack_fields(fields: object) -> bytes:
     """Fields (or any value) as the envelope encodes them; digests are taken over this."""
     return _PACKERS.outer.pack(fields)  # type: ignore[no-any-return]
+
+
+def unpack_fields(packed: bytes) -> dict[str, Any]:
+    """Fields packed by ``pack_fields`` (e.g. a payload an audit record captured), arrays
+    decoded; DecodeError when they are not a map of fields."""
+    try:
+        fields = msgpack.unpackb(packed, ext_hook=_unpack_ext, raw=False, strict_map_key=True)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise DecodeError(f"not msgpack fields: {exc}") from exc
+    if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
+        raise DecodeError(f"fields must be a map by name, got {type(fields).__name__}")
+    return fields
 
 
 def decode_envelope(data: bytes, *, arrays: bool = True) -> Envelope:
