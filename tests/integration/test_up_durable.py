@@ -125,23 +125,26 @@ def ups() -> Iterator[list[Up]]:
         up.close()
 
 
-def _cli(bootstrap: str, *args: str) -> str:
+def _cli(bootstrap: str, state: Path, *args: str) -> str:
+    """The control CLI as an operator of that up runs it: with up's keyring and admin key."""
     argv = [sys.executable, "-m", "modelyard.cli.main", *args, "--bootstrap", bootstrap]
+    keys = {"MODELYARD_KEYRING": str(state / "keyring.yaml"),
+            "MODELYARD_OPERATOR_KEY": str(state / "keys" / "admin.key")}  # fmt: skip
     done = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "MODELYARD_ACTOR": "tester"})  # fmt: skip
+                          env={**os.environ, **keys})  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def _change(bootstrap: str, *args: str, repo: Path, spec: Path) -> None:
-    _cli(bootstrap, *args, "--repository", str(repo), "--pipelines", str(spec.parent),
+def _change(bootstrap: str, state: Path, *args: str, repo: Path, spec: Path) -> None:
+    _cli(bootstrap, state, *args, "--repository", str(repo), "--pipelines", str(spec.parent),
          "--reason", "test")  # fmt: skip
 
 
-def _routing_view(bootstrap: str, spec: Path) -> tuple[Any, str]:
-    status = json.loads(_cli(bootstrap, "status", "shouty", "--json", "--pipelines",
+def _routing_view(bootstrap: str, state: Path, spec: Path) -> tuple[Any, str]:
+    status = json.loads(_cli(bootstrap, state, "status", "shouty", "--json", "--pipelines",
                              str(spec.parent)))  # fmt: skip
-    return status, _cli(bootstrap, "history", "shouty")
+    return status, _cli(bootstrap, state, "history", "shouty")
 
 
 def _send(bootstrap: str, ids: list[str]) -> None:
@@ -208,8 +211,8 @@ def test_routing_state_survives_a_stop_and_start(
         ("shadow", "shouty", "second", "1", "--sample-rate", "0.5"),
         ("guard", "shouty", "first", "--error-rate", "0.9", "--min-requests", "1000"),
     ):
-        _change(bootstrap, *change, repo=repo, spec=spec)
-    before = _routing_view(bootstrap, spec)
+        _change(bootstrap, state, *change, repo=repo, spec=spec)
+    before = _routing_view(bootstrap, state, spec)
     ids = [f"r{i}" for i in range(12)]
     _send(bootstrap, ids)
     results = _results(bootstrap, set(ids))
@@ -219,7 +222,7 @@ def test_routing_state_survives_a_stop_and_start(
 
     ups.append(second := Up(layout, state, tmp_path / "up2.log", "--engine", engine))
     bootstrap = second.ready()
-    assert _routing_view(bootstrap, spec) == before
+    assert _routing_view(bootstrap, state, spec) == before
     if engine == "embedded":
         assert second.line("restored").startswith("restored 7 control records, 0 unanswered")
     again = [f"again-{rid}" for rid in ids]
@@ -248,7 +251,7 @@ def test_requests_accepted_before_a_hard_kill_are_answered_once_after_restart(
     waiting = [f"wait-{i}" for i in range(8)]
     _send(bootstrap, waiting)
     _wait_for(lambda: _unanswered(state) == set(waiting), "the journal to copy the requests")
-    view = _routing_view(bootstrap, layout[1])
+    view = _routing_view(bootstrap, state, layout[1])
     if killed == "broker":
         os.kill(_child_pid(first.proc.pid, b"--storage-engine"), signal.SIGKILL)
         os.kill(stopped, signal.SIGKILL)  # stopped, it could not drain when up stops it
@@ -260,7 +263,7 @@ def test_requests_accepted_before_a_hard_kill_are_answered_once_after_restart(
     ups.append(second := Up(layout, state, tmp_path / "up2.log"))
     bootstrap = second.ready()
     assert second.line("restored").startswith("restored 2 control records, 8 unanswered")
-    assert _routing_view(bootstrap, layout[1]) == view
+    assert _routing_view(bootstrap, state, layout[1]) == view
     _wait_for(lambda: not _unanswered(state), "the journal to see every result")
     results = _results(bootstrap, set(waiting))
     assert {rid: len(found) for rid, found in results.items()} == dict.fromkeys(waiting, 1)

@@ -25,7 +25,7 @@ __all__ = ["REPLAY_OF", "DeadLetter", "Plan", "plan_letter", "resubmission"]
 # on a re-submitted record: the dead letter it re-submits (``<dlq topic>/<partition>/<offset>``),
 # so one that fails again is told apart from a first failure, and a replay cut short knows
 # what it already sent
-REPLAY_OF = "modelyard-replay-of"
+REPLAY_OF = H.REPLAY_OF  # what the router tells a replayed request apart by
 
 _DLQ_PREFIX = "dlq-"
 _POSITION = re.compile(r"(?P<topic>[A-Za-z0-9._-]{1,249})/(?P<partition>\d+)/(?P<offset>\d+)")

@@ -101,6 +101,7 @@ class LiveRequest:
     # the request fields' digest, taken by the first dispatch that sent them unchanged
     request_digest: str | None = None
     auth: str = "none"  # how the caller (the envelope's, once verified) was authenticated
+    seen_as: str = ""  # what it is de-duplicated by (its id; with the letter a replay resends)
 
     # the RoutedRequest view hooks read
     @property

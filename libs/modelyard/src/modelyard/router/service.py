@@ -61,7 +61,7 @@ from modelyard.topics import (
 )
 from modelyard.wire import CONTENT_TYPE_MSGPACK, Envelope, decode_envelope
 from modelyard.wire.envelope import encode_envelope_fields, pack_fields, unpack_arrays
-from modelyard.wire.headers import H, encode_headers, parse_meta
+from modelyard.wire.headers import H, encode_headers, header_value, parse_meta
 
 __all__ = ["PipelineRouter", "RouterOptions", "RoutingSource"]
 
@@ -244,7 +244,7 @@ class PipelineRouter(Handler):
         live = self._live.get(incoming.request_id or "")
         if live is not None and live.ticket is ticket:  # admitted by this message: forget it
             del self._live[live.request_id]
-            self._remember(live.request_id)
+            self._remember(live.seen_as)
         if ticket.answered:  # answered before it failed (its result is out): nothing to add
             return
         if msg.topic() == self._ingress:
@@ -261,7 +261,8 @@ class PipelineRouter(Handler):
     def _on_request(self, ticket: Ticket) -> None:
         incoming = self._decode(ticket.message)
         request_id = incoming.request_id
-        if request_id and (request_id in self._live or request_id in self._finished):
+        seen_as = _seen_as(incoming)
+        if request_id and (request_id in self._live or seen_as in self._finished):
             self.hooks.dropped("redelivered request")  # the first copy answers (or answered)
             self.outbox.close([ticket])
             return
@@ -292,6 +293,7 @@ class PipelineRouter(Handler):
             deadline_at=time.monotonic() + remaining_s,
             progress=incoming.meta.progress,
             auth=auth,
+            seen_as=_seen_as(incoming),
         )
         live.trace_id = trace_id_of(incoming.headers)
         return live
@@ -459,7 +461,7 @@ class PipelineRouter(Handler):
         trace: list[tuple[str, bytes]] = []
         _copy_trace(live.incoming.headers, trace)
         records += self._records.result(live, trace)
-        self._remember(live.request_id)
+        self._remember(live.seen_as)
         try:
             self.outbox.answer([live.ticket], records)
         except KafkaException as exc:  # refused before sending (e.g. a result over the limit)
@@ -484,6 +486,14 @@ class PipelineRouter(Handler):
 
 
 _Encoded = tuple[bytes, str, bytes]  # a dispatch's value, its input digest, its packed fields
+
+
+def _seen_as(incoming: Incoming) -> str:
+    """What a request is de-duplicated by: its id, and for a dead letter sent back after a fix
+    (``modelyard dlq replay``) the letter it replays too, so it is routed again, once."""
+    replay_of = header_value(incoming.headers, H.REPLAY_OF)
+    request_id = incoming.request_id or ""
+    return f"{request_id}\0{replay_of}" if replay_of else request_id
 
 
 class _Packed:

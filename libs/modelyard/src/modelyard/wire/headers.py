@@ -35,6 +35,8 @@ class H:
         "progress"  # on ingress: "1" asks for every stage's reply on reply-to, not just the result
     )
     EVENT = "event"  # on what the router sends to reply-to: "stage" or "result"
+    # on a dead letter sent back (`modelyard dlq replay`): "<dlq topic>/<partition>/<offset>"
+    REPLAY_OF = "modelyard-replay-of"
     # on primary replies the router copies to a pipeline's shadow topic, for the shadow auditor
     SHADOW_ROLE = "shadow-role"  # "primary" (shadow replies carry `shadow: 1` instead)
     SHADOW_SENT_AT = "shadow-sent-at"  # unix seconds when the shadow copy was dispatched
