@@ -35,6 +35,8 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 - {name: MODELYARD_METRICS_HOST, value: 0.0.0.0}
 - {name: MODELYARD_LOG_JSON, value: "true"}
 - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .Values.otel.endpoint | quote }}}
+- {name: MODELYARD_KEYRING, value: /etc/modelyard/keys/keyring.yaml}
+- {name: MODELYARD_WRITER_KEY, value: /etc/modelyard/keys/keys/router.key}
 {{- with .Values.kafka.config }}
 - {name: MODELYARD_KAFKA_CONFIG, value: {{ toJson . | quote }}}
 {{- end }}
@@ -71,6 +73,7 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 {{- if .Values.grpcTls.existingSecret }}
 - {name: grpc-tls, mountPath: /etc/modelyard/tls, readOnly: true}
 {{- end }}
+- {name: keys, mountPath: /etc/modelyard/keys, readOnly: true}
 {{- end -}}
 
 {{- define "modelyard.volumes" -}}
@@ -86,6 +89,16 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 - name: grpc-tls
   secret: {secretName: {{ .Values.grpcTls.existingSecret }}}
 {{- end }}
+{{- /* the keyring and keys, laid out as `modelyard init --keys-dir` reads them; 0400: a key
+file others can read is refused */}}
+- name: keys
+  secret:
+    secretName: {{ required "keys.existingSecret: a Secret with keyring.yaml, admin.key and router.key (docs/deploy.md)" .Values.keys.existingSecret }}
+    defaultMode: 0400
+    items:
+      - {key: keyring.yaml, path: keyring.yaml}
+      - {key: admin.key, path: keys/admin.key}
+      - {key: router.key, path: keys/router.key}
 {{- end -}}
 
 {{/* Pod-level settings shared by every workload */}}

@@ -251,8 +251,9 @@ def ensure_local_keys(state_dir: Path) -> LocalKeys:
     """Create (first use) or reuse the ``admin`` and ``router`` keys and their keyring."""
     state_dir = Path(state_dir)
     keys_dir = state_dir / "keys"
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    keys_dir.chmod(0o700)
+    if not keys_dir.is_dir():  # an existing one may be read-only (a mounted Secret): kept as is
+        keys_dir.mkdir(parents=True)
+        keys_dir.chmod(0o700)
     local = LocalKeys(
         keyring=state_dir / "keyring.yaml",
         admin_key=keys_dir / "admin.key",
