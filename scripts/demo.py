@@ -3,12 +3,15 @@
 It starts what `modelyard up` starts (embedded broker, one worker per model version in use, the
 router), mirrors language ID to a shadow version, pushes seven rendered documents (two of them
 scan-like) through OCR → language ID → translate (only when not English) → sentiment over the
-router's Kafka contract, prints a results table, what the shadow saw, and one request's
-waterfall from its audit records (what `modelyard trace` prints), then stops the stack.
+router's Kafka contract, prints a results table, what the shadow saw, one request's waterfall
+from its audit records (what `modelyard trace` prints), then what the audit sink stored
+(`modelyard audit query`) and that every hash chain holds (`modelyard audit verify`), then stops
+the stack.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,9 @@ from modelyard.audit.waterfall import render_waterfall
 from modelyard.cli.control_view import status_text
 from modelyard.control import ControlRecord, ShadowChange
 from modelyard.control.topic import read_records, write_change
+from modelyard.control.verify import ControlVerifier
 from modelyard.gateway.blocking import BlockingGateway, Submission
+from modelyard.keys import SigningKey
 from modelyard.stack import Stack
 from modelyard.telemetry import configure_logging
 from modelyard.topics import audit_topic
@@ -102,8 +107,8 @@ def print_shadow(bootstrap: str, docs: list[Submission]) -> None:
             print(f"  {doc}: the shadow disagreed ({hop.outcome})")
 
 
-def read_records_of(bootstrap: str) -> list[ControlRecord]:
-    return [p.record for p in read_records(bootstrap) if p.record.key == "docs"]
+def read_records_of(bootstrap: str, verifier: ControlVerifier) -> list[ControlRecord]:
+    return [p.record for p in read_records(bootstrap, verifier=verifier) if p.record.key == "docs"]
 
 
 def print_trace(bootstrap: str, request_id: str) -> None:
@@ -111,6 +116,31 @@ def print_trace(bootstrap: str, request_id: str) -> None:
     print(f"\n$ modelyard trace {request_id}")
     for line in render_waterfall(scan.records):
         print(line)
+
+
+def modelyard(*args: str) -> subprocess.CompletedProcess[str]:
+    """One `modelyard` command, as a user would type it; its output as it printed it."""
+    argv = [sys.executable, "-m", "modelyard.cli.main", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+
+
+def print_audit(stack: Stack, requests: int) -> None:
+    """What the audit sink stored, once it has every request and its chains are signed (routers
+    sign a checkpoint within seconds of their last record)."""
+    store, keyring = stack.audit_store or "", str(stack.keys.keyring if stack.keys else "")
+    query = ("audit", "query", "--store", store, "--pipeline", "docs", "--kind", "request")
+    verify = ("audit", "verify", "--store", store, "--keyring", keyring)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stored = modelyard(*query, "--format", "jsonl").stdout.splitlines()
+        checked = modelyard(*verify)
+        if len(stored) >= requests and checked.returncode == 0:
+            break
+        time.sleep(0.5)
+    print("\n$ modelyard audit query --pipeline docs --kind request")
+    print(modelyard(*query).stdout.rstrip())
+    print("\n$ modelyard audit verify")
+    print((checked.stdout + checked.stderr).rstrip())
 
 
 def main() -> int:
@@ -126,7 +156,11 @@ def main() -> int:
     with stack:
         print(f"stack up: broker {stack.bootstrap}, router gRPC {stack.router_grpc}")
         change = ShadowChange(stage=SHADOW[0], version=SHADOW[1], sample_rate=1.0)
-        write_change(stack.bootstrap, "docs", change, actor="demo", reason="compare langid")
+        assert stack.keys is not None  # the stack's keyring and admin key, made at start
+        admin = SigningKey.load(stack.keys.admin_key)
+        verifier = ControlVerifier.from_file(stack.keys.keyring)
+        write_change(stack.bootstrap, "docs", change, signer=admin, verifier=verifier,
+                     reason="compare langid")  # fmt: skip
         stack.wait_worker(f"{SHADOW[0]}:{SHADOW[1]}", timeout_s=120)
         docs = documents()
         with BlockingGateway(stack.bootstrap, default_timeout_s=120) as gateway:
@@ -135,10 +169,12 @@ def main() -> int:
             results = [gateway.submit("docs", d.fields, request_id=d.request_id, caller=d.caller)
                        for d in docs]  # fmt: skip
         print("\n$ modelyard status docs")
-        print(status_text(stack.state.pipeline("docs"), read_records_of(stack.bootstrap), STAGES))
+        records = read_records_of(stack.bootstrap, verifier)
+        print(status_text(stack.state.pipeline("docs"), records, STAGES))
         print_results(docs, results)
         print_shadow(stack.bootstrap, docs)  # also waits until the auditor has the traced one
         print_trace(stack.bootstrap, TRACED)
+        print_audit(stack, len(docs) + 1)  # the documents and the warm-up
     return 0
 
 

@@ -56,12 +56,12 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     from modelyard.shadows.auditor import ShadowAuditor  # noqa: PLC0415
     from modelyard.shadows.guard import withdrawing_guard  # noqa: PLC0415
     from modelyard.telemetry import (  # noqa: PLC0415
-        configure_logging,
+        configure_logging_from_env,
         start_http_server,
         stop_http_server,
     )
 
-    configure_logging(json=None, level="INFO")
+    configure_logging_from_env()
     pipeline = load_spec(spec).pipeline
     registry = CollectorRegistry()
     bootstrap, prefix = options["bootstrap"], options["topic_prefix"]

@@ -77,6 +77,13 @@ DEFAULT_STATE_DIR = Path(".modelyard") / "up"
 @click.option("--topic-prefix", help="Prefix of every modelyard topic  [default: yard]")
 @click.option("--no-router", is_flag=True, help="Start broker, topics and workers only.")
 @click.option(
+    "--audit-store",
+    envvar="MODELYARD_UP_AUDIT_STORE",
+    help="Where the audit sink writes: sqlite:///PATH or postgresql://...  [default: "
+    "sqlite:///<state-dir>/audit.db]",
+)
+@click.option("--no-audit-sink", is_flag=True, help="Run no audit sink.")
+@click.option(
     "--router-port",
     type=int,
     default=8000,
@@ -96,10 +103,18 @@ DEFAULT_STATE_DIR = Path(".modelyard") / "up"
     help="Restarts of each child that dies (worker, router, shadow auditor) before up stops "
     "with exit code 1  [default: 3]",
 )
-def up_command(no_router: bool, fresh: bool, versions: tuple[str, ...], **options: Any) -> None:
+def up_command(
+    no_router: bool, no_audit_sink: bool, fresh: bool, versions: tuple[str, ...], **options: Any
+) -> None:
     """Start a broker (the embedded one unless --engine kafka), create topics, roll out the
-    first versions, start one worker per model version in use and one router (and shadow
-    auditor) per pipeline; stream their logs until Ctrl-C.
+    first versions, start one worker per model version in use, one router (and shadow
+    auditor) per pipeline and the audit sink; stream their logs until Ctrl-C.
+
+    The first start creates a keyring and two keys in --state-dir (keyring.yaml,
+    keys/admin.key, keys/router.key): control records are signed with the admin key (the
+    control CLI uses it by default) and routers apply only records its keyring vouches for;
+    routers sign their audit checkpoints with the router key. The audit sink stores the audit
+    topic in --audit-store: `modelyard audit query|verify` read it.
 
     Prints `modelyard up ready bootstrap=HOST:PORT router=HOST:PORT` on stdout once everything
     is ready. Workers are started for versions that come into use later (rollout, canary,
@@ -125,6 +140,8 @@ def up_command(no_router: bool, fresh: bool, versions: tuple[str, ...], **option
             given["versions"] = parse_versions(versions)
         if no_router:
             given["router"] = False
+        if no_audit_sink:
+            given["audit_sink"] = False
         if fresh:
             given["fresh"] = True
         if "bootstrap" in given and "engine" in given:
@@ -185,6 +202,8 @@ def _announce(stack: Any) -> None:
 
 
 def _summary(stack: Any) -> str:
+    from modelyard.audit.store import redact_url  # noqa: PLC0415
+
     s = stack.settings
     lines = [f"  broker    {stack.bootstrap} ({_broker(stack)})"]
     if (restored := stack.restored) is not None:
@@ -201,6 +220,11 @@ def _summary(stack: Any) -> str:
                          f"metrics={router.get('metrics')}")  # fmt: skip
     for ref, ready in stack.workers.items():
         lines.append(f"  worker    {ref}: grpc={ready.get('grpc')} topic={ready.get('topic')}")
+    if stack.audit_store is not None:
+        store = redact_url(stack.audit_store)
+        lines.append(f"  audit     {store}  (modelyard audit query --store {store})")
+    if stack.keys is not None:
+        lines.append(f"  keys      {stack.keys.keyring} (operator key {stack.keys.admin_key})")
     lines.append(f"  control   modelyard status --bootstrap {stack.bootstrap} "
                  f"--topic-prefix {s.topic_prefix}")  # fmt: skip
     lines.append("  Ctrl-C stops everything")

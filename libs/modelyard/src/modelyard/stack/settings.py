@@ -56,6 +56,14 @@ class StackSettings(BaseSettings):
         description="Initial versions: 'stage' or 'pipeline.stage' -> version (else the latest).",
     )
     router: bool = Field(default=True, description="Start one router per pipeline.")
+    audit_sink: bool = Field(
+        default=True, description="Start the audit sink (the audit topic into the store)."
+    )
+    audit_store: str | None = Field(
+        default=None,
+        description="Where the sink writes: sqlite:///PATH or postgresql://...; None: "
+        "audit.db (SQLite) in the state dir, or in the keys' temporary directory.",
+    )
     router_port: int = Field(
         default=0, ge=0, description="gRPC port of the first pipeline's router (0: any free)."
     )

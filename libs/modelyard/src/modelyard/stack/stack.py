@@ -59,6 +59,7 @@ log = structlog.get_logger(__name__)
 STAGE_READY = "modelyard stage ready"
 ROUTER_READY = "modelyard router ready"
 SHADOW_AUDIT_READY = "modelyard shadow-audit ready"
+AUDIT_SINK_READY = "modelyard audit-sink ready"
 _MONITOR_S = 0.5
 _BACKGROUND_NICE = 10  # shadow-only workers and shadow auditors
 # stage settings that name one worker's model or topic: never shared by every child
@@ -103,7 +104,7 @@ class Stack:
         self.failure: str | None = None
         self._repo = ModelRepository(self.settings.repository.absolute())
         self._child_env, self._cwd = dict(child_env or {}), cwd
-        self._sink = on_line or _print_line
+        self._lines = on_line or _print_line
         self._broker: OwnBroker | None = None
         self._state_dir: StateDir | None = None
         self._follower: ControlFollower | None = None
@@ -111,6 +112,7 @@ class Stack:
         self._niced: set[ModelVersion] = set()  # workers started niced: shadow copies only
         self._routers: dict[str, Supervised] = {}  # by pipeline
         self._auditors: dict[str, Supervised] = {}  # by pipeline
+        self._sink: list[Supervised] = []  # the audit sink, when it runs
         self._missing: set[ModelVersion] = set()
         self._retiring: list[_Retiring] = []  # replaced workers, still running
         self._lock = threading.RLock()
@@ -217,6 +219,8 @@ class Stack:
         if not self._follower.wait_caught_up(30):
             raise StackError(f"could not read the control topic at {self.bootstrap}")
         self._reconcile()
+        if self.settings.audit_sink:
+            self._sink.append(self._spawn_sink())
         if self.settings.router:
             self._start_routers()
         self._wait_ready()
@@ -272,6 +276,8 @@ class Stack:
         if self.keys is not None:  # routers verify control records; writers sign checkpoints
             env["MODELYARD_KEYRING"] = str(self.keys.keyring)
             env["MODELYARD_WRITER_KEY"] = str(self.keys.router_key)
+        if (store := self.audit_store) is not None:  # by environment: a PostgreSQL URL may
+            env["MODELYARD_AUDIT_STORE"] = store  # hold a password, never on a command line
         return {**env, **self._child_env}
 
     def _cli(self, *args: str) -> list[str]:
@@ -279,13 +285,14 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], ready_prefix: str) -> Child:
         log.info("starting", child=name)
-        return Child(name, argv, ready_prefix=ready_prefix, sink=self._sink, env=self._env(),
+        return Child(name, argv, ready_prefix=ready_prefix, sink=self._lines, env=self._env(),
                      cwd=self._cwd, plain=not sys.stderr.isatty())  # fmt: skip
 
     def _supervised(self) -> list[Supervised]:
         """Every child the stack keeps running: routers, shadow auditors, workers."""
         with self._lock:
-            return [*self._routers.values(), *self._auditors.values(), *self._workers.values()]
+            return [*self._routers.values(), *self._auditors.values(), *self._sink,
+                    *self._workers.values()]  # fmt: skip
 
     def _start_worker(self, model: str, version: str, background: bool = False) -> Supervised:
         s = self.settings
@@ -323,6 +330,26 @@ class Stack:
         name = f"shadow-audit:{path.stem}"
         niced = ["nice", "-n", str(_BACKGROUND_NICE), *argv]
         return Supervised(self._spawn(name, niced, SHADOW_AUDIT_READY), name)
+
+    @property
+    def audit_store(self) -> str | None:
+        """The store the audit sink writes to (None: no sink runs)."""
+        if not self.settings.audit_sink:
+            return None
+        if self.settings.audit_store:
+            return self.settings.audit_store
+        folder = self._state_dir.path if self._state_dir is not None else None
+        if folder is None and self.keys is not None:
+            folder = self.keys.keyring.parent  # a temporary directory, removed at stop
+        return f"sqlite:///{(folder or Path()).absolute() / 'audit.db'}"
+
+    def _spawn_sink(self) -> Supervised:
+        s = self.settings
+        argv = self._cli(
+            "audit-sink", "--bootstrap", self.bootstrap, "--topic-prefix", s.topic_prefix,
+            "--metrics-host", s.host, "--metrics-port", "0",
+        )  # fmt: skip
+        return Supervised(self._spawn("audit-sink", argv, AUDIT_SINK_READY), "audit-sink")
 
     def _reconcile(self) -> None:
         """Start a worker for every version in use that has none, niced if the version only
@@ -437,10 +464,12 @@ class Stack:
             self._follower.stop()
         with self._lock:
             services = [s.child for s in [*self._routers.values(), *self._auditors.values()]]
+            sinks = [s.child for s in self._sink]  # last: it stores what the others wrote
             workers = [w.child for w in self._workers.values()]
             workers += [old.child for old in self._retiring]
         self._stop_children(services)
         self._stop_children(workers)
+        self._stop_children(sinks)
         if self._broker is not None:
             self._broker.stop()
         if self._state_dir is not None:

@@ -5,7 +5,12 @@ A stage and the router only call ``Hooks``; entry points call ``configure_loggin
 """
 
 from modelyard.telemetry.hooks import HookChain, Hooks, RequestContext, RoutedHop, RoutedRequest
-from modelyard.telemetry.logging import LoggingHooks, RouteLoggingHooks, configure_logging
+from modelyard.telemetry.logging import (
+    LoggingHooks,
+    RouteLoggingHooks,
+    configure_logging,
+    configure_logging_from_env,
+)
 from modelyard.telemetry.metrics import (
     MetricsHooks,
     RouteMetricsHooks,
@@ -34,6 +39,7 @@ __all__ = [
     "RoutedRequest",
     "TracingHooks",
     "configure_logging",
+    "configure_logging_from_env",
     "configure_tracing",
     "count_receive_failures",
     "extract",

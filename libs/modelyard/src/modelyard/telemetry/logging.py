@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,9 +23,17 @@ from structlog.typing import Processor
 from modelyard.telemetry.hooks import Hooks, RequestContext, RoutedRequest
 from modelyard.telemetry.tracing import SPAN_KEY
 
-__all__ = ["LoggingHooks", "RouteLoggingHooks", "configure_logging"]
+__all__ = ["LoggingHooks", "RouteLoggingHooks", "configure_logging", "configure_logging_from_env"]
 
 _HANDLER_NAME = "modelyard"  # marks our root handler so a second configure replaces it
+
+
+def configure_logging_from_env() -> None:
+    """``configure_logging`` as ``MODELYARD_LOG_JSON`` and ``MODELYARD_LOG_LEVEL`` say (what
+    `modelyard up` gives its children), for commands whose settings hold no log fields."""
+    as_json = os.environ.get("MODELYARD_LOG_JSON")
+    json = None if as_json is None else as_json.strip().lower() in ("1", "true", "yes")
+    configure_logging(json=json, level=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"))
 
 
 def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
