@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from modelyard.audit import digest_packed
+from modelyard.audit.chain import AuditChain
 from modelyard.auth import AuthMethod, CallerKey, sign_request
 from modelyard.errors import DeadlineExceededError, UnavailableError, ValidationError
 from modelyard.gateway.carrier import request_carrier
@@ -62,7 +63,9 @@ class PipelineGateway:
         reply_grace_s: float = REPLY_GRACE_S,
         connect_timeout_s: float = 10.0,
         signing_key: CallerKey | None = None,
+        audit_chain: AuditChain | None = None,
     ) -> None:
+        """``audit_chain``: the hash chain its audit records (refused calls) are sealed into."""
         self.topic_prefix = topic_prefix
         self.signing_key = signing_key
         self.default_timeout_s = default_timeout_s
@@ -74,6 +77,7 @@ class PipelineGateway:
             kafka,
             connect_timeout_s=connect_timeout_s,
             delete_on_close=reply_topic is None,  # only a topic it named itself
+            audit=None if audit_chain is None else (audit_chain, audit_topic(topic_prefix)),
         )
         self._pending = Pending()
         self._open = False

@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from modelyard.audit.chain import AuditChain
+from modelyard.audit.writer import ChainingProducer
 from modelyard.errors import (
     DecodeError,
     OverloadedError,
@@ -59,8 +61,11 @@ class KafkaLink:
         *,
         connect_timeout_s: float = 10.0,
         delete_on_close: bool = True,
+        audit: tuple[AuditChain, str] | None = None,
     ):
+        """``audit``: the chain (and audit topic) its audit records are sealed into."""
         self.reply_topic = reply_topic
+        self._audit = audit
         self.connect_timeout_s = connect_timeout_s
         self.delete_on_close = delete_on_close
         self._base = {
@@ -92,6 +97,9 @@ class KafkaLink:
         # a request that cannot be delivered in this long fails as unavailable, not by timeout
         config = producer_config(self._base["bootstrap.servers"])
         self._producer = Producer({**config, "message.timeout.ms": 30_000, **self._base})
+        if self._audit is not None:  # its refusal records are chained like a router's
+            chain, topic = self._audit
+            self._producer = cast(Producer, ChainingProducer(self._producer, chain, topic))
         _probe(self._producer, self.reply_topic, self.connect_timeout_s)
         self._consumer = Consumer(
             {

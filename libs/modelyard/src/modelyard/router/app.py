@@ -13,6 +13,8 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
+from modelyard.audit.chain import AuditChain
+from modelyard.audit.writer import writer_id
 from modelyard.broker import ensure_pipeline_topics
 from modelyard.control import CanaryChange
 from modelyard.control.deploy import check_routing, record_check
@@ -120,7 +122,7 @@ async def _serve(
     http, metrics_port = start_http_server(
         settings.metrics_host, settings.metrics_port, registry, _health(router, follower)
     )
-    grpc_server, gateway, grpc_port = await _start_grpc(settings)
+    grpc_server, gateway, grpc_port = await _start_grpc(settings, spec, writer_key)
     try:
         if not await asyncio.to_thread(router.wait_joined, 60):
             log.warning("router has not joined its group yet; announcing anyway")
@@ -195,7 +197,9 @@ def _health(router: PipelineRouter, follower: ControlFollower) -> Any:
     return checks
 
 
-async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
+async def _start_grpc(
+    settings: RouterSettings, spec: PipelineSpec, writer_key: SigningKey | None
+) -> tuple[Any, Any, int | None]:
     if not settings.grpc_enabled:
         return None, None, None
     # imported here so a Kafka-only router never loads grpc
@@ -217,6 +221,8 @@ async def _start_grpc(settings: RouterSettings) -> tuple[Any, Any, int | None]:
         kafka=settings.kafka_extra(),
         default_timeout_s=settings.default_timeout_s,
         signing_key=signing_key,
+        # a writer of its own (refused calls): one producer's records stay in chain order
+        audit_chain=AuditChain(writer_id(f"gateway.{spec.pipeline}"), writer_key),
     )
     await gateway.start()
     server, port = await start_pipeline_grpc(
