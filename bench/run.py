@@ -3,7 +3,9 @@
 Router: per-hop latency against a direct produce→consume, burst throughput and router CPU per
 request against a bare confluent-kafka router (``bench.bare_router``) on the same no-op stages,
 the four-stage reference pipeline end to end, and primary-path throughput with a shadow on and
-off (``bench.router_bench``).
+off (``bench.router_bench``). Audit sink: records/s into SQLite and PostgreSQL against a bare
+batched insert loop of the same rows, and the time to catch up with a burst
+(``bench.sink_bench``).
 Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
 (20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
 vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Kafka and gRPC targets
@@ -15,7 +17,7 @@ at its best batch (``bench.models_bench``, in a child process of its own, buildi
 first where it lacks a version). A report, not a test: the exit code is 0 whatever the figures;
 a target that fails to start is reported as an error (that round's figure shows as n/a).
 
-    python -m bench.run [--only kafka|grpc|models|router] [--quick] [--rounds N]
+    python -m bench.run [--only kafka|grpc|models|router|sink] [--quick] [--rounds N]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 
 from modelyard.broker import EmbeddedBroker
 
-from bench import router_bench
+from bench import router_bench, sink_bench
 from bench.grpc_bench import (
     GrpcResult,
     bare_target,
@@ -250,7 +252,7 @@ def _positive(text: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="modelyard benchmarks against peers")
-    parser.add_argument("--only", choices=["kafka", "grpc", "models", "router"])
+    parser.add_argument("--only", choices=["kafka", "grpc", "models", "router", "sink"])
     parser.add_argument("--quick", action="store_true", help="smaller burst, shorter runs")
     parser.add_argument(
         "--rounds", type=_positive, metavar="N",
@@ -263,13 +265,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
         work = Path(tmp)
         repo = work / "models"
-        wanted = {args.only} if args.only else {"kafka", "grpc", "models", "router"}
+        wanted = {args.only} if args.only else {"kafka", "grpc", "models", "router", "sink"}
         if wanted & {"kafka", "grpc"}:
             write_noop_repo(repo)
         kafka = run_kafka(repo, work, args.quick, rounds, errors) if "kafka" in wanted else None
         grpc_res = run_grpc(repo, work, args.quick, rounds, errors) if "grpc" in wanted else None
         models = run_models(errors) if "models" in wanted else None
         router = run_router(args.quick, errors) if "router" in wanted else None
+        sink = (
+            _attempt("sink", lambda: sink_bench.run(args.quick), errors)
+            if "sink" in wanted
+            else None
+        )
         if kafka is not None:
             rows += print_kafka(kafka)
         if grpc_res is not None:
@@ -278,6 +285,8 @@ def main() -> None:
             print_models(models)
         if router is not None:
             rows += router_bench.report(router)
+        if sink is not None:
+            rows += sink_bench.report(sink)
         if rows:
             print_checks(rows)
     for what, err in errors.items():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything modelyard needs on a fresh Debian machine: uv, the Debian packages
 # (Apertium engines and language pairs, fonts for rendering sample documents, kcat for the
-# wire-format doc's example, Java 17 and Maven where missing), the locked Python environment and
+# wire-format doc's example, Java 17, Maven and PostgreSQL where missing), the locked Python environment and
 # Apache Kafka's jars (the second broker engine) from Maven Central. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ APT_PACKAGES=(apertium apertium-eng-spa apertium-eng-cat apertium-fr-es apertium
 # with javac. A machine that has them keeps its own.
 { command -v java && command -v javac; } >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || APT_PACKAGES+=(maven)
+# PostgreSQL, the audit store's production database: the tests and `make bench` start a
+# throwaway server of it (scripts/postgres.sh). A machine that has a server keeps its own.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || APT_PACKAGES+=(postgresql)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

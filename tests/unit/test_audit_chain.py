@@ -76,7 +76,8 @@ def test_checkpoint_signs_the_head_with_the_writer_key() -> None:
     chain.seal(2, RECORD)
     last = chain.seal(2, RECORD)
     cp = json.loads(chain.checkpoint(2) or b"")
-    assert cp["kind"] == "checkpoint" and cp["schema"] == 1
+    assert cp["kind"] == "checkpoint"
+    assert cp["schema"] == 1
     assert (cp["writer"], cp["partition"], cp["seq"], cp["head"]) == ("w1", 2, 1, record_hash(last))
     assert cp["key_id"] == key.key_id
     payload = checkpoint_payload("w1", 2, 1, cp["head"], cp["at"])

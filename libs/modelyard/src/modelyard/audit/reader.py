@@ -1,4 +1,5 @@
-"""Reading one request's records off the audit topic (the Kafka half of ``modelyard trace``).
+"""Reading one request's records: from the audit store when one is configured, else off the
+audit topic (the two sources of ``modelyard trace``).
 
 The topic is read from the beginning to its current end on every partition (``assign()``, no
 group, nothing committed), keeping the records whose key is the request id. Production keeps
@@ -16,9 +17,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from modelyard.audit.records import HopRecord, RequestRecord, decode_audit
+from modelyard.audit.store import Filters, open_store
 from modelyard.errors import DecodeError, UnavailableError
 
-__all__ = ["AuditScan", "read_request_records"]
+__all__ = ["AuditScan", "read_request_records", "read_stored_records"]
 
 _DRAIN = 1000
 
@@ -90,6 +92,20 @@ def _scan(consumer: Consumer, key: bytes, unfinished: set[int], deadline: float)
 
 def _keep(scan: AuditScan, value: bytes) -> None:
     try:
-        scan.records.append(decode_audit(value))
+        record = decode_audit(value)
     except DecodeError:
         scan.unreadable += 1
+        return
+    if isinstance(record, HopRecord | RequestRecord):  # checkpoints sign, they do not trace
+        scan.records.append(record)
+
+
+def read_stored_records(store_url: str, request_id: str) -> AuditScan:
+    """Every record of ``request_id`` in the audit store, oldest first (each parsed from the
+    bytes the writer produced, as the topic would give it)."""
+    scan = AuditScan(complete=True)
+    with open_store(store_url) as store:
+        for row in store.query(Filters(request_id=request_id)):
+            scan.scanned += 1
+            _keep(scan, row.raw)
+    return scan

@@ -10,14 +10,20 @@ from pydantic_core import ErrorDetails
 
 from modelyard import __version__
 from modelyard.cli.acls import acls_command
+from modelyard.cli.audit import audit_group, audit_sink_command
 from modelyard.cli.broker import broker_command
+from modelyard.cli.callers import callers_group
 from modelyard.cli.control import CONTROL_COMMANDS
+from modelyard.cli.dlq import dlq_group
 from modelyard.cli.init import init_command
+from modelyard.cli.keys import keys_group
 from modelyard.cli.models import models_group
+from modelyard.cli.replay import replay_command
 from modelyard.cli.router import router_command
 from modelyard.cli.send import send_command
 from modelyard.cli.serve import serve_command
 from modelyard.cli.shadow_audit import shadow_audit_command
+from modelyard.cli.tokens import tokens_group
 from modelyard.cli.trace import trace_command
 from modelyard.cli.up import up_command
 from modelyard.errors import ConfigError
@@ -41,6 +47,13 @@ cli.add_command(send_command)
 cli.add_command(trace_command)
 cli.add_command(acls_command)
 cli.add_command(shadow_audit_command)
+cli.add_command(audit_group)
+cli.add_command(audit_sink_command)
+cli.add_command(tokens_group)
+cli.add_command(callers_group)
+cli.add_command(dlq_group)
+cli.add_command(replay_command)
+cli.add_command(keys_group)
 for _command in CONTROL_COMMANDS:
     cli.add_command(_command)
 

@@ -1,12 +1,12 @@
-"""``modelyard trace``: print one request's waterfall from the audit topic."""
+"""``modelyard trace``: print one request's waterfall from the audit store, or the audit topic."""
 
 from __future__ import annotations
 
 import click
 
-from modelyard.audit.reader import read_request_records
+from modelyard.audit.reader import AuditScan, read_request_records, read_stored_records
 from modelyard.audit.waterfall import render_waterfall
-from modelyard.errors import UnavailableError
+from modelyard.errors import ModelyardError
 from modelyard.topics import audit_topic
 
 __all__ = ["trace_command"]
@@ -28,19 +28,27 @@ __all__ = ["trace_command"]
 )  # fmt: skip
 @click.option("--width", type=click.IntRange(10, 200), default=40, show_default=True,
               help="Width of the timeline, in characters.")  # fmt: skip
+@click.option("--store", envvar="MODELYARD_AUDIT_STORE",
+              help="Read the audit store (sqlite:///PATH or postgresql://...) instead of the "
+              "topic [env MODELYARD_AUDIT_STORE].")  # fmt: skip
 def trace_command(
-    request_id: str, bootstrap: str, topic_prefix: str, timeout: float, width: int
-) -> None:
+    request_id: str, *, bootstrap: str, topic_prefix: str, timeout: float, width: int,
+    store: str | None,
+) -> None:  # fmt: skip
     """Print the waterfall of REQUEST_ID: every stage it ran through, with timings.
 
-    Reads the audit topic (<prefix>.audit) from the beginning to its end and keeps that
-    request's hop and request records: one line per stage execution (shadow copies marked),
-    under a line for the whole request with its total latency, outcome and served_by.
+    With an audit store configured (--store), reads that request's records from it; else
+    reads the audit topic (<prefix>.audit) from the beginning to its end. One line per stage
+    execution (shadow copies marked), under a line for the whole request with its total
+    latency, outcome and served_by. A request the store does not hold (yet: the sink may lag)
+    is looked for on the topic.
     """
     topic = audit_topic(topic_prefix)
+    scan = _from_store(store, request_id) if store else AuditScan()
     try:
-        scan = read_request_records(bootstrap, topic, request_id, timeout_s=timeout)
-    except UnavailableError as exc:
+        if not scan.records:
+            scan = read_request_records(bootstrap, topic, request_id, timeout_s=timeout)
+    except ModelyardError as exc:
         raise click.ClickException(exc.message) from None
     if not scan.complete:
         click.echo(f"warning: {topic} was not read to its end within {timeout:.0f}s", err=True)
@@ -56,3 +64,12 @@ def trace_command(
         )
     for line in render_waterfall(scan.records, width=width):
         click.echo(line)
+
+
+def _from_store(store: str, request_id: str) -> AuditScan:
+    """The request's records in the store; none (the topic is read) when it cannot be read."""
+    try:
+        return read_stored_records(store, request_id)
+    except ModelyardError as exc:
+        click.echo(f"warning: audit store not read ({exc.message}); reading the topic", err=True)
+        return AuditScan()

@@ -1,0 +1,1 @@
+"""The audit store's schema versions, oldest first."""

@@ -1,0 +1,197 @@
+"""The audit sink's handler on the one worker loop: records in, rows in the store, then acks.
+
+Each consumed message becomes rows in the pending batch and its ticket is held. When the batch
+is full or old enough, it goes to the writer thread, which writes it in one transaction; only
+once that transaction has committed are its tickets answered, so the loop commits a message's
+offset only after its rows are in the database. The writer works while the loop reads and
+parses the next batch (the drivers release the GIL while the database works); at most two
+batches wait for it, then the loop waits: what stays in Kafka is lag, not a buffer.
+
+A process killed mid-batch leaves those offsets uncommitted: the messages
+come again and are inserted once (every table has a natural unique key). A message that is not
+a valid record is answered at once with a dead letter (its original bytes) and the partition
+keeps flowing.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from modelyard.audit.store import AuditStore, Batch, ControlChangeRow, Prepared, parse_record
+from modelyard.errors import DecodeError
+from modelyard.kafka.config import MAX_MESSAGE_BYTES
+from modelyard.kafka.handler import Handler, Outbox, OutRecord, Ticket
+from modelyard.wire.headers import dead_letter
+
+__all__ = ["SinkHandler"]
+
+log = structlog.get_logger("modelyard.sink")
+
+ControlParser = Callable[[bytes, bytes | None, int, int], ControlChangeRow]
+_Item = tuple[Batch, Prepared, list[Ticket]]  # rows (for metrics), their values, their tickets
+
+
+class SinkHandler(Handler):
+    """Batches rows and answers their tickets once the batch is committed to the store.
+    ``start_writer`` before the loop runs it, ``stop_writer`` after the loop has stopped."""
+
+    # False although the writer finishes a message later: what could kill a process on a
+    # message (parsing its bytes) happens in ``handle``; the writer only binds parsed values. A
+    # restart after a crash then takes messages one at a time without waiting for each batch
+    runs_after_handle: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        store: AuditStore,
+        *,
+        audit_topic: str,
+        dlq_topic: str,
+        control_topic: str | None,
+        parse_control: ControlParser,
+        batch_size: int = 2000,
+        max_wait_s: float = 0.2,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        super().__init__(outbox)
+        self._store, self._audit, self._dlq, self._control = (
+            store, audit_topic, dlq_topic, control_topic
+        )  # fmt: skip
+        self._parse_control = parse_control
+        self._batch_size, self._max_wait_s = batch_size, max_wait_s
+        self._batch, self._held = Batch(), list[Ticket]()
+        self._oldest: float | None = None
+        registry = registry or CollectorRegistry()
+        self._records = Counter("modelyard_sink_records", "Records stored, by kind.",
+                                ["kind"], registry=registry)  # fmt: skip
+        self._dead = Counter("modelyard_sink_dead_letters", "Records dead-lettered.",
+                             registry=registry)  # fmt: skip
+        self._commit = Histogram("modelyard_sink_batch_seconds", "Store write per batch.",
+                                 registry=registry)  # fmt: skip
+        self._writer = _Writer(store, outbox, self._written)
+
+    def handle(self, batch: Sequence[Ticket]) -> None:
+        for ticket in batch:
+            self._take(ticket)
+        if len(self._held) >= self._batch_size:
+            self.flush()
+
+    def tick(self, now: float) -> None:
+        if self._oldest is not None and now - self._oldest >= self._max_wait_s:
+            self.flush()
+
+    def revoked(self, tps: Sequence[tuple[str, int]]) -> None:
+        """Write what is held (idempotent): the new owner may store it again, harmlessly."""
+        self.flush()
+        self._writer.wait_idle()
+
+    def flush(self) -> None:
+        """Hand the pending batch to the writer (which answers its tickets once committed)."""
+        if not self._held:
+            return
+        batch, held = self._batch, self._held
+        self._batch, self._held, self._oldest = Batch(), [], None
+        self._writer.put(batch, self._store.prepare(batch), held)
+
+    def start_writer(self) -> None:
+        self._writer.start()
+
+    def stop_writer(self) -> None:
+        """Let the writer finish what it was given, then end it."""
+        self._writer.stop()
+
+    def _written(self, batch: Batch, seconds: float) -> None:
+        self._commit.observe(seconds)
+        self._count(batch)
+
+    def _take(self, ticket: Ticket) -> None:
+        msg = ticket.message
+        value = msg.value() or b""
+        try:
+            if msg.topic() == self._control:
+                row = self._parse_control(value, msg.key(), msg.partition() or 0, msg.offset() or 0)
+                self._batch.control.append(row)
+            else:
+                self._batch.add(parse_record(value))
+        except DecodeError as exc:
+            self._dead_letter(ticket, value, exc.message)
+            return
+        self._held.append(ticket)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    def _dead_letter(self, ticket: Ticket, value: bytes, why: str) -> None:
+        msg = ticket.message
+        log.warning("invalid audit record dead-lettered", topic=msg.topic(),
+                    partition=msg.partition(), offset=msg.offset(), error=why)  # fmt: skip
+        headers = [(k, v) for k, v in msg.headers() or [] if v is not None]
+        dead, dead_headers = dead_letter(
+            value, headers, why, "decode", source=f"audit-sink {msg.topic()}",
+            max_bytes=MAX_MESSAGE_BYTES,
+        )  # fmt: skip
+        self.outbox.answer([ticket], [OutRecord(self._dlq, dead, msg.key(), dead_headers)])
+        self._dead.inc()
+
+    def _count(self, batch: Batch) -> None:
+        kinds = (("request", batch.requests), ("hop", batch.hops),
+                 ("checkpoint", batch.checkpoints), ("control", batch.control))  # fmt: skip
+        for kind, rows in kinds:
+            if rows:
+                self._records.labels(kind).inc(len(rows))
+
+
+class _Writer:
+    """The thread that writes batches, then answers their tickets; a failure stops the loop
+    (``outbox.fail``) without answering them, so their offsets are never committed."""
+
+    def __init__(
+        self, store: AuditStore, outbox: Outbox, written: Callable[[Batch, float], None]
+    ) -> None:
+        self._store, self._outbox, self._written = store, outbox, written
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._run, name="modelyard-audit-writer")
+        self._failed = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, batch: Batch, prepared: Prepared, tickets: list[Ticket]) -> None:
+        self._queue.put((batch, prepared, tickets))  # waits while two batches are waiting
+
+    def wait_idle(self) -> None:
+        self._queue.join()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if not self._failed:
+                    self._write(*item)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, batch: Batch, prepared: Prepared, tickets: list[Ticket]) -> None:
+        started = time.perf_counter()
+        try:
+            self._store.write_prepared(prepared)
+        except Exception as exc:
+            self._failed = True
+            log.exception("audit store write failed; stopping without committing")
+            self._outbox.fail(exc)
+            return
+        self._outbox.close(tickets)
+        self._written(batch, time.perf_counter() - started)

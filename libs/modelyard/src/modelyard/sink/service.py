@@ -1,0 +1,91 @@
+"""The audit sink: ``yard.audit`` (and ``yard.control``) into the audit store.
+
+A handler (``handler.py``) on the one worker loop, in consumer group ``<prefix>.g.audit-sink``:
+several sinks share the partitions, each committing a message's offset only after its rows are
+committed in the store. The store is migrated to the newest schema on start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from modelyard.audit.store import open_store
+from modelyard.kafka.config import BACKGROUND_PRODUCER
+from modelyard.kafka.worker import GroupIntake, WorkerLoop
+from modelyard.sink.control import control_change_row
+from modelyard.sink.handler import SinkHandler
+from modelyard.sink.settings import SinkSettings
+from modelyard.topics import audit_topic, control_topic
+
+__all__ = ["AuditSink", "audit_dlq_topic", "sink_group"]
+
+
+def audit_dlq_topic(prefix: str) -> str:
+    """Where the sink dead-letters records it cannot store: ``yard.audit.dlq``."""
+    return f"{audit_topic(prefix)}.dlq"
+
+
+def sink_group(prefix: str) -> str:
+    return f"{prefix}.g.audit-sink"
+
+
+class AuditSink:
+    """One sink worker: ``start()`` runs it on its own thread, ``stop()`` drains and ends it."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        consumer_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.store = open_store(settings.audit_store.get_secret_value(), create=True)
+        prefix, batch_size, control = settings.topic_prefix, settings.batch_size, settings.control
+        topics = (audit_topic(prefix), *((control_topic(prefix),) if control else ()))
+        intake = GroupIntake(
+            topics=topics, group_id=sink_group(prefix),
+            consumer_overrides=dict(consumer_overrides or {}),
+        )  # fmt: skip
+        # room for the batches held (filling, waiting, being written) and the next: intake that
+        # pauses drops what librdkafka prefetched
+        options = settings.loop_options(
+            poll_batch_size=min(batch_size, settings.poll_batch_size),
+            max_inflight=max(settings.max_inflight, batch_size * 8),
+        )
+        self.loop = WorkerLoop(
+            intake, options, name="audit-sink", producer_overrides=BACKGROUND_PRODUCER
+        )
+        self.handler = SinkHandler(
+            self.loop.outbox, self.store, audit_topic=audit_topic(prefix),
+            dlq_topic=audit_dlq_topic(prefix), control_topic=topics[1] if control else None,
+            parse_control=control_change_row, batch_size=batch_size,
+            max_wait_s=settings.max_wait_s,
+            registry=registry,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self.handler.start_writer()
+        self.loop.start(self.handler)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self.loop.wait_ready(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self.loop.running
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.loop.failure
+
+    def health(self) -> dict[str, bool]:
+        return self.loop.health()
+
+    def stop(self) -> None:
+        """Drain (held records are written and committed), then close the store."""
+        self.loop.stop()
+        self.handler.stop_writer()
+        self.store.close()
