@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from modelyard.broker import create_topics, partition_counts
 from modelyard.cli.init import init_command
 from modelyard.control.topic import read_records
+from modelyard.control.verify import ControlVerifier
 from modelyard.repository.build import BuildContext
 from modelyard.topics import (
     audit_topic,
@@ -19,6 +20,7 @@ from modelyard.topics import (
     pipeline_topics,
 )
 
+from tests.support.keys import keys_dir
 from tests.support.models import write_shout_version
 
 pytestmark = pytest.mark.integration
@@ -52,15 +54,18 @@ def _init(broker: str, prefix: str, layout: tuple[Path, Path], *extra: str) -> s
     repo, spec = layout
     args = ["--bootstrap", broker, "--topic-prefix", prefix, "--repository", str(repo)]
     args += ["--pipeline", str(spec), "--partitions", "3", "--wait-s", "30", *extra]
+    if "--keys-dir" not in extra:  # the session's keys, never the working directory's
+        args += ["--keys-dir", str(keys_dir())]
     result = CliRunner().invoke(init_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
 
 
 def test_init_creates_every_topic_and_rolls_out_the_first_versions(
-    broker: str, unique: str, layout: tuple[Path, Path]
+    broker: str, unique: str, layout: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    output = _init(broker, unique, layout, "--version", "first=1", "--actor", "compose")
+    keys = tmp_path / "keys"
+    output = _init(broker, unique, layout, "--version", "first=1", "--keys-dir", str(keys))
     assert "shouty" in output
     assert "first=1 second=2" in output  # --version, else the latest
     model_topics = [
@@ -70,8 +75,13 @@ def test_init_creates_every_topic_and_rolls_out_the_first_versions(
     assert set(counts.values()) == {3}
     assert partition_counts(broker, [control_topic(unique)]) == {control_topic(unique): 1}
     assert partition_counts(broker, [audit_topic(unique)]) == {audit_topic(unique): 3}
-    records = [p.record for p in read_records(broker, prefix=unique)]
-    assert [(r.actor, r.change.type) for r in records] == [("compose", "rollout")] * 2
+    # signed by the admin key it created in --keys-dir, which a router's keyring vouches for
+    verifier = ControlVerifier.from_file(keys / "keyring.yaml")
+    positioned = read_records(broker, prefix=unique, verifier=verifier)
+    assert [(p.record.actor, p.record.change.type, p.rejected) for p in positioned] == [
+        ("admin", "rollout", None)
+    ] * 2
+    assert oct((keys / "keys" / "admin.key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_init_again_changes_nothing(broker: str, unique: str, layout: tuple[Path, Path]) -> None:
