@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from modelyard.audit.chain import AuditChain
-from modelyard.audit.store import Batch, open_store, parse_record
+from modelyard.audit.store import HEAD, Batch, open_store, parse_record
 from modelyard.cli.main import cli
 from modelyard.keys import SigningKey
 
@@ -97,7 +97,24 @@ def test_a_store_never_migrated_is_a_clear_error(tmp_path: Path) -> None:
     assert "audit migrate" in out
     code, out = _run("audit", "migrate", "--store", url)
     assert code == 0
-    assert "schema version 0001" in out
+    assert f"schema version {HEAD}" in out
+
+
+def test_store_defaults_to_what_up_writes_when_it_exists(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODELYARD_AUDIT_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)  # where no `modelyard up` ran yet
+    code, out = _run("audit", "query")
+    assert code == 2
+    assert "no audit store: give --store" in out
+    assert ".modelyard/up/audit.db" in out
+    up = tmp_path / ".modelyard" / "up"
+    up.mkdir(parents=True)
+    (tmp_path / "audit.db").rename(up / "audit.db")
+    code, out = _run("audit", "query", "--request-id", "r1")
+    assert code == 0, out
+    assert len(out.splitlines()) == 3
 
 
 def test_trace_reads_the_store(store: str) -> None:

@@ -22,8 +22,12 @@ from modelyard.audit.store import (
     parse_record,
 )
 from modelyard.audit.verify import verify_store
+from modelyard.control import ControlRecord, ControlState, Rollout, encode_record, make_record
+from modelyard.control.chain import Positioned
+from modelyard.control.verify import ControlVerifier
 from modelyard.errors import ConfigError, DecodeError
 from modelyard.keys import Keyring, SigningKey
+from modelyard.sink.control import ControlFold
 
 from tests.support.audit_records import RecordMaker, writer_keyring
 
@@ -281,3 +285,56 @@ def test_prove_fails_in_the_unsigned_tail_and_on_a_broken_link(tmp_path: Path) -
     proof = prove_request(store, writer_keyring(KEY), "r1")
     assert not proof.proven
     assert any("BROKEN LINK" in line for line in proof.lines)
+
+
+# control verdicts ----------------------------------------------------------------------------
+class _Message:
+    """The part of a consumed control message the sink reads."""
+
+    def __init__(self, offset: int, value: bytes, key: bytes = b"docs") -> None:
+        self._offset, self._value, self._key = offset, value, key
+
+    def offset(self) -> int:
+        return self._offset
+
+    def partition(self) -> int:
+        return 0
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+
+def _control_records() -> list[ControlRecord]:
+    first = make_record(ControlState().pipeline("docs"), Rollout(stage="s", version="1"),
+                        actor="ops")  # fmt: skip
+    return [first, make_record(first.state, Rollout(stage="s", version="2"), actor="ops")]
+
+
+def test_without_a_keyring_control_records_are_unverified_never_accepted() -> None:
+    records = _control_records()
+    reads: list[int] = []
+
+    def history() -> list[Positioned]:
+        reads.append(1)
+        return [Positioned(i, r) for i, r in enumerate(records)]
+
+    fold = ControlFold(ControlVerifier(None), history)
+    rows = [fold.row(_Message(i, encode_record(r))) for i, r in enumerate(records)]
+    assert [(r.verdict, r.seq, r.who) for r in rows] == [("unverified", 1, "ops"),
+                                                         ("unverified", 2, "ops")]  # fmt: skip
+    assert rows[0].reason is not None
+    assert "no keyring" in rows[0].reason
+    assert len(reads) == 1  # folded from the first offset once, then message by message
+    again = fold.row(_Message(1, encode_record(records[1])))
+    assert again.verdict == "unverified"
+    assert len(reads) == 2  # a redelivered message: folded again up to it
+    bad = fold.row(_Message(2, b"{}"))
+    assert bad.verdict == "rejected"
+    assert bad.reason is not None
+    assert bad.reason.startswith("invalid: ")

@@ -17,26 +17,44 @@ import click
 from modelyard.cli.dlq import parse_when
 from modelyard.errors import ModelyardError
 
-__all__ = ["audit_group", "audit_sink_command"]
+__all__ = ["UP_KEYRING", "UP_STORE", "audit_group", "audit_sink_command"]
 
 _STORE_HELP = (
     "The audit store: sqlite:///PATH (or a file path) or postgresql://USER@HOST/DB "
     "[env MODELYARD_AUDIT_STORE]."
 )
+# what `modelyard up` writes by default (its state dir, relative to where it runs)
+UP_STORE = Path(".modelyard/up/audit.db")
+UP_KEYRING = Path(".modelyard/up/keyring.yaml")
 _TABLE_COLUMNS = ("kind", "time", "request_id", "pipeline", "principal", "stage", "served",
                   "role", "outcome", "latency_ms", "chain")  # fmt: skip
 
 
 def _store_option(f: Any) -> Any:
-    return click.option("--store", "store_url", envvar="MODELYARD_AUDIT_STORE", required=True,
-                        help=_STORE_HELP)(f)  # fmt: skip
+    return click.option(
+        "--store", "store_url", envvar="MODELYARD_AUDIT_STORE", callback=_default_store,
+        help=_STORE_HELP + f" Default: the store `modelyard up` writes, sqlite:///{UP_STORE}, "
+        "when that file exists.",
+    )(f)  # fmt: skip
+
+
+def _default_store(_: click.Context, __: click.Parameter, value: str | None) -> str:
+    if value:
+        return value
+    if UP_STORE.is_file():
+        return f"sqlite:///{UP_STORE}"
+    raise click.UsageError(
+        f"no audit store: give --store (or MODELYARD_AUDIT_STORE), or run this where "
+        f"`modelyard up` ran (it writes {UP_STORE})"
+    )
 
 
 def _keyring_option(f: Any) -> Any:
     return click.option(
         "--keyring", type=click.Path(dir_okay=False, path_type=Path), envvar="MODELYARD_KEYRING",
-        default=".modelyard/up/keyring.yaml", show_default=True,
-        help="Keyring of the writer keys that sign checkpoints [env MODELYARD_KEYRING].",
+        default=UP_KEYRING, show_default=True,
+        help="Keyring of the writer keys that sign checkpoints (default: the one `modelyard "
+        "up` creates) [env MODELYARD_KEYRING].",
     )(f)  # fmt: skip
 
 
@@ -152,6 +170,9 @@ def prove_command(request_id: str, store_url: str, keyring: Path, all_links: boo
 @click.option("--max-wait-s", type=click.FloatRange(min=0.001),
               help="Longest a record waits for its batch to be written [0.2].")  # fmt: skip
 @click.option("--no-control", is_flag=True, help="Do not store the control topic's records.")
+@click.option("--keyring", type=click.Path(dir_okay=False, path_type=Path),
+              help="Operator keyring control records are verified against, as routers verify "
+              "them [env MODELYARD_KEYRING; none: stored as unverified].")  # fmt: skip
 @click.option("--metrics-host", help="Where /metrics and /healthz are served [127.0.0.1].")
 @click.option("--metrics-port", type=int, help="0: any free port [0].")
 def audit_sink_command(no_control: bool, **options: Any) -> None:
@@ -161,6 +182,9 @@ def audit_sink_command(no_control: bool, **options: Any) -> None:
     records are written in batches, and a message's offset is committed only after its batch
     is committed in the store, so a killed sink loses nothing and a restarted one duplicates
     nothing. Records that are not valid go to <prefix>.audit.dlq with their original bytes.
+    Each control record is stored with the verdict routers reach on it (accepted, rejected
+    with the reason, ignored after a lost race), checked against the keyring; without one,
+    unverified. Logs as MODELYARD_LOG_LEVEL and MODELYARD_LOG_JSON say (what `up` sets).
     Serves /metrics and /healthz. Every option is also MODELYARD_<NAME> (the store:
     MODELYARD_AUDIT_STORE); SASL/SSL settings as for every worker (MODELYARD_KAFKA_CONFIG).
     """
@@ -173,9 +197,9 @@ def audit_sink_command(no_control: bool, **options: Any) -> None:
         exit_code,
         stop_on_signals,
     )
-    from modelyard.sink import AuditSink, SinkSettings  # noqa: PLC0415
+    from modelyard.sink import AuditSink, SinkSettings, tune_interpreter  # noqa: PLC0415
     from modelyard.telemetry import (  # noqa: PLC0415
-        configure_logging,
+        configure_logging_from_env,
         start_http_server,
         stop_http_server,
     )
@@ -184,7 +208,8 @@ def audit_sink_command(no_control: bool, **options: Any) -> None:
     if no_control:
         given["control"] = False
     settings = SinkSettings(**given)
-    configure_logging(json=None, level="INFO")
+    configure_logging_from_env()
+    tune_interpreter()
     registry = CollectorRegistry()
     stop = stop_on_signals()  # before starting: a signal during start-up is not lost
     sink = _run(lambda: AuditSink(settings, registry=registry))

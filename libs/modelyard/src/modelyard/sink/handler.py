@@ -1,11 +1,14 @@
 """The audit sink's handler on the one worker loop: records in, rows in the store, then acks.
 
-Each consumed message becomes rows in the pending batch and its ticket is held. When the batch
-is full or old enough, it goes to the writer thread, which writes it in one transaction; only
-once that transaction has committed are its tickets answered, so the loop commits a message's
-offset only after its rows are in the database. The writer works while the loop reads and
-parses the next batch (the drivers release the GIL while the database works); at most two
-batches wait for it, then the loop waits: what stays in Kafka is lag, not a buffer.
+Each consumed message becomes rows in the pending batch, as the values their inserts bind
+(``Batch.add_record``: one pass from the record's bytes, no row objects), and its ticket is
+held. When the batch is full or old enough, it goes to the writer thread, which writes it in
+one transaction; only once that transaction has committed are its tickets answered, so the loop
+commits a message's offset only after its rows are in the database. The writer works while the
+loop reads and parses the next batch (the drivers release the GIL while the database works, a
+few statements per batch: ``audit/store/writes.py``); at most two batches wait for it, then the
+loop waits: what stays in Kafka is lag, not a buffer. Control records get their verdict from
+``ControlFold`` (``control.py``) as they are taken.
 
 A process killed mid-batch leaves those offsets uncommitted: the messages
 come again and are inserted once (every table has a natural unique key). A message that is not
@@ -24,18 +27,20 @@ from typing import ClassVar
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from modelyard.audit.store import AuditStore, Batch, ControlChangeRow, Prepared, parse_record
+from modelyard.audit.store import AuditStore, Batch
 from modelyard.errors import DecodeError
 from modelyard.kafka.config import MAX_MESSAGE_BYTES
 from modelyard.kafka.handler import Handler, Outbox, OutRecord, Ticket
+from modelyard.sink.control import ControlFold
 from modelyard.wire.headers import dead_letter
 
 __all__ = ["SinkHandler"]
 
 log = structlog.get_logger("modelyard.sink")
 
-ControlParser = Callable[[bytes, bytes | None, int, int], ControlChangeRow]
-_Item = tuple[Batch, Prepared, list[Ticket]]  # rows (for metrics), their values, their tickets
+_Item = tuple[Batch, list[Ticket]]  # rows, the tickets they answer
+_COUNTED = (("request", "requests"), ("hop", "hops"), ("checkpoint", "checkpoints"),
+            ("control", "control_changes"))  # metric label, table  # fmt: skip
 
 
 class SinkHandler(Handler):
@@ -54,17 +59,15 @@ class SinkHandler(Handler):
         *,
         audit_topic: str,
         dlq_topic: str,
-        control_topic: str | None,
-        parse_control: ControlParser,
+        control: tuple[str, ControlFold] | None,
         batch_size: int = 2000,
         max_wait_s: float = 0.2,
         registry: CollectorRegistry | None = None,
     ) -> None:
         super().__init__(outbox)
-        self._store, self._audit, self._dlq, self._control = (
-            store, audit_topic, dlq_topic, control_topic
-        )  # fmt: skip
-        self._parse_control = parse_control
+        self._store, self._audit, self._dlq = store, audit_topic, dlq_topic
+        self._control: str | None = control[0] if control else None
+        self._fold: ControlFold | None = control[1] if control else None
         self._batch_size, self._max_wait_s = batch_size, max_wait_s
         self._batch, self._held = Batch(), list[Ticket]()
         self._oldest: float | None = None
@@ -87,10 +90,14 @@ class SinkHandler(Handler):
         if self._oldest is not None and now - self._oldest >= self._max_wait_s:
             self.flush()
 
+    def assigned(self, tps: Sequence[tuple[str, int]]) -> None:
+        self._refold_if_ours(tps)
+
     def revoked(self, tps: Sequence[tuple[str, int]]) -> None:
         """Write what is held (idempotent): the new owner may store it again, harmlessly."""
         self.flush()
         self._writer.wait_idle()
+        self._refold_if_ours(tps)
 
     def flush(self) -> None:
         """Hand the pending batch to the writer (which answers its tickets once committed)."""
@@ -98,7 +105,7 @@ class SinkHandler(Handler):
             return
         batch, held = self._batch, self._held
         self._batch, self._held, self._oldest = Batch(), [], None
-        self._writer.put(batch, self._store.prepare(batch), held)
+        self._writer.put(batch, held)
 
     def start_writer(self) -> None:
         self._writer.start()
@@ -111,15 +118,18 @@ class SinkHandler(Handler):
         self._commit.observe(seconds)
         self._count(batch)
 
+    def _refold_if_ours(self, tps: Sequence[tuple[str, int]]) -> None:
+        if self._fold is not None and any(topic == self._control for topic, _ in tps):
+            self._fold.reset()
+
     def _take(self, ticket: Ticket) -> None:
         msg = ticket.message
         value = msg.value() or b""
         try:
-            if msg.topic() == self._control:
-                row = self._parse_control(value, msg.key(), msg.partition() or 0, msg.offset() or 0)
-                self._batch.control.append(row)
+            if self._fold is not None and msg.topic() == self._control:
+                self._batch.add_control(self._fold.row(msg))
             else:
-                self._batch.add(parse_record(value))
+                self._batch.add_record(value)
         except DecodeError as exc:
             self._dead_letter(ticket, value, exc.message)
             return
@@ -140,11 +150,10 @@ class SinkHandler(Handler):
         self._dead.inc()
 
     def _count(self, batch: Batch) -> None:
-        kinds = (("request", batch.requests), ("hop", batch.hops),
-                 ("checkpoint", batch.checkpoints), ("control", batch.control))  # fmt: skip
-        for kind, rows in kinds:
-            if rows:
-                self._records.labels(kind).inc(len(rows))
+        for kind, table in _COUNTED:
+            count = batch.count(table)
+            if count:
+                self._records.labels(kind).inc(count)
 
 
 class _Writer:
@@ -162,8 +171,8 @@ class _Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, batch: Batch, prepared: Prepared, tickets: list[Ticket]) -> None:
-        self._queue.put((batch, prepared, tickets))  # waits while two batches are waiting
+    def put(self, batch: Batch, tickets: list[Ticket]) -> None:
+        self._queue.put((batch, tickets))  # waits while two batches are waiting
 
     def wait_idle(self) -> None:
         self._queue.join()
@@ -184,10 +193,10 @@ class _Writer:
             finally:
                 self._queue.task_done()
 
-    def _write(self, batch: Batch, prepared: Prepared, tickets: list[Ticket]) -> None:
+    def _write(self, batch: Batch, tickets: list[Ticket]) -> None:
         started = time.perf_counter()
         try:
-            self._store.write_prepared(prepared)
+            self._store.write(batch)
         except Exception as exc:
             self._failed = True
             log.exception("audit store write failed; stopping without committing")

@@ -2,25 +2,35 @@
 
 A handler (``handler.py``) on the one worker loop, in consumer group ``<prefix>.g.audit-sink``:
 several sinks share the partitions, each committing a message's offset only after its rows are
-committed in the store. The store is migrated to the newest schema on start.
+committed in the store. The store is migrated to the newest schema on start. Control records
+are judged as routers judge them, with the keyring (``control.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from modelyard.audit.store import open_store
+from modelyard.control.chain import Positioned
+from modelyard.control.topic import read_records
+from modelyard.control.verify import ControlVerifier
 from modelyard.kafka.config import BACKGROUND_PRODUCER
 from modelyard.kafka.worker import GroupIntake, WorkerLoop
-from modelyard.sink.control import control_change_row
+from modelyard.sink.control import ControlFold
 from modelyard.sink.handler import SinkHandler
 from modelyard.sink.settings import SinkSettings
 from modelyard.topics import audit_topic, control_topic
 
-__all__ = ["AuditSink", "audit_dlq_topic", "sink_group"]
+__all__ = ["GIL_SWITCH_S", "AuditSink", "audit_dlq_topic", "sink_group", "tune_interpreter"]
+
+# the sink's writer thread gives the GIL up at every statement and must get it back from the
+# loop thread, which parses without pause: at Python's default 5 ms a batch's six statements
+# wait ~30 ms for nothing, which halved SQLite throughput in bench/sink_bench.py
+GIL_SWITCH_S = 0.0005
 
 
 def audit_dlq_topic(prefix: str) -> str:
@@ -42,8 +52,9 @@ class AuditSink:
         registry: CollectorRegistry | None = None,
         consumer_overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self.store = open_store(settings.audit_store.get_secret_value(), create=True)
         prefix, batch_size, control = settings.topic_prefix, settings.batch_size, settings.control
+        verifier = _verifier(settings) if control else None  # a bad keyring: refused first
+        self.store = open_store(settings.audit_store.get_secret_value(), create=True)
         topics = (audit_topic(prefix), *((control_topic(prefix),) if control else ()))
         intake = GroupIntake(
             topics=topics, group_id=sink_group(prefix),
@@ -58,12 +69,18 @@ class AuditSink:
         self.loop = WorkerLoop(
             intake, options, name="audit-sink", producer_overrides=BACKGROUND_PRODUCER
         )
+        fold = None
+        if verifier is not None:
+            kafka = options.kafka
+
+            def history() -> Sequence[Positioned]:
+                return read_records(settings.bootstrap, prefix=prefix, kafka=kafka)
+
+            fold = (control_topic(prefix), ControlFold(verifier, history))
         self.handler = SinkHandler(
             self.loop.outbox, self.store, audit_topic=audit_topic(prefix),
-            dlq_topic=audit_dlq_topic(prefix), control_topic=topics[1] if control else None,
-            parse_control=control_change_row, batch_size=batch_size,
-            max_wait_s=settings.max_wait_s,
-            registry=registry,
+            dlq_topic=audit_dlq_topic(prefix), control=fold, batch_size=batch_size,
+            max_wait_s=settings.max_wait_s, registry=registry,
         )  # fmt: skip
 
     def start(self) -> None:
@@ -89,3 +106,18 @@ class AuditSink:
         self.loop.stop()
         self.handler.stop_writer()
         self.store.close()
+
+
+def _verifier(settings: SinkSettings) -> ControlVerifier:
+    """The routers' verifier over the keyring; without one, signatures go unchecked (rows say
+    ``unverified``) while consistency is still checked."""
+    if settings.keyring is None:
+        return ControlVerifier(None)
+    return ControlVerifier.from_file(settings.keyring)
+
+
+def tune_interpreter() -> None:
+    """Set up the process that runs a sink (``modelyard audit-sink``, the bench): a GIL switch
+    interval of ``GIL_SWITCH_S``. Process-wide, so the sink's entry point calls it, never the
+    sink itself."""
+    sys.setswitchinterval(GIL_SWITCH_S)

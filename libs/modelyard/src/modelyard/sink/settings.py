@@ -2,10 +2,12 @@
 
 Every field can be set from the environment with the ``MODELYARD_`` prefix (CLI options win);
 the store's URL is ``MODELYARD_AUDIT_STORE`` and is kept out of logs and reprs (it may hold a
-password).
+password); the keyring is ``MODELYARD_KEYRING``, as for routers.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -27,5 +29,10 @@ class SinkSettings(WorkerSettings):
         default=0.2, gt=0, description="Longest a record waits for its batch to be written."
     )
     control: bool = Field(default=True, description="Store the control topic's records too.")
+    keyring: Path | None = Field(
+        default=None,
+        description="Keyring of the operator keys control records are verified against, as "
+        "routers verify them (MODELYARD_KEYRING); none: control records are stored unverified.",
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Where /metrics is served.")
     metrics_port: int = Field(default=0, ge=0, description="0: any free port.")

@@ -16,8 +16,9 @@ from modelyard.audit.store.rows import (
     HopRow,
     PayloadRow,
     RequestRow,
+    Verdict,
 )
-from modelyard.audit.store.store import AuditStore, Batch, Prepared, open_store
+from modelyard.audit.store.store import AuditStore, Batch, open_store
 
 __all__ = [
     "HEAD",
@@ -30,8 +31,8 @@ __all__ = [
     "HopRow",
     "Parsed",
     "PayloadRow",
-    "Prepared",
     "RequestRow",
+    "Verdict",
     "current_version",
     "migrate",
     "open_store",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from modelyard.audit.store.tables import store_time
 from modelyard.errors import ConfigError, UnavailableError
 
 __all__ = ["Dialect", "dialect_for", "redact_url"]
@@ -71,7 +72,7 @@ class Dialect:
     def dump_time(self, value: datetime) -> Any:
         """A time as the column keeps it."""
         if self.name == "sqlite":  # fixed width, UTC: sorts and compares as text
-            return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+            return store_time(value)
         return value
 
     def load_time(self, value: Any) -> datetime:

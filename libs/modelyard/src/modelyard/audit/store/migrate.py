@@ -25,7 +25,7 @@ __all__ = ["HEAD", "VERSION_TABLE", "current_version", "migrate"]
 log = structlog.get_logger(__name__)
 
 VERSION_TABLE = "audit_schema_version"
-HEAD = "0001"  # the newest revision under migrations/versions
+HEAD = "0002"  # the newest revision under migrations/versions
 _SCRIPTS = Path(__file__).parent / "migrations"
 
 

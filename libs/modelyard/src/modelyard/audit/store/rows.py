@@ -20,6 +20,7 @@ __all__ = [
     "HopRow",
     "PayloadRow",
     "RequestRow",
+    "Verdict",
 ]
 
 
@@ -122,10 +123,21 @@ class CheckpointRow:
     raw: bytes
 
 
+Verdict = Literal["accepted", "rejected", "ignored", "unverified"]
+
+
 @dataclass(frozen=True, slots=True)
 class ControlChangeRow:
-    """One record of the control topic: who changed what, why, signed how, and whether routers
-    applied it (``accepted``; ``reason`` says why not)."""
+    """One record of the control topic: who changed what, why, signed how, and what routers
+    did with it (``verdict``; ``reason`` says why, for all but accepted):
+
+    - ``accepted``: signed by a key of the keyring, allowed, consistent: routers apply it;
+    - ``rejected``: routers refuse it (``reason``: ``unsigned``, ``unknown_key``,
+      ``bad_signature``, ``actor_mismatch``, ``not_authorised``, ``inconsistent``, or
+      ``invalid`` for a value that is not a control record, then the detail);
+    - ``ignored``: built on an older state than routers hold (its writer lost a race);
+    - ``unverified``: the sink has no keyring, so nobody here checked who signed it.
+    """
 
     id: int
     pipeline: str
@@ -136,7 +148,7 @@ class ControlChangeRow:
     why: str | None
     at: datetime | None
     signature: str | None
-    accepted: bool
+    verdict: Verdict
     reason: str | None
     topic_partition: int
     topic_offset: int

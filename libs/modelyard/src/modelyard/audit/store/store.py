@@ -1,7 +1,8 @@
 """The audit store: one interface over SQLite and PostgreSQL (``open_store(url)``).
 
-Writes come in batches (``Batch``), each one transaction of ``INSERT ... ON CONFLICT DO
-NOTHING`` per table, so a record delivered again is inserted once. Reads are iterators of
+Writes come in batches (``Batch``), each one transaction that inserts each table's rows with
+``ON CONFLICT DO NOTHING`` (``writes.py``: ``executemany`` in SQLite, ``COPY`` through a
+temporary table in PostgreSQL), so a record delivered again is inserted once. Reads are iterators of
 frozen rows (``rows.py``): ``query`` for ``modelyard audit query`` and ``trace``, ``hop_payloads``
 for ``modelyard replay``, and the ordered walks ``verify`` and ``prove`` need.
 """
@@ -10,16 +11,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from operator import attrgetter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgpack
 
 from modelyard.audit.store.dialect import Dialect, dialect_for, redact_url
 from modelyard.audit.store.migrate import current_version, migrate
-from modelyard.audit.store.parse import Parsed
+from modelyard.audit.store.parse import Parsed, record_values
 from modelyard.audit.store.rows import (
     CheckpointRow,
     ControlChangeRow,
@@ -35,49 +34,63 @@ from modelyard.audit.store.tables import (
     HOPS,
     PAYLOADS,
     REQUESTS,
-    TIMES,
+    TABLES,
     Table,
-    dump_json,
+    Values,
 )
+from modelyard.audit.store.writes import writer_for
 from modelyard.errors import ConfigError
 from modelyard.wire.envelope import unpack_arrays
 
-__all__ = ["AuditStore", "Batch", "Prepared", "open_store"]
+__all__ = ["AuditStore", "Batch", "open_store"]
 
 _FETCH = 1000
-Prepared = list[tuple[str, list[list[Any]]]]  # (insert statement, values of each row)
-_JSON_COLUMNS = frozenset({"served_by", "skipped", "what"})
 _WALKS = ((REQUESTS, "received_at", "request"), (HOPS, "dispatched_at", "hop"))
 
 
-@dataclass
 class Batch:
-    """Rows to write in one transaction."""
+    """Rows to write in one transaction, as the values their inserts bind, per table.
 
-    requests: list[RequestRow] = field(default_factory=list)
-    hops: list[HopRow] = field(default_factory=list)
-    payloads: list[PayloadRow] = field(default_factory=list)
-    checkpoints: list[CheckpointRow] = field(default_factory=list)
-    control: list[ControlChangeRow] = field(default_factory=list)
+    ``add_record`` takes an audit record's bytes (the sink's path: no row objects),
+    ``add`` rows already parsed, ``add_control`` a control-topic row.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Values]] = {table.name: [] for table in TABLES}
+
+    def add_record(self, raw: bytes) -> None:
+        """The rows of one audit record (``DecodeError``, nothing added, when it is not one)."""
+        table, values, payloads = record_values(raw)
+        self.rows[table].append(values)
+        if payloads:
+            self.rows[PAYLOADS.name].extend(payloads)
 
     def add(self, parsed: Parsed) -> None:
-        if parsed.request is not None:
-            self.requests.append(parsed.request)
-        if parsed.hop is not None:
-            self.hops.append(parsed.hop)
-        self.payloads.extend(parsed.payloads)
-        if parsed.checkpoint is not None:
-            self.checkpoints.append(parsed.checkpoint)
+        for table, row in ((REQUESTS, parsed.request), (HOPS, parsed.hop),
+                           (CHECKPOINTS, parsed.checkpoint)):  # fmt: skip
+            if row is not None:
+                self.rows[table.name].append(table.dump(row))
+        self.rows[PAYLOADS.name].extend(PAYLOADS.dump(p) for p in parsed.payloads)
+
+    def add_control(self, row: ControlChangeRow) -> None:
+        self.rows[CONTROL.name].append(CONTROL.dump(row))
+
+    def count(self, table: str) -> int:
+        """Rows for the table named ``table``."""
+        return len(self.rows[table])
 
     def __len__(self) -> int:
-        return len(self.requests) + len(self.hops) + len(self.checkpoints) + len(self.control)
+        """Records: rows of every table but payloads (a hop's payloads come with it)."""
+        return sum(len(rows) for name, rows in self.rows.items() if name != PAYLOADS.name)
 
-    def tables(self) -> Iterator[tuple[Table, Sequence[Any]]]:
-        yield REQUESTS, self.requests
-        yield HOPS, self.hops
-        yield PAYLOADS, self.payloads
-        yield CHECKPOINTS, self.checkpoints
-        yield CONTROL, self.control
+    def tables(self) -> Iterator[tuple[Table, list[Values]]]:
+        """Each table with rows to write, in ``TABLES`` order."""
+        for table in TABLES:
+            rows = self.rows[table.name]
+            if rows:
+                yield table, rows
 
 
 def open_store(url: str, *, create: bool = False) -> AuditStore:
@@ -103,8 +116,7 @@ class AuditStore:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._conn = dialect.connect()
-        self._inserts = {t.name: _insert_sql(t, dialect.marker) for t, _ in Batch().tables()}
-        self._values = {t.name: _values_of(t, dialect) for t, _ in Batch().tables()}
+        self._writer = writer_for(dialect)
 
     @property
     def url(self) -> str:
@@ -123,23 +135,9 @@ class AuditStore:
     # writing -------------------------------------------------------------------------------
     def write(self, batch: Batch) -> None:
         """Insert the batch in one transaction; rows already there are left as they are."""
-        self.write_prepared(self.prepare(batch))
-
-    def prepare(self, batch: Batch) -> Prepared:
-        """The batch as the values its inserts bind (safe on any thread: no connection used),
-        so a writer thread spends its time in the database."""
-        return [
-            (self._inserts[table.name], list(map(self._values[table.name], rows)))
-            for table, rows in batch.tables()
-            if rows
-        ]
-
-    def write_prepared(self, prepared: Prepared) -> None:
-        """``write`` of a batch ``prepare`` made: one transaction."""
+        self._writer.ready(self._conn)
         with self.dialect.transaction(self._conn):
-            cursor = self._conn.cursor()
-            for sql, values in prepared:
-                cursor.executemany(sql, values)
+            self._writer.write(self._conn, batch.tables())
 
     # reading -------------------------------------------------------------------------------
     def query(self, filters: Filters) -> Iterator[RequestRow | HopRow]:
@@ -240,33 +238,6 @@ def _joined(payload: str, same: str) -> str:
     return " AND ".join(eq + chained)
 
 
-def _insert_sql(table: Table, marker: str) -> str:
-    columns = ", ".join(table.columns)
-    markers = ", ".join([marker] * len(table.columns))
-    insert = f"INSERT INTO {table.name} ({columns}) VALUES ({markers})"  # noqa: S608
-    return insert + " ON CONFLICT DO NOTHING"
-
-
-def _values_of(table: Table, dialect: Dialect) -> Any:
-    """A function from a row to the tuple its insert binds."""
-    get = attrgetter(*table.columns)
-    times = table.positions(TIMES)
-    jsons = table.positions(_JSON_COLUMNS)
-    dump_time = dialect.dump_time
-
-    def values(row: Any) -> list[Any]:
-        out = list(get(row))
-        for i in times:
-            if out[i] is not None:
-                out[i] = dump_time(out[i])
-        for i in jsons:
-            if out[i] is not None:
-                out[i] = dump_json(out[i])
-        return out
-
-    return values
-
-
 def _where(
     filters: Filters, time_column: str, dialect: Dialect, alias: str = ""
 ) -> tuple[str, list[Any]]:
@@ -309,11 +280,3 @@ def _unpack(fields: bytes) -> dict[str, Any]:
 
 def _unpack_or_none(fields: bytes | None) -> dict[str, Any] | None:
     return None if fields is None else _unpack(fields)
-
-
-def rows_of(parsed: Iterable[Parsed]) -> Batch:
-    """A batch of the rows of parsed records."""
-    batch = Batch()
-    for one in parsed:
-        batch.add(one)
-    return batch
