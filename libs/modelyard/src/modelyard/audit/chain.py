@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64  # the ``prev`` of a chain's first record
+# a record with its link appended as the last key: its bytes extended, never re-encoded
+_SEALED = b'%s,"chain":{"writer":%s,"partition":%d,"seq":%d,"prev":"%s"}}'
 _PREFIX = b'{"schema":1,'
 
 
@@ -58,6 +60,7 @@ class _Head:
 
     seq: int = 0
     prev: str = GENESIS
+    prev_bytes: bytes = GENESIS.encode()  # ``prev`` as the record carries it
     unsigned: int = 0  # records sealed since the last checkpoint
     since: float = 0.0  # monotonic time of the last checkpoint (or of the chain's start)
 
@@ -87,23 +90,29 @@ class AuditChain:
         self._clock = clock
         self._heads: dict[int, _Head] = {}
         self._lock = threading.Lock()
-        self._writer_json = json.dumps(writer, ensure_ascii=False)
+        self._writer_bytes = json.dumps(writer, ensure_ascii=False).encode()
 
     def seal(self, partition: int, value: bytes) -> bytes:
         """``value`` (a record's JSON, ``{"schema":1,...}``) with its chain link inserted: the
         exact bytes to produce. Advances the partition's chain head."""
-        if not value.startswith(_PREFIX) or not value.endswith(b"}"):
+        return self.seal_due(partition, value)[0]
+
+    def seal_due(self, partition: int, value: bytes) -> tuple[bytes, bool]:
+        """``seal``, and whether a checkpoint of the partition is due now (one lock for both:
+        the router seals several records per request)."""
+        if not value.startswith(_PREFIX) or value[-1:] != b"}":
             raise ValueError('an audit record must be a JSON object starting {"schema":1,')
         with self._lock:
-            head = self._head(partition)
-            link = (
-                f',"chain":{{"writer":{self._writer_json},"partition":{partition},'
-                f'"seq":{head.seq},"prev":"{head.prev}"}}}}'
-            )
-            sealed = value[:-1] + link.encode()
-            head.seq, head.prev = head.seq + 1, record_hash(sealed)
+            head = self._heads.get(partition) or self._head(partition)
+            link = (value[:-1], self._writer_bytes, partition, head.seq, head.prev_bytes)
+            sealed = _SEALED % link
+            digest = hashlib.sha256(sealed).hexdigest()
+            head.seq, head.prev, head.prev_bytes = head.seq + 1, digest, digest.encode()
             head.unsigned += 1
-        return sealed
+            due = self._key is not None and (
+                head.unsigned >= self._every_records or self._clock() - head.since >= self._every_s
+            )
+        return sealed, due
 
     def checkpoint_due(self, partition: int) -> bool:
         """Whether ``partition`` has records to checkpoint and enough of them, or has waited

@@ -55,9 +55,9 @@ class ChainingProducer:
             return
         partition = self._partition(key, kwargs.pop("partition", -1))
         with self._lock:
-            sealed = self._chain.seal(partition, value)
+            sealed, due = self._chain.seal_due(partition, value)
             self._send(sealed, key, partition, **kwargs)
-            if self._chain.checkpoint_due(partition):
+            if due:
                 self._checkpoint(partition)
 
     def poll(self, timeout: float = 0) -> int:
@@ -110,15 +110,18 @@ class ChainingProducer:
     def _send(self, value: bytes, key: Any, partition: int, **kwargs: Any) -> None:
         """Produce a sealed record: it is in the chain now, so it is retried here (a full
         local queue) rather than sealed again by a caller's retry."""
-        give_up = time.monotonic() + _FULL_QUEUE_GIVE_UP_S
-        while True:
-            try:
-                self._inner.produce(self._topic, value, key, partition=partition, **kwargs)
-                return
-            except BufferError:
-                if time.monotonic() > give_up:
-                    raise
+        try:
+            self._inner.produce(self._topic, value, key, partition=partition, **kwargs)
+        except BufferError:
+            give_up = time.monotonic() + _FULL_QUEUE_GIVE_UP_S
+            while True:
                 self._inner.poll(0.05)
+                try:
+                    self._inner.produce(self._topic, value, key, partition=partition, **kwargs)
+                    return
+                except BufferError:
+                    if time.monotonic() > give_up:
+                        raise
 
 
 def _checkpoint_delivered(error: Any, _msg: Any) -> None:
