@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from modelyard.topics import audit_topic
 from tests.support.audit_records import RecordMaker, writer_keyring
 from tests.support.kafka_io import Collector
 from tests.support.postgres import postgres_db, postgres_url
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 __all__ = ["postgres_db", "postgres_url"]  # fixtures used by name
@@ -58,8 +57,9 @@ class SinkProcess:
         self._reader.start()
 
     def wait_ready(self) -> None:
-        _wait(lambda: any("modelyard audit-sink ready" in x for x in self.lines)
-              or self.proc.poll() is not None, 90)  # fmt: skip
+        ready = "modelyard audit-sink ready"
+        wait_until(lambda: any(ready in x for x in self.lines) or self.proc.poll() is not None,
+                   "the sink's ready line", 90)  # fmt: skip
         assert self.proc.poll() is None, "".join(self.lines[-30:])
 
     def end(self, sig: int) -> int:
@@ -70,13 +70,6 @@ class SinkProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return code
-
-
-def _wait(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _produce(broker: str, topic: str, by_partition: dict[int, list[bytes]]) -> None:
@@ -115,7 +108,7 @@ def test_sink_stores_records_once_and_dead_letters_bad_ones(
     sink = SinkProcess(broker, unique, store_url)
     try:
         sink.wait_ready()
-        _wait(lambda: _rows(store_url) == 2 * 20 * PARTITIONS, 60)
+        wait_until(lambda: _rows(store_url) == 2 * 20 * PARTITIONS, "every record stored")
         _produce(broker, topic, {0: records[0][:10]})  # delivered again
         dead = Collector(broker, audit_dlq_topic(unique), PARTITIONS).until(lambda m: len(m) >= 2)
     finally:
@@ -139,7 +132,7 @@ def test_a_killed_sink_restarted_loses_and_duplicates_nothing(
     total = 2 * per_partition * PARTITIONS
     sink = SinkProcess(broker, unique, store_url)
     sink.wait_ready()
-    _wait(lambda: _rows(store_url) > 0, 60)
+    wait_until(lambda: _rows(store_url) > 0, "the first batch stored")
     assert sink.end(signal.SIGKILL) == -signal.SIGKILL
     stored_at_kill = _rows(store_url)
     more = _records(makers, per_partition, 100)
@@ -148,7 +141,7 @@ def test_a_killed_sink_restarted_loses_and_duplicates_nothing(
     restarted = SinkProcess(broker, unique, store_url)
     try:
         restarted.wait_ready()
-        _wait(lambda: _rows(store_url) == total, 120)
+        wait_until(lambda: _rows(store_url) == total, "every record stored", 120)
     finally:
         assert restarted.end(signal.SIGTERM) == 0, "".join(restarted.lines[-30:])
     assert 0 < stored_at_kill < total

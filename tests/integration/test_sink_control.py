@@ -6,7 +6,6 @@ judged against the whole topic (the fold starts at its first offset again)."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from modelyard.sink import AuditSink, SinkSettings
 from pydantic import SecretStr
 
 from tests.support import keys
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,9 @@ def _forge(broker: str, prefix: str, records: list[tuple[bytes, ControlRecord | 
 
 
 def _rows(store: str, count: int) -> list[ControlChangeRow]:
-    deadline = time.monotonic() + 60
     with open_store(store) as opened:
-        while len(rows := opened.control_changes()) < count:
-            assert time.monotonic() < deadline, f"{len(rows)} of {count} control rows stored"
-            time.sleep(0.05)
-    return rows
+        wait_until(lambda: len(opened.control_changes()) >= count, f"{count} control rows")
+        return opened.control_changes()
 
 
 def _running(sink: AuditSink, then: Callable[[], list[ControlChangeRow]]) -> list[ControlChangeRow]:
