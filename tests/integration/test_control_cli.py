@@ -16,21 +16,11 @@ from modelyard.control.topic import read_records, read_state
 from modelyard.keys import Keyring, SigningKey
 from modelyard.repository.build import BuildContext
 
-from tests.support.models import write_shout_version
+from tests.support.models import SHOUTY_SPEC, write_shout_version
 
 pytestmark = pytest.mark.integration
 
-SPEC = """\
-pipeline: shouty
-version: 1
-inputs:
-  text: {datatype: BYTES, shape: [-1]}
-stages:
-  first: {model: shout, inputs: {text: request.text}}
-  second: {model: shout, inputs: {text: first.shout}}
-outputs:
-  shout: second.shout
-"""
+SPEC = SHOUTY_SPEC
 
 
 @pytest.fixture(scope="module")

@@ -37,21 +37,11 @@ from modelyard.repository.build import BuildContext
 from modelyard.repository.store import ModelRepository
 from prometheus_client import CollectorRegistry
 
-from tests.support.models import write_shout_version
+from tests.support.models import SHOUTY_SPEC, write_shout_version
 
 pytestmark = pytest.mark.integration
 
-SPEC = """\
-pipeline: shouty
-version: 1
-inputs:
-  text: {datatype: BYTES, shape: [-1]}
-stages:
-  first: {model: shout, inputs: {text: request.text}}
-  second: {model: shout, inputs: {text: first.shout}}
-outputs:
-  shout: second.shout
-"""
+SPEC = SHOUTY_SPEC
 ROOT = SigningKey.generate("root")  # admin
 CAROL = SigningKey.generate("carol")  # operator of "images" only
 ROUTER = SigningKey.generate("router")  # writer

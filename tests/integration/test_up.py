@@ -36,22 +36,12 @@ from modelyard.topics import (
 from modelyard.wire import Envelope
 
 from tests.support.keys import admin, keys_dir
-from tests.support.models import write_shout_version
+from tests.support.models import SHOUTY_SPEC, write_shout_version
 from tests.support.stage import ROOT
 
 pytestmark = pytest.mark.integration
 
-SPEC = """\
-pipeline: shouty
-version: 1
-inputs:
-  text: {datatype: BYTES, shape: [-1]}
-stages:
-  first: {model: shout, inputs: {text: request.text}}
-  second: {model: shout, inputs: {text: first.shout}}
-outputs:
-  shout: second.shout
-"""
+SPEC = SHOUTY_SPEC
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope
 from modelyard.wire.envelope import decode_envelope, encode_envelope
 
-from tests.support.models import write_shout_version
+from tests.support.models import SHOUTY_SPEC, write_shout_version
 from tests.support.stage import ROOT
 
 pytestmark = [
@@ -37,17 +37,7 @@ pytestmark = [
 ]
 
 PARTITIONS = 2
-SPEC = """\
-pipeline: shouty
-version: 1
-inputs:
-  text: {datatype: BYTES, shape: [-1]}
-stages:
-  first: {model: shout, inputs: {text: request.text}}
-  second: {model: shout, inputs: {text: first.shout}}
-outputs:
-  shout: second.shout
-"""
+SPEC = SHOUTY_SPEC
 ENGINES = ["embedded", "kafka"]  # kafka: the jars `make setup` fetched (else a clear error)
 
 

@@ -73,3 +73,17 @@ def write_broken_version(ctx: BuildContext, version: str) -> Manifest:
     manifest = write_shout_version(ctx, version)
     data = manifest.model_dump(mode="json", exclude={"artifacts"})
     return ctx.write_version({**data, "entrypoint": "tests.support.models:Broken"}, files={})
+
+
+# two stages of the shout model, one after the other: the control and stack tests' pipeline
+SHOUTY_SPEC = """\
+pipeline: shouty
+version: 1
+inputs:
+  text: {datatype: BYTES, shape: [-1]}
+stages:
+  first: {model: shout, inputs: {text: request.text}}
+  second: {model: shout, inputs: {text: first.shout}}
+outputs:
+  shout: second.shout
+"""
