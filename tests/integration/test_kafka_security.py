@@ -160,10 +160,10 @@ ALLOWED_WRITES = [
     ("router", STAGE_IN), ("router", OUT), ("router", DLQ), ("router", SHADOW), ("router", AUDIT),
     ("router", GW_REPLIES), ("langid", INBOX), ("langid", SHADOW),
     ("langid", STAGE_REPLIES), ("langid", STAGE_DLQ),
-    ("ops", CONTROL),
+    ("ops", CONTROL), ("router", CONTROL),  # the router: signed guard rollbacks (the keyring)
 ]  # fmt: skip
 FORBIDDEN_WRITES = [
-    ("router", CONTROL), ("router", INGRESS), ("router", INBOX),
+    ("router", INGRESS), ("router", INBOX),
     ("langid", CONTROL), ("langid", OUT), ("langid", DLQ), ("langid", AUDIT), ("langid", OTHER_IN),
     ("langid", STAGE_IN), ("langid", GW_REPLIES), ("intruder", INGRESS), ("intruder", CONTROL),
 ]  # fmt: skip

@@ -44,7 +44,9 @@ def test_scram_names_that_would_break_quoting_are_refused(bad: str) -> None:
 
 
 def _table() -> list[Acl]:
-    who = PipelinePrincipals("User:router", {("langid", "2"): "User:langid"}, ["User:ops"])
+    who = PipelinePrincipals(
+        "User:router", {("langid", "2"): "User:langid"}, ["User:ops"], "User:sink"
+    )
     return pipeline_acls("docs", who)
 
 
@@ -60,10 +62,17 @@ def test_a_stage_reads_only_its_own_input_and_writes_replies_and_its_dlq() -> No
     }  # fmt: skip
 
 
-def test_only_operators_write_the_control_topic_and_the_router_reads_it() -> None:
+def test_operators_and_routers_write_the_control_topic_and_nobody_else() -> None:
     writers = {a.principal for a in _table() if a.name == "yard.control" and a.operation != "read"}
-    assert writers == {"User:ops"}
+    assert writers == {"User:ops", "User:router"}  # the router: signed guard rollbacks only
     assert ("read", "topic", "yard.control") in _rights("User:router")
+
+
+def test_the_audit_sink_reads_audit_and_control_and_writes_only_its_dead_letters() -> None:
+    assert _rights("User:sink") == {
+        ("read", "topic", "yard.audit"), ("read", "topic", "yard.control"),
+        ("read", "group", "yard.g.audit-sink"), ("write", "topic", "yard.audit.dlq"),
+    }  # fmt: skip
 
 
 def test_the_router_reads_ingress_and_inbox_and_writes_what_it_produces() -> None:
@@ -72,12 +81,12 @@ def test_the_router_reads_ingress_and_inbox_and_writes_what_it_produces() -> Non
     assert reads == {"yard.p.docs.in", "yard.p.docs.router", "yard.control"}
     writes = {name for op, kind, name in rights if op == "write"}
     assert writes == {"yard.m.langid.2", "yard.p.docs.out", "yard.p.docs.dlq",
-                      "yard.p.docs.shadow", "yard.audit", "yard.gw."}  # fmt: skip
+                      "yard.p.docs.shadow", "yard.audit", "yard.gw.", "yard.control"}  # fmt: skip
 
 
 def test_acls_cli_prints_the_table() -> None:
     args = ["acls", "docs", "--router-principal", "router", "--stage-principal",
-            "langid:2=langid", "--operator", "ops"]  # fmt: skip
+            "langid:2=langid", "--operator", "ops", "--sink-principal", "sink"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [str(a) for a in _table()]

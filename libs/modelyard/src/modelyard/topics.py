@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "audit_dlq_topic",
+    "audit_sink_group",
     "audit_topic",
     "control_topic",
     "model_dlq_topic",
@@ -71,6 +73,16 @@ def router_group(prefix: str, pipeline: str) -> str:
 def audit_topic(prefix: str) -> str:
     """Hop and request records of every pipeline."""
     return f"{prefix}.audit"
+
+
+def audit_dlq_topic(prefix: str) -> str:
+    """Where the audit sink dead-letters records it cannot store."""
+    return f"{prefix}.audit.dlq"
+
+
+def audit_sink_group(prefix: str) -> str:
+    """The consumer group of the audit sinks (they share the audit topic's partitions)."""
+    return f"{prefix}.g.audit-sink"
 
 
 def control_topic(prefix: str) -> str:

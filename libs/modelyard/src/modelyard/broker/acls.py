@@ -26,6 +26,8 @@ from confluent_kafka.admin import (
 
 from modelyard.broker.admin import admin_client
 from modelyard.topics import (
+    audit_dlq_topic,
+    audit_sink_group,
     audit_topic,
     control_topic,
     model_dlq_topic,
@@ -81,11 +83,12 @@ class Acl:
 @dataclass(frozen=True)
 class PipelinePrincipals:
     """Who runs what: the router's principal, each stage version's (``(model, version)`` →
-    principal) and the operators'."""
+    principal), the operators' and the audit sink's."""
 
     router: str
     stages: Mapping[tuple[str, str], str] = field(default_factory=dict)
     operators: Sequence[str] = ()
+    audit_sink: str | None = None
 
 
 def principal(name: str) -> str:
@@ -102,6 +105,7 @@ def pipeline_acls(
         *_router(pipeline, who.router, who.stages, prefix, reply_prefix or f"{prefix}.gw."),
         *(acl for (m, v), p in who.stages.items() for acl in _stage(pipeline, m, v, p, prefix)),
         *(acl for p in who.operators for acl in _operator(p, prefix)),
+        *(_audit_sink(who.audit_sink, prefix) if who.audit_sink else []),
     ]
     return sorted(set(acls))
 
@@ -117,6 +121,9 @@ def _router(
         pipeline_dlq_topic(prefix, pipeline),
         pipeline_shadow_topic(prefix, pipeline),
         audit_topic(prefix),
+        # a guard's rollback: routers sign with a writer key, which the keyring lets sign only
+        # guard retreats, so the broker's write right is no wider than that
+        control_topic(prefix),
     ]
     return [
         *(Acl(who, "topic", t, "read") for t in reads),
@@ -146,6 +153,14 @@ def _operator(who: str, prefix: str) -> list[Acl]:
     return [
         *(Acl(who, "topic", topic, op) for op in ("read", "write", "create")),
         Acl(who, "group", READER_GROUPS, "describe", prefixed=True),
+    ]
+
+
+def _audit_sink(who: str, prefix: str) -> list[Acl]:
+    return [
+        *(Acl(who, "topic", t, "read") for t in (audit_topic(prefix), control_topic(prefix))),
+        Acl(who, "group", audit_sink_group(prefix), "read"),
+        Acl(who, "topic", audit_dlq_topic(prefix), "write"),
     ]
 
 
