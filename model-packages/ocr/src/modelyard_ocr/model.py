@@ -1,8 +1,11 @@
 """The OCR stage's model adapter: encoded image in, text in reading order out.
 
 Input ``image``: BYTES [1], one encoded PNG or JPEG. Outputs ``text`` (lines joined with "\\n"),
-``confidence`` (mean line score, 0 when no text) and ``lines`` (line count). An input that is not
-an image or exceeds the version's limits fails only its own request of the batch.
+``confidence`` (mean line score, 0 when no text) and ``lines`` (line count). Versions whose
+manifest names a text-line classifier (``parameters.cls``, ``ocr:3``) read whole pages: turned
+upright and level first, blocks separated by a blank line in ``text``, plus the outputs ``angle``
+(degrees counter-clockwise applied) and ``blocks``. An input that is not an image or exceeds the
+version's limits fails only its own request of the batch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from modelyard.runtimes.onnx import OnnxSession
 from PIL import Image, UnidentifiedImageError
 
 from modelyard_ocr.detect import DetParams
+from modelyard_ocr.orient import OrientParams
+from modelyard_ocr.page import PageReader, PageText
 from modelyard_ocr.ppocr import PpOcr, RecParams
 from modelyard_ocr.recognize import Line, charset_from_text
 
@@ -40,7 +45,13 @@ class OcrModel(Model):
         classes = rec.output_specs()[0].shape[-1]
         if classes != -1 and classes != len(charset):
             raise ConfigError(f"{self.manifest.ref}: {len(charset)} chars for {classes} classes")
-        self._ocr = PpOcr(det, rec, charset, _det_params(p), RecParams(**p.get("rec_params", {})))
+        rec_params = RecParams(**p.get("rec_params", {}))
+        self._ocr = PpOcr(det, rec, charset, _det_params(p), rec_params)
+        self._pages: PageReader | None = None
+        if p.get("cls"):
+            cls = OnnxSession(self.path / p["cls"], intra_op_threads=threads)
+            orient = OrientParams(**p.get("orient_params", {}))
+            self._pages = PageReader(self._ocr, cls, rec_params.min_score, orient)
 
     def _charset(self, rec: OnnxSession) -> list[str]:
         """From the dict file when the manifest names one, else from the rec model's metadata."""
@@ -58,8 +69,13 @@ class OcrModel(Model):
             except ValidationError as exc:
                 decoded.append(exc)
         images = [d for d in decoded if not isinstance(d, ValidationError)]
-        results = iter(self._ocr.read(images))
-        return [d if isinstance(d, ValidationError) else _outputs(next(results)) for d in decoded]
+        results = iter(self._read(images))
+        return [d if isinstance(d, ValidationError) else next(results) for d in decoded]
+
+    def _read(self, images: list[np.ndarray[Any, Any]]) -> list[dict[str, np.ndarray[Any, Any]]]:
+        if self._pages is None:  # ocr:1 and ocr:2: lines only, exactly as published
+            return [_outputs(lines) for lines in self._ocr.read(images)]
+        return [_page_outputs(page) for page in self._pages.read(images)]
 
     def _decode(self, inputs: Inputs) -> np.ndarray[Any, Any]:
         values = inputs["image"].reshape(-1).tolist()
@@ -122,12 +138,20 @@ def _to_bgr(image: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return image
 
 
-def _outputs(lines: list[Line]) -> dict[str, np.ndarray[Any, Any]]:
+def _outputs(lines: list[Line], joined: str | None = None) -> dict[str, np.ndarray[Any, Any]]:
     text = np.empty(1, dtype=object)
-    text[0] = "\n".join(line.text for line in lines).encode("utf-8")
+    text[0] = ("\n".join(line.text for line in lines) if joined is None else joined).encode()
     confidence = float(np.mean([line.score for line in lines])) if lines else 0.0
     return {
         "text": text,
         "confidence": np.array([confidence], np.float32),
         "lines": np.array([len(lines)], np.int32),
+    }
+
+
+def _page_outputs(page: PageText) -> dict[str, np.ndarray[Any, Any]]:
+    return {
+        **_outputs(page.lines, page.text),
+        "angle": np.array([page.angle], np.float32),
+        "blocks": np.array([len(page.blocks)], np.int32),
     }
