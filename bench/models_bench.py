@@ -92,6 +92,7 @@ def _entries() -> list[Entry]:
     return [
         Entry("ocr", "1", OcrModel, ocr_build, _pages, OCR_BATCHES),
         Entry("ocr", "2", OcrModel, ocr_build, _pages, OCR_BATCHES),
+        Entry("ocr", "3", OcrModel, ocr_build, _pages, OCR_BATCHES),
         Entry("langid", "1", LangIdModel, langid_build, _texts),
         Entry("langid", "2", LangIdModel, langid_build, _texts),
         Entry("sentiment", "1", VaderModel, sentiment_build, _english),
