@@ -33,7 +33,7 @@ COMPOSE: dict[str, Any] = yaml.safe_load(BASE.read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 MODELYARD = {n: s for n, s in SERVICES.items() if str(s.get("image", "")).startswith("modelyard:")}
 LONG_RUNNING = {n: s for n, s in MODELYARD.items() if s.get("restart") != "no"}
-METRICS_PORTS = {"serve": 9100, "router": 9200, "shadow-audit": 9300}
+METRICS_PORTS = {"serve": 9100, "router": 9200, "shadow-audit": 9300, "audit-sink": 9400}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -194,7 +194,7 @@ def write_options(func: Callable[..., None]) -> Callable[..., None]:
     return target_options(pipelines_option(repository_option(func)))
 
 
-class _Share(click.ParamType[float]):
+class _Share(click.ParamType):  # click < 8.4 (faust-streaming pins it) is not generic
     """A share in (0, 1]: ``0.1`` or ``10%``."""
 
     name = "share"

@@ -36,7 +36,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-class WhenType(click.ParamType[datetime]):
+class WhenType(click.ParamType):  # click < 8.4 (faust-streaming pins it) is not generic
     """A point in time: ISO 8601, or an age (``2h``)."""
 
     name = "TIME"
