@@ -21,6 +21,7 @@ from modelyard.audit.store import (
     open_store,
     parse_record,
 )
+from modelyard.audit.store.writes import _statement_sizes
 from modelyard.audit.verify import verify_store
 from modelyard.control import ControlRecord, ControlState, Rollout, encode_record, make_record
 from modelyard.control.chain import Positioned
@@ -338,3 +339,12 @@ def test_without_a_keyring_control_records_are_unverified_never_accepted() -> No
     assert bad.verdict == "rejected"
     assert bad.reason is not None
     assert bad.reason.startswith("invalid: ")
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 1999, 2000, 2001, 4099])
+def test_sqlite_statements_cover_every_row_once_in_few_shapes(rows: int) -> None:
+    sizes = _statement_sizes(rows, 2000)
+    assert sum(size * count for size, count in sizes) == rows
+    # whole chunks, then distinct powers of two: a handful of statement texts, whatever the batch
+    assert all(size == 2000 or size & (size - 1) == 0 for size, _ in sizes)
+    assert len({size for size, _ in sizes}) == len(sizes)

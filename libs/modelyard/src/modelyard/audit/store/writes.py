@@ -61,14 +61,27 @@ class _SqliteWriter:
     def write(self, conn: Any, tables: Iterable[tuple[Table, list[Values]]]) -> None:
         cursor = conn.cursor()
         for table, rows in tables:
-            per = self._per[table.name]
-            whole = len(rows) - len(rows) % per
-            if whole:  # one statement text, prepared once (the module caches statements)
-                chunks = (_flat(rows[i : i + per]) for i in range(0, whole, per))
-                cursor.executemany(insert_sql(table, self._marker, per), chunks)
-            if whole < len(rows):
-                rest = rows[whole:]
-                cursor.execute(insert_sql(table, self._marker, len(rest)), _flat(rest))
+            start = 0
+            for size, count in _statement_sizes(len(rows), self._per[table.name]):
+                # each size's text is prepared once and then cached by the module: the rows
+                # past whole chunks go in power-of-two statements, so batches cut short by a
+                # deadline (any length) reuse a handful of texts instead of preparing new ones
+                end = start + size * count
+                chunks = (_flat(rows[i : i + size]) for i in range(start, end, size))
+                cursor.executemany(insert_sql(table, self._marker, size), chunks)
+                start = end
+
+
+def _statement_sizes(rows: int, per: int) -> list[tuple[int, int]]:
+    """(rows per statement, statements) covering ``rows``: whole ``per`` chunks, then the rest
+    in decreasing powers of two."""
+    sizes = [(per, rows // per)] if rows >= per else []
+    rest = rows % per if rows >= per else rows
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append((size, 1))
+        rest -= size
+    return sizes
 
 
 def _flat(rows: list[Values]) -> Values:
