@@ -224,7 +224,8 @@ def test_the_key_and_keyring_come_from_the_environment(
 
 def test_actor_can_no_longer_be_claimed(run) -> None:  # type: ignore[no-untyped-def]
     out = run("rollout", "shouty", "first", "1", "--actor", "router:guard", ok=False).output
-    assert "No such option '--actor'" in out
+    assert "No such option" in out  # click words it "'--actor'" or ": --actor" by version
+    assert "--actor" in out
 
 
 def test_a_key_outside_the_keyring_writes_nothing(  # type: ignore[no-untyped-def]
