@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from modelyard.monitor.summary import WindowSummary, combine
 from modelyard.monitor.windows import window_start
 from modelyard.topics import audit_topic
 
+from tests.support.cli_process import CliProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,37 +37,12 @@ CANARY = WindowKey("docs", "sentiment", "vader", "2", "canary")
 SHADOW = WindowKey("docs", "sentiment", "vader", "3", "shadow")
 
 
-class MonitorProcess:
-    """``modelyard monitor`` in a child process, its output drained by a thread."""
-
-    def __init__(self, broker: str, prefix: str, state: Path, **env: str) -> None:
-        cmd = [sys.executable, "-m", "modelyard.cli.main", "monitor", "--bootstrap", broker,
-               "--topic-prefix", prefix]  # fmt: skip
-        env = {**os.environ, "MODELYARD_STATE_DIR": str(state), "MODELYARD_TICK_S": "0.5",
-               "MODELYARD_SESSION_TIMEOUT_S": "6", **env}  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(
-            target=lambda: self.lines.extend(self.proc.stdout or ()), daemon=True
-        )
-        self._reader.start()
-
-    def wait_ready(self) -> None:
-        ready = "modelyard monitor ready"
-        wait_until(lambda: any(ready in x for x in self.lines) or self.proc.poll() is not None,
-                   "the monitor's ready line", 60)  # fmt: skip
-        assert self.proc.poll() is None, "".join(self.lines[-30:])
-
-    def end(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(60)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
+def _monitor(broker: str, prefix: str, state: Path, **env: str) -> CliProcess:
+    """``modelyard monitor`` in a child process, ticking fast, its changelog state in ``state``."""
+    env = {**os.environ, "MODELYARD_STATE_DIR": str(state), "MODELYARD_TICK_S": "0.5",
+           "MODELYARD_SESSION_TIMEOUT_S": "6", **env}  # fmt: skip
+    args = ["monitor", "--bootstrap", broker, "--topic-prefix", prefix]
+    return CliProcess(args, "modelyard monitor ready", env)
 
 
 def _hop(key: WindowKey, n: int, t: float, latency: float, outcome: str,
@@ -123,9 +96,9 @@ def test_monitor_publishes_hand_computed_windows(broker: str, unique: str, tmp_p
     start = window_start(time.time(), 60) - 120  # a minute that has closed: emitted at once
     values, latencies = _stream(start)
     _produce(broker, audit_topic(unique), values[:300])  # half before the monitor starts
-    monitor = MonitorProcess(broker, unique, tmp_path)
+    monitor = _monitor(broker, unique, tmp_path)
     try:
-        monitor.wait_ready()
+        monitor.wait_ready(60)
         _produce(broker, audit_topic(unique), values[300:])  # half while it runs
         wait_until(lambda: sum(w.stats.requests for w in _windows(broker, unique).values())
                    == 600, "every hop in a published window", 30)  # fmt: skip
@@ -133,7 +106,7 @@ def test_monitor_publishes_hand_computed_windows(broker: str, unique: str, tmp_p
         result = CliRunner().invoke(cli, ["monitor", "show", "docs", "--bootstrap", broker,
                                           "--topic-prefix", unique])  # fmt: skip
     finally:
-        assert monitor.end() == 0, "".join(monitor.lines[-30:])
+        assert monitor.end(signal.SIGTERM) == 0, "".join(monitor.lines[-30:])
     assert {k: (w.start, w.stats.requests) for k, w in windows.items()} == {
         ACTIVE: (start, 300),
         CANARY: (start, 150),
@@ -187,18 +160,18 @@ def test_a_killed_monitor_restores_its_windows_from_the_changelog(
     _produce(broker, audit_topic(unique), values)
     # the window falls due 30 s from now: after the kill and the restart
     grace = {"MODELYARD_GRACE_S": str(time.time() + 30 - (start + 60))}
-    first = MonitorProcess(broker, unique, tmp_path, **grace)
+    first = _monitor(broker, unique, tmp_path, **grace)
     try:
-        first.wait_ready()
+        first.wait_ready(60)
         wait_until(lambda: _committed(broker, unique) == len(values),
                    "the first monitor's offsets committed", 30)  # fmt: skip
     finally:
         assert first.end(signal.SIGKILL) == -signal.SIGKILL
     assert _windows(broker, unique) == {}  # nothing published yet: all of it is in the table
-    second = MonitorProcess(broker, unique, tmp_path, **grace)
+    second = _monitor(broker, unique, tmp_path, **grace)
     try:
-        second.wait_ready()
+        second.wait_ready(60)
         wait_until(lambda: len(_windows(broker, unique)) == 3, "the restored windows", 40)
         _assert_windows(_windows(broker, unique), latencies)
     finally:
-        assert second.end() == 0, "".join(second.lines[-30:])
+        assert second.end(signal.SIGTERM) == 0, "".join(second.lines[-30:])

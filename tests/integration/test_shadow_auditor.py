@@ -31,8 +31,10 @@ from modelyard.shadows.guard import ShadowGuard, withdrawing_guard
 from modelyard.topics import audit_topic, pipeline_shadow_topic
 from modelyard.wire import Envelope, encode_envelope
 
+from tests.support.cli_process import CliProcess
 from tests.support.kafka_io import Collector, produce_all
 from tests.support.keys import admin, verifier, writer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,10 +74,7 @@ def _committed(broker: str, group: str, topic: str) -> int:
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+    wait_until(condition, "the condition", timeout_s)
 
 
 def test_a_half_pair_held_when_the_auditor_stops_is_paired_by_the_next(
@@ -257,41 +256,10 @@ def test_an_auditor_that_fails_commits_nothing_from_the_failed_pair_on(
     assert {(h.outcome, h.agrees) for h in hops if h.request_id == "b"} == {("ok", True)}
 
 
-class ShadowAuditProcess:
-    """``modelyard shadow-audit`` in a child process, its output drained by a thread."""
-
-    def __init__(self, cmd: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(
-            target=lambda: self.lines.extend(self.proc.stdout or ()), daemon=True
-        )
-        self._reader.start()
-
-    def wait_ready(self) -> None:
-        ready = "modelyard shadow-audit ready"
-        _wait(
-            lambda: any(x.startswith(ready) for x in self.lines) or self.proc.poll() is not None, 60
-        )
-        assert self.proc.poll() is None, "".join(self.lines[-30:])
-
-    def end(self, sig: int) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(60)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-
-def _audit_command(broker: str, prefix: str, spec: Path) -> ShadowAuditProcess:
-    return ShadowAuditProcess(
-        [sys.executable, "-m", "modelyard.cli.main", "shadow-audit", str(spec),
-         "--bootstrap", broker, "--topic-prefix", prefix, "--ttl-s", "600"]
-    )  # fmt: skip
+def _audit_command(broker: str, prefix: str, spec: Path) -> CliProcess:
+    args = ["shadow-audit", str(spec), "--bootstrap", broker, "--topic-prefix", prefix,
+            "--ttl-s", "600"]  # fmt: skip
+    return CliProcess(args, "modelyard shadow-audit ready")
 
 
 def test_an_auditor_killed_holding_halves_loses_no_pair(
@@ -309,7 +277,7 @@ def test_an_auditor_killed_holding_halves_loses_no_pair(
     produce_all(broker, shadow_topic, [_side(rid, "shadow") for rid in ids[: total // 2]])
     child = _audit_command(broker, unique, spec)
     try:
-        child.wait_ready()
+        child.wait_ready(60)
         _shadow_hops(broker, unique, set(ids[: total // 2]))
         # committed up to the oldest held half, and no further
         _wait(lambda: _committed(broker, group, shadow_topic) == total // 2, 60)

@@ -5,9 +5,6 @@ loses nothing and duplicates nothing, and verify catches tampering done in SQL."
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,7 @@ from modelyard.sink import audit_dlq_topic
 from modelyard.topics import audit_topic
 
 from tests.support.audit_records import RecordMaker, writer_keyring
+from tests.support.cli_process import CliProcess
 from tests.support.kafka_io import Collector
 from tests.support.postgres import postgres_db, postgres_url
 from tests.support.waiting import wait_until
@@ -40,36 +38,11 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-class SinkProcess:
-    """``modelyard audit-sink`` in a child process, its output drained by a thread."""
-
-    def __init__(self, broker: str, prefix: str, store: str) -> None:
-        cmd = [sys.executable, "-m", "modelyard.cli.main", "audit-sink", "--store", store,
-               "--bootstrap", broker, "--prefix", prefix, "--batch-size", "100",
-               "--no-control"]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(
-            target=lambda: self.lines.extend(self.proc.stdout or ()), daemon=True
-        )
-        self._reader.start()
-
-    def wait_ready(self) -> None:
-        ready = "modelyard audit-sink ready"
-        wait_until(lambda: any(ready in x for x in self.lines) or self.proc.poll() is not None,
-                   "the sink's ready line", 90)  # fmt: skip
-        assert self.proc.poll() is None, "".join(self.lines[-30:])
-
-    def end(self, sig: int) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(60)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
+def _sink(broker: str, prefix: str, store: str) -> CliProcess:
+    """``modelyard audit-sink`` in a child process."""
+    args = ["audit-sink", "--store", store, "--bootstrap", broker, "--prefix", prefix,
+            "--batch-size", "100", "--no-control"]  # fmt: skip
+    return CliProcess(args, "modelyard audit-sink ready")
 
 
 def _produce(broker: str, topic: str, by_partition: dict[int, list[bytes]]) -> None:
@@ -105,7 +78,7 @@ def test_sink_stores_records_once_and_dead_letters_bad_ones(
     bad = b'{"schema":1,"kind":"hop","request_id":"no fields"}'
     _produce(broker, topic, {0: [*records[0][:5], bad, b"\xff not json", *records[0][5:]],
                              1: records[1]})  # fmt: skip
-    sink = SinkProcess(broker, unique, store_url)
+    sink = _sink(broker, unique, store_url)
     try:
         sink.wait_ready()
         wait_until(lambda: _rows(store_url) == 2 * 20 * PARTITIONS, "every record stored")
@@ -130,7 +103,7 @@ def test_a_killed_sink_restarted_loses_and_duplicates_nothing(
     per_partition = 1500
     _produce(broker, topic, _records(makers, 0, per_partition))
     total = 2 * per_partition * PARTITIONS
-    sink = SinkProcess(broker, unique, store_url)
+    sink = _sink(broker, unique, store_url)
     sink.wait_ready()
     wait_until(lambda: _rows(store_url) > 0, "the first batch stored")
     assert sink.end(signal.SIGKILL) == -signal.SIGKILL
@@ -138,7 +111,7 @@ def test_a_killed_sink_restarted_loses_and_duplicates_nothing(
     more = _records(makers, per_partition, 100)
     _produce(broker, topic, more)  # while no sink runs
     total += 2 * 100 * PARTITIONS
-    restarted = SinkProcess(broker, unique, store_url)
+    restarted = _sink(broker, unique, store_url)
     try:
         restarted.wait_ready()
         wait_until(lambda: _rows(store_url) == total, "every record stored", 120)
