@@ -11,7 +11,6 @@ from modelyard.broker import create_topics, partition_counts
 from modelyard.cli.init import init_command
 from modelyard.control.topic import read_records
 from modelyard.control.verify import ControlVerifier
-from modelyard.repository.build import BuildContext
 from modelyard.topics import (
     audit_topic,
     control_topic,
@@ -21,7 +20,7 @@ from modelyard.topics import (
 )
 
 from tests.support.keys import keys_dir
-from tests.support.models import SHOUTY_SPEC, write_shout_version
+from tests.support.models import SHOUTY_SPEC, shouty_layout
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +30,7 @@ SPEC = SHOUTY_SPEC
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository with shout:1 and shout:2, pipeline spec)."""
-    root = tmp_path_factory.mktemp("init")
-    ctx = BuildContext(root=root / "models", cache=root / ".cache")
-    write_shout_version(ctx, version="1")
-    write_shout_version(ctx, version="2")
-    spec = root / "shouty.yaml"
-    spec.write_text(SPEC)
-    return root / "models", spec
+    return shouty_layout(tmp_path_factory.mktemp("init"))
 
 
 def _init(broker: str, prefix: str, layout: tuple[Path, Path], *extra: str) -> str:

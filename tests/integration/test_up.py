@@ -23,7 +23,6 @@ from modelyard.client import StageClient
 from modelyard.control import CanaryChange, Rollout, ShadowChange
 from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
-from modelyard.repository.build import BuildContext
 from modelyard.stack import Stack
 from modelyard.topics import (
     audit_topic,
@@ -36,7 +35,7 @@ from modelyard.topics import (
 from modelyard.wire import Envelope
 
 from tests.support.keys import admin, keys_dir
-from tests.support.models import SHOUTY_SPEC, write_shout_version
+from tests.support.models import SHOUTY_SPEC, shouty_layout
 from tests.support.stage import ROOT
 
 pytestmark = pytest.mark.integration
@@ -47,13 +46,7 @@ SPEC = SHOUTY_SPEC
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository with shout:1 and shout:2, pipeline spec)."""
-    root = tmp_path_factory.mktemp("up")
-    ctx = BuildContext(root=root / "models", cache=root / ".cache")
-    write_shout_version(ctx, version="1")
-    write_shout_version(ctx, version="2")
-    spec = root / "shouty.yaml"
-    spec.write_text(SPEC)
-    return root / "models", spec
+    return shouty_layout(tmp_path_factory.mktemp("up"))
 
 
 class Lines:

@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from modelyard.repository.build import BuildContext
 from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope
 from modelyard.wire.envelope import decode_envelope, encode_envelope
 
-from tests.support.models import SHOUTY_SPEC, write_shout_version
+from tests.support.models import SHOUTY_SPEC, shouty_layout
 from tests.support.stage import ROOT
 
 pytestmark = [
@@ -44,13 +43,7 @@ ENGINES = ["embedded", "kafka"]  # kafka: the jars `make setup` fetched (else a 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository with shout:1 and shout:2, pipeline spec)."""
-    root = tmp_path_factory.mktemp("durable")
-    ctx = BuildContext(root=root / "models", cache=root / ".cache")
-    write_shout_version(ctx, version="1")
-    write_shout_version(ctx, version="2")
-    spec = root / "shouty.yaml"
-    spec.write_text(SPEC)
-    return root / "models", spec
+    return shouty_layout(tmp_path_factory.mktemp("durable"))
 
 
 class Up:

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,3 +88,14 @@ stages:
 outputs:
   shout: second.shout
 """
+
+
+def shouty_layout(root: Path) -> tuple[Path, Path]:
+    """Under ``root``: a repository with shout:1 and shout:2, and SHOUTY_SPEC's file;
+    returns (repository, spec path)."""
+    ctx = BuildContext(root=root / "models", cache=root / ".cache")
+    write_shout_version(ctx, version="1")
+    write_shout_version(ctx, version="2")
+    spec = root / "shouty.yaml"
+    spec.write_text(SHOUTY_SPEC)
+    return root / "models", spec
