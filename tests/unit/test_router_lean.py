@@ -108,6 +108,12 @@ def test_a_hop_record_from_its_template_is_the_generic_encoding(text: str | None
     generic = {**values, "input": json.loads(payload), "output": None}
     assert with_payloads == encode_audit_values("hop", generic)
     assert decode_audit(with_payloads).input == Payload.model_validate_json(payload)  # type: ignore[union-attr]
+    observed = {"label": text or "", "scores.0": 0.25, "input.text": 12.0}
+    with_observed = encode_hop_record(**values, observed=observed)  # type: ignore[arg-type]
+    assert with_observed == encode_audit_values("hop", {**values, "observed": observed})
+    both = encode_hop_record(**values, input=payload, output=None, observed=observed)  # type: ignore[arg-type]
+    assert both == encode_audit_values("hop", {**generic, "observed": observed})
+    assert decode_audit(both).observed == observed  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("text", [None, 'quote " ünïcode'])

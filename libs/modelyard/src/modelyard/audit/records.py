@@ -98,6 +98,9 @@ class HopRecord(_Record):
     )
     input: Payload | None = Field(default=None, description="Captured input (policy full).")
     output: Payload | None = Field(default=None, description="Captured output (policy full).")
+    observed: dict[str, str | float] | None = Field(
+        default=None, description="The monitored values (spec `monitor:`), for drift."
+    )
 
 
 class RequestRecord(_Record):
@@ -163,16 +166,20 @@ def encode_hop_record(
     attempt: int, span_id: str | None, dispatched_at: float, finished_at: float,
     latency_ms: float, input_digest: str, output_digest: str | None,
     input: bytes | None = None, output: bytes | None = None,
+    observed: Mapping[str, str | float] | None = None,
 ) -> bytes:  # fmt: skip
     """``encode_audit_values("hop", ...)`` of a router hop, from a template: the same JSON
     (the same keys in the same order) at about half the cost; two per request. ``input`` and
-    ``output`` are captured payloads, as ``encode_payload`` gives them."""
+    ``output`` are captured payloads, as ``encode_payload`` gives them; ``observed`` the
+    monitored values (``audit.observe``)."""
     return (_HOP % (
         _esc(request_id), _esc(pipeline), _text(caller), _text(trace_id), _esc(outcome),
         _text(error), _esc(stage), _esc(model), _esc(version), _esc(role),
         "true" if shadow else "false", attempt, _text(span_id), _iso(dispatched_at),
         _iso(finished_at), float(latency_ms), _esc(input_digest), _text(output_digest),
-    )).encode() + (_captured(input, output) if input or output else b"}")  # fmt: skip
+    )).encode() + (_captured(input, output) if input or output else b"") + (
+        b',"observed":%s}' % _JSON.encode(observed).encode() if observed else b"}"
+    )  # fmt: skip
 
 
 _HOP = (
@@ -184,7 +191,7 @@ _HOP = (
 
 
 def _captured(input_: bytes | None, output: bytes | None) -> bytes:
-    return b',"input":%s,"output":%s}' % (input_ or b"null", output or b"null")
+    return b',"input":%s,"output":%s' % (input_ or b"null", output or b"null")
 
 
 def encode_request_record(

@@ -107,7 +107,7 @@ def _stage_row(name: str, stage: StageRouting, last: ControlRecord | None) -> li
 def _guard_line(name: str, stage: StageRouting) -> str:
     """``guard sentiment: error_rate > 0.1, p99_latency_ms > 500 (each over 60 s, >= 50)``."""
     rules = ", ".join(
-        f"{r.metric} > {r.max:g} (over {r.window_s:g} s, >= {r.min_requests})" for r in stage.guards
+        f"{r.metric} {r.bound} (over {r.window_s:g} s, >= {r.min_requests})" for r in stage.guards
     )
     return f"guard {name}: {rules}"
 

@@ -62,7 +62,8 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     )
 
     configure_logging_from_env()
-    pipeline = load_spec(spec).pipeline
+    loaded = load_spec(spec)
+    pipeline = loaded.pipeline
     registry = CollectorRegistry()
     bootstrap, prefix = options["bootstrap"], options["topic_prefix"]
     if options["keyring"] is not None:
@@ -81,6 +82,7 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     auditor = ShadowAuditor(
         bootstrap, pipeline, prefix=prefix, ttl_s=options["ttl_s"], registry=registry,
         guard=guard, writer_key=writer,
+        monitored={n: dict(s.monitor) for n, s in loaded.stages.items() if s.monitor},
     )  # fmt: skip
     host = options["metrics_host"]
     stop = stop_on_signals()  # before starting: a signal during start-up is not lost

@@ -47,7 +47,7 @@ class Trip:
     def reason(self) -> str:
         return (
             f"guard: {self.role} {self.stage} {self.version} {self.rule.metric} "
-            f"{self.value:.3g} > {self.rule.max:g} over {self.rule.window_s:g} s "
+            f"{self.value:.3g} {self.rule.bound} over {self.rule.window_s:g} s "
             f"({self.requests} requests)"
         )
 
@@ -80,7 +80,7 @@ class GuardWatch:
             if len(window) < rule.min_requests:
                 continue
             value = _measure(rule, window)
-            if value > rule.max:
+            if rule.crossed(value):
                 return Trip(stage, version, rule, value, len(window), self.role)
         return None
 

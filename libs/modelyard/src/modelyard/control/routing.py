@@ -6,12 +6,20 @@ changes state; :mod:`modelyard.control.changes` computes the next state from the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "MAX_PREVIOUS",
+    "MONITOR_METRICS",
     "Canary",
     "GuardRule",
     "PipelineRouting",
@@ -46,13 +54,54 @@ class Shadow(_Frozen):
     sample_rate: float = Field(gt=0, le=1, description="Share of requests mirrored.")
 
 
-class GuardRule(_Frozen):
-    """A bound on a canary's health over a window; crossing it rolls the canary back."""
+GuardMetric = Literal[
+    "error_rate",  # the router: share of a canary's hops not ok
+    "p99_latency_ms",  # the router: a canary's p99
+    "shadow_disagreement",  # the shadow auditor: share of a shadow's runs that differ
+    "p99_latency_ratio",  # the monitor: p99 over the active version's, same window
+    "drift_psi",  # the monitor: largest PSI of a monitored field against its reference
+    "drift_p_value",  # the monitor: smallest (Bonferroni-adjusted) test p-value, a min bound
+    "shadow_agreement",  # the monitor: share of a shadow's compared runs that agree, a min bound
+]
+MONITOR_METRICS = frozenset(
+    {"p99_latency_ratio", "drift_psi", "drift_p_value", "shadow_agreement"}
+)
 
-    metric: Literal["error_rate", "p99_latency_ms", "shadow_disagreement"]
-    max: float = Field(ge=0, description="The bound; crossing it trips the rule.")
+
+class GuardRule(_Frozen):
+    """A bound on a canary's or shadow's health over a window; crossing it takes the version's
+    traffic away. One bound: ``max`` (crossed above) or ``min`` (crossed below)."""
+
+    metric: GuardMetric
+    max: float | None = Field(default=None, ge=0, description="Crossed above this.")
+    min: float | None = Field(default=None, ge=0, description="Crossed below this.")
     window_s: float = Field(default=60.0, gt=0, description="Window the metric is computed on.")
     min_requests: int = Field(default=50, ge=1, description="No verdict on fewer requests.")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("a guard rule has one bound: max or min")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_bound(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # the bound not given is left out: records signed before `min` existed verify as signed
+        data = handler(self)
+        if isinstance(data, dict):
+            for bound in ("max", "min"):
+                if data.get(bound) is None:
+                    data.pop(bound, None)
+        return data
+
+    def crossed(self, value: float) -> bool:
+        """Whether ``value`` is past the bound."""
+        return value > self.max if self.max is not None else value < (self.min or 0.0)
+
+    @property
+    def bound(self) -> str:
+        """``> 0.2`` or ``< 0.9``."""
+        return f"> {self.max:g}" if self.max is not None else f"< {self.min:g}"
 
 
 class StageRouting(_Frozen):

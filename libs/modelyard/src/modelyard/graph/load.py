@@ -57,6 +57,7 @@ def validate_spec(spec: PipelineSpec) -> None:
         *_names(spec),
         *_sources(spec),
         *_redactions(spec),
+        *_monitored(spec),
         *_conditions(spec),
         *_cycles(spec),
     ]
@@ -110,6 +111,17 @@ def _redactions(spec: PipelineSpec) -> Iterator[Problem]:
             yield ("audit", "redact", i), f"unknown request field {ref.field!r}"
         elif ref.stage != REQUEST and ref.stage not in spec.stages:
             yield ("audit", "redact", i), f"unknown stage {ref.stage!r}"
+
+
+def _monitored(spec: PipelineSpec) -> Iterator[Problem]:
+    for name, stage in spec.stages.items():
+        for field in stage.monitor:
+            inner = field.removeprefix("input.")
+            if inner != field and inner not in stage.inputs:
+                yield (
+                    ("stages", name, "monitor", field),
+                    f"{field!r}: the stage has no input {inner!r} (inputs: {_list(stage.inputs)})",
+                )
 
 
 def _conditions(spec: PipelineSpec) -> Iterator[Problem]:

@@ -37,6 +37,8 @@ __all__ = [
     "REQUEST_METADATA",
     "AuditPolicy",
     "Capture",
+    "DriftPolicy",
+    "Monitored",
     "PipelineSpec",
     "Ref",
     "Source",
@@ -152,6 +154,10 @@ class TensorField(_Frozen):
         return value
 
 
+Monitored = Literal["categorical", "numeric", "length"]
+_MONITORED = re.compile(r"^(input\.)?[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Stage(_Frozen):
     """One stage: a model, where each of its inputs comes from, and when it runs."""
 
@@ -159,6 +165,18 @@ class Stage(_Frozen):
     inputs: dict[str, Source] = Field(min_length=1, description="Model input -> source.")
     when: ConditionField | None = Field(default=None, description="Run only if true.")
     description: str = ""
+    monitor: dict[str, Monitored] = Field(
+        default_factory=dict,
+        description="Output (or 'input.<name>') -> how its values are watched for drift.",
+    )
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitored_names(cls, value: dict[str, Monitored]) -> dict[str, Monitored]:
+        for name in value:
+            if not _MONITORED.match(name):
+                raise ValueError(f"{name!r}: name an output, or a model input as 'input.<name>'")
+        return value
 
     # cached: the router asks for every reply it routes, and a stage never changes
     @cached_property
@@ -194,6 +212,17 @@ class AuditPolicy(_Frozen):
         return [_parse_ref(v) for v in value] if isinstance(value, list) else value
 
 
+class DriftPolicy(_Frozen):
+    """When a window's monitored values count as drifted from their reference
+    (docs/monitor.md#drift): PSI above ``psi`` or a test's p-value below ``p_value``, judged
+    only with at least ``min_samples`` values on both sides."""
+
+    psi: float = Field(default=0.25, gt=0, description="Population stability index bound.")
+    p_value: float = Field(default=0.001, gt=0, lt=1, description="chi-squared / KS p bound.")
+    min_samples: int = Field(default=50, ge=2, description="No verdict on fewer values.")
+    bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of numeric PSI.")
+
+
 class Capture(NamedTuple):
     """The audit policy worked out per place a value is recorded: the field names redacted in
     each stage's input and output and in the result (a value is redacted wherever it flows)."""
@@ -215,6 +244,7 @@ class PipelineSpec(_Frozen):
     stages: dict[str, Stage] = Field(min_length=1, description="Stages, by name.")
     outputs: dict[str, Source] = Field(min_length=1, description="Result field -> source.")
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Data capture policy.")
+    drift: DriftPolicy = Field(default_factory=DriftPolicy, description="Drift thresholds.")
     _source: str = PrivateAttr(default="<spec>")
     _lines: LineMap = PrivateAttr(default_factory=dict)
 

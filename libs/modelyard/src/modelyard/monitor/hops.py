@@ -8,7 +8,8 @@ adapter counts it and goes on (the audit sink dead-letters it; the monitor only 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -40,6 +41,7 @@ class Hop:
     outcome: str  # "ok" or an error code
     latency_ms: float
     agrees: bool | None = None  # shadow hops: outputs equal to the primary's
+    observed: Mapping[str, str | float] = field(default_factory=dict)  # spec `monitor:` values
 
 
 def parse_hop(value: bytes) -> Hop | None:
@@ -61,10 +63,15 @@ def _hop(record: dict[str, Any]) -> Hop:
         str(record["version"]), str(record["role"]),
     )  # fmt: skip
     agrees = record.get("agrees")
+    observed = record.get("observed") or {}
     return Hop(
         key=key,
         finished_at=datetime.fromisoformat(record["finished_at"]).timestamp(),
         outcome=str(record["outcome"]),
         latency_ms=float(record["latency_ms"]),
         agrees=agrees if isinstance(agrees, bool) else None,
-    )
+        observed={
+            str(k): v for k, v in observed.items()
+            if isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool))
+        } if isinstance(observed, dict) else {},
+    )  # fmt: skip

@@ -20,9 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.monitor.hops import Hop, WindowKey
-from modelyard.monitor.sketch import LatencySketch
+from modelyard.monitor.sketch import LatencySketch, ValueSketch
 
-__all__ = ["TumblingWindows", "Window", "WindowStats", "window_start"]
+__all__ = [
+    "Categories",
+    "Distribution",
+    "TumblingWindows",
+    "Window",
+    "WindowStats",
+    "distribution_from_json",
+    "window_start",
+]
+
+MAX_CATEGORIES = 64  # per field and window: a free-text field cannot grow a window without end
+OTHER = "(other)"
 
 WindowId = tuple[WindowKey, float]
 
@@ -33,14 +44,63 @@ def window_start(ts: float, size_s: float) -> float:
 
 
 @dataclass(slots=True)
+class Categories:
+    """Counts per value of a categorical field (past ``MAX_CATEGORIES`` values: ``OTHER``)."""
+
+    counts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def add(self, value: str, n: float = 1) -> None:
+        if value not in self.counts and len(self.counts) >= MAX_CATEGORIES:
+            value = OTHER
+        self.counts[value] = self.counts.get(value, 0) + n
+
+    def merge(self, other: Categories) -> None:
+        for value, n in other.counts.items():
+            self.add(value, n)
+
+
+Distribution = Categories | ValueSketch
+
+
+def _distribution_json(dist: Distribution) -> dict[str, Any]:
+    if isinstance(dist, Categories):
+        return {"kind": "categorical", "counts": dict(sorted(dist.counts.items()))}
+    return {"kind": "numeric", "sketch": dist.to_json()}
+
+
+def distribution_from_json(data: dict[str, Any]) -> Distribution:
+    if data["kind"] == "categorical":
+        return Categories({str(k): float(v) for k, v in data["counts"].items()})
+    return ValueSketch.from_json(data["sketch"])
+
+
+def _merge_into(fields: dict[str, Distribution], name: str, dist: Distribution) -> None:
+    held = fields.get(name)
+    if held is None:
+        held = fields[name] = Categories() if isinstance(dist, Categories) else ValueSketch()
+    if isinstance(held, Categories) and isinstance(dist, Categories):
+        held.merge(dist)
+    elif isinstance(held, ValueSketch) and isinstance(dist, ValueSketch):
+        held.merge(dist)  # a field that changed kind keeps its first: the rest is not comparable
+
+
+@dataclass(slots=True)
 class WindowStats:
-    """Requests, errors by outcome code, latency and shadow agreement of one window."""
+    """Requests, errors by outcome code, latency, shadow agreement, the distributions of the
+    monitored values and label agreement of one window."""
 
     requests: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latency: LatencySketch = field(default_factory=LatencySketch)
     agree: int = 0
     disagree: int = 0
+    fields: dict[str, Distribution] = field(default_factory=dict)
+    labelled: int = 0  # labels joined to this key's hops, by the labels' time
+    correct: int = 0  # of which the label equals what the version answered
 
     def add(self, hop: Hop) -> None:
         self.requests += 1
@@ -52,6 +112,25 @@ class WindowStats:
                 self.agree += 1
             else:
                 self.disagree += 1
+        for name, value in hop.observed.items():
+            self._observe(name, value)
+
+    def _observe(self, name: str, value: str | float) -> None:
+        held = self.fields.get(name)
+        if isinstance(value, str):
+            if held is None:
+                held = self.fields[name] = Categories()
+            if isinstance(held, Categories):
+                held.add(value)
+        else:
+            if held is None:
+                held = self.fields[name] = ValueSketch()
+            if isinstance(held, ValueSketch):
+                held.add(float(value))
+
+    def add_label(self, correct: bool) -> None:
+        self.labelled += 1
+        self.correct += int(correct)
 
     def merge(self, other: WindowStats) -> None:
         """Add ``other``'s figures (another window, another partition, another instance)."""
@@ -61,6 +140,10 @@ class WindowStats:
         self.latency.merge(other.latency)
         self.agree += other.agree
         self.disagree += other.disagree
+        for name, dist in other.fields.items():
+            _merge_into(self.fields, name, dist)
+        self.labelled += other.labelled
+        self.correct += other.correct
 
     @property
     def error_count(self) -> int:
@@ -70,6 +153,8 @@ class WindowStats:
         return {
             "requests": self.requests, "errors": dict(sorted(self.errors.items())),
             "agree": self.agree, "disagree": self.disagree, "sketch": self.latency.to_json(),
+            "fields": {n: _distribution_json(d) for n, d in sorted(self.fields.items())},
+            "labelled": self.labelled, "correct": self.correct,
         }  # fmt: skip
 
     @classmethod
@@ -80,6 +165,11 @@ class WindowStats:
             latency=LatencySketch.from_json(data["sketch"]),
             agree=int(data["agree"]),
             disagree=int(data["disagree"]),
+            fields={
+                str(n): distribution_from_json(d) for n, d in data.get("fields", {}).items()
+            },
+            labelled=int(data.get("labelled", 0)),
+            correct=int(data.get("correct", 0)),
         )
 
 
@@ -139,18 +229,34 @@ class TumblingWindows:
 
     def add(self, hop: Hop) -> bool:
         """Count ``hop`` in its window; False (and counted as late) when that is forgotten."""
-        start = window_start(hop.finished_at, self.size_s)
+        window = self._window(hop.key, hop.finished_at)
+        if window is None:
+            return False
+        window.stats.add(hop)
+        return True
+
+    def add_label(self, key: WindowKey, at: float, correct: bool) -> bool:
+        """Count a label given at ``at`` on a hop of ``key``; False when that window is
+        forgotten (counted as late)."""
+        window = self._window(key, at)
+        if window is None:
+            return False
+        window.stats.add_label(correct)
+        return True
+
+    def _window(self, key: WindowKey, ts: float) -> Window | None:
+        """The window of ``key`` holding ``ts``, marked changed; None (late) if forgotten."""
+        start = window_start(ts, self.size_s)
         if self._clock() >= start + self.size_s + self.retention_s:
             self.late += 1
-            return False
-        wid = (hop.key, start)
+            return None
+        wid = (key, start)
         window = self._windows.get(wid)
         if window is None:
-            window = self._windows[wid] = Window(hop.key, start, self.size_s)
-        window.stats.add(hop)
+            window = self._windows[wid] = Window(key, start, self.size_s)
         window.revision += 1
         self._touched.add(wid)
-        return True
+        return window
 
     def add_all(self, hops: Iterable[Hop]) -> int:
         """Count every hop; how many were counted (not late)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.audit import digest_fields, encode_hop_record, encode_request_record
+from modelyard.audit.observe import Observed
 from modelyard.graph.flow import Dispatch, RequestFlow
 from modelyard.kafka.codec import Incoming
 from modelyard.kafka.handler import OutRecord, Ticket
@@ -64,9 +65,11 @@ class Hop:
         error: str | None,
         output_digest: str | None,
         captured: tuple[bytes | None, bytes | None] = (None, None),
+        observed: Observed | None = None,
     ) -> bytes:
         """The audit record (JSON) of this hop, ending now; ``output_digest`` is the reply's
-        fields' (None: no outputs); ``captured`` its input and output payloads, if kept."""
+        fields' (None: no outputs); ``captured`` its input and output payloads, if kept;
+        ``observed`` its monitored values."""
         d = self.dispatch
         return encode_hop_record(
             request_id=self.request_id, pipeline=self.pipeline, caller=self.caller,
@@ -77,6 +80,7 @@ class Hop:
             latency_ms=(time.monotonic() - self.started) * 1000,
             input_digest=self.input_digest,
             output_digest=output_digest, input=captured[0], output=captured[1],
+            observed=observed,
         )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import time
 from confluent_kafka import Message
 
 from modelyard.audit import digest_fields, encode_audit_values, encode_payload
+from modelyard.audit.observe import observe
 from modelyard.audit.records import digest_packed
 from modelyard.errors import Disposition, ModelyardError, error_class, policy_for
 from modelyard.graph.spec import PipelineSpec
@@ -38,6 +39,7 @@ class RecordBuilder:
     def __init__(self, spec: PipelineSpec, prefix: str) -> None:
         pipeline = spec.pipeline
         self.pipeline, self.spec_version, self.capture = pipeline, spec.version, spec.capture
+        self._monitored = {n: dict(s.monitor) for n, s in spec.stages.items() if s.monitor}
         self._results = pipeline_results_topic(prefix, pipeline)
         self._dlq = pipeline_dlq_topic(prefix, pipeline)
         self._shadow = pipeline_shadow_topic(prefix, pipeline)
@@ -103,7 +105,13 @@ class RecordBuilder:
             packed = pack_fields(reply.fields)
             output = packed, digest_packed(packed)
         captured = self._captured(hop, reply, output) if self.capture.full else (None, None)
-        value = hop.record(outcome, error, output[1] if output else None, captured)
+        monitored = self._monitored.get(hop.dispatch.stage)
+        observed = (
+            observe(monitored, hop.dispatch.fields, reply.fields)
+            if monitored and reply is not None and ok_reply
+            else None
+        )
+        value = hop.record(outcome, error, output[1] if output else None, captured, observed)
         return OutRecord(self._audit, value, hop.request_id)
 
     def _captured(

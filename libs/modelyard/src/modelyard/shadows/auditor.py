@@ -64,10 +64,12 @@ class ShadowAuditor:
         state_dir: Path | None = None,
         max_waiting: int = _MAX_WAITING,
         writer_key: SigningKey | None = None,
+        monitored: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """``state_dir``: the poison ledger's partition claims (None: no crash-loop rule);
         ``max_waiting``: halves held before intake pauses; ``writer_key``: signs the
-        checkpoints of its audit records' chains (None: chained, never signed)."""
+        checkpoints of its audit records' chains (None: chained, never signed);
+        ``monitored``: stage -> its spec's ``monitor:`` (what the records observe)."""
         self.pipeline = pipeline
         self._guard = guard
         self._runs = Counter(
@@ -91,7 +93,8 @@ class ShadowAuditor:
             clients=ChainedAuditClients(ConfluentClients(), chain, audit_topic(prefix)),
         )  # fmt: skip
         self._pairing = _Pairing(
-            self.loop.outbox, pipeline, audit_topic(prefix), ShadowPairs(ttl_s), self._observe
+            self.loop.outbox, pipeline, audit_topic(prefix), ShadowPairs(ttl_s), self._observe,
+            monitored or {},
         )
 
     def start(self) -> None:
@@ -146,9 +149,11 @@ class _Pairing(Handler):
         audit: str,
         pairs: ShadowPairs,
         observe: Callable[[Mapping[str, Any]], None],
+        monitored: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__(outbox)
         self._pipeline, self._audit, self._pairs, self._observe = pipeline, audit, pairs, observe
+        self._monitored = monitored or {}
         self._held: dict[Key, Ticket] = {}  # the ticket of each waiting half
 
     @property
@@ -191,7 +196,7 @@ class _Pairing(Handler):
         self._record([ticket] if held is None else [held, ticket], pair)
 
     def _record(self, tickets: list[Ticket], pair: Pair) -> None:
-        values = shadow_hop_record(self._pipeline, pair)
+        values = shadow_hop_record(self._pipeline, pair, self._monitored)
         if values is None:
             self.outbox.close(tickets)
             return

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.audit import digest_fields
+from modelyard.audit.observe import observe
 from modelyard.tensors import as_tensor
 from modelyard.wire import Envelope
 from modelyard.wire.headers import H
@@ -104,9 +105,12 @@ def agrees(primary: Mapping[str, Any], shadow: Mapping[str, Any]) -> bool:
     return all(a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-3)) for a, b in tensors)
 
 
-def shadow_hop_record(pipeline: str, pair: Pair) -> dict[str, Any] | None:
+def shadow_hop_record(
+    pipeline: str, pair: Pair, monitored: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, Any] | None:
     """The hop record values (``encode_audit_values("hop", ...)``) of the shadow execution a
-    pair describes; None without one."""
+    pair describes; None without one. ``monitored``: stage -> the outputs its records observe
+    (the spec's ``monitor:``; a shadow's inputs are the primary's, observed there)."""
     primary, shadow = pair.primary, pair.shadow
     known = shadow or primary
     if known is None:
@@ -128,6 +132,10 @@ def shadow_hop_record(pipeline: str, pair: Pair) -> dict[str, Any] | None:
     }  # fmt: skip
     if reply is not None:
         values["model"], values["version"] = reply.model or model, reply.version or version
+        watched = (monitored or {}).get(values["stage"])
+        seen = observe(watched, None, reply.fields) if watched and reply.error is None else None
+        if seen:
+            values["observed"] = seen
     return values
 
 
