@@ -181,8 +181,10 @@ def test_parse_hop_reads_hop_records_and_skips_the_rest() -> None:
         "model": "vader", "version": "2", "role": "shadow", "shadow": True,
         "dispatched_at": T0, "finished_at": T0 + 0.25, "latency_ms": 250.0,
         "input_digest": "00", "agrees": False,
+        "observed": {"label": "neutral", "scores.0": 0.5, "bad": [1], "flag": True},
     })  # fmt: skip
-    assert parse_hop(value) == Hop(SHADOW, T0 + 0.25, "ok", 250.0, False)
+    observed = {"label": "neutral", "scores.0": 0.5}  # lists and booleans are no observation
+    assert parse_hop(value) == Hop(SHADOW, T0 + 0.25, "ok", 250.0, False, observed, "r1")
     request = encode_audit_values("request", {"request_id": "r1", "pipeline": "docs"})
     assert parse_hop(request) is None
     with pytest.raises(DecodeError):

@@ -170,6 +170,17 @@ def canary_command(
     apply_change(pipeline, change, **options)
 
 
+_GUARD_OPTIONS = (  # metric, option, bound side
+    ("error_rate", "error_rate", "max"),
+    ("p99_latency_ms", "p99_ms", "max"),
+    ("shadow_disagreement", "shadow_disagreement", "max"),
+    ("p99_latency_ratio", "p99_ratio", "max"),
+    ("drift_psi", "drift_psi", "max"),
+    ("drift_p_value", "drift_p_value", "min"),
+    ("shadow_agreement", "shadow_agreement", "min"),
+)
+
+
 @click.command("guard")
 @click.argument("pipeline")
 @click.argument("stage")
@@ -177,7 +188,21 @@ def canary_command(
 @click.option("--p99-ms", type=float, help="Roll the canary back above this p99 latency (ms).")
 @click.option("--shadow-disagreement", type=float,
               help="Withdraw the shadow version above this share of disagreeing runs.")  # fmt: skip
-@click.option("--window-s", type=float, default=60.0, show_default=True, help="Window of each.")
+@click.option("--p99-ratio", type=float,
+              help="Monitor: withdraw a canary or shadow whose p99 is above this multiple of the "
+                   "active version's in the same window.")  # fmt: skip
+@click.option("--drift-psi", type=float,
+              help="Monitor: withdraw a canary or shadow with a monitored field's PSI above "
+                   "this, against the active version in the same window.")  # fmt: skip
+@click.option("--drift-p-value", type=float,
+              help="Monitor: withdraw a canary or shadow with a field's adjusted chi-squared / "
+                   "KS p-value below this.")  # fmt: skip
+@click.option("--shadow-agreement", type=float,
+              help="Monitor: withdraw a shadow version agreeing with the primary less often "
+                   "than this share of its compared runs in a window.")  # fmt: skip
+@click.option("--window-s", type=float, default=60.0, show_default=True,
+              help="Window of the router's and shadow auditor's rules (the monitor judges its "
+                   "own windows).")  # fmt: skip
 @click.option("--min-requests", type=int, default=50, show_default=True,
               help="No verdict on fewer canary hops or shadow runs in the window.")  # fmt: skip
 @click.option("--clear", is_flag=True, help="Remove the stage's guard rules.")
@@ -189,24 +214,26 @@ def guard_command(pipeline: str, stage: str, clear: bool, **options: Any) -> Non
     router's writer key, with the figure) when its error rate or p99 latency over the window
     crosses the bound. The shadow auditor withdraws the stage's shadow version (its shadow and
     canary cleared, one record signed by its writer key) when the share of its runs whose
-    outputs differ from the primary's crosses --shadow-disagreement. Guard rules are what let a
-    writer key change a stage at all: only such a retreat, only where rules are set."""
-    bounds = {
-        "error_rate": options.pop("error_rate"),
-        "p99_latency_ms": options.pop("p99_ms"),
-        "shadow_disagreement": options.pop("shadow_disagreement"),
+    outputs differ from the primary's crosses --shadow-disagreement. `modelyard monitor`
+    withdraws a canary or shadow whose closed window crosses --p99-ratio, --drift-psi,
+    --drift-p-value or --shadow-agreement (docs/monitor.md). Guard rules are what let a writer
+    key change a stage at all: only such a retreat, only where rules are set."""
+    bounds = {  # metric -> (bound, which side)
+        metric: (options.pop(option), side) for metric, option, side in _GUARD_OPTIONS
     }
     window_s, min_requests = options.pop("window_s"), options.pop("min_requests")
-    given = {metric: bound for metric, bound in bounds.items() if bound is not None}
+    given = {metric: b for metric, b in bounds.items() if b[0] is not None}
     if clear == bool(given):
-        raise click.UsageError(
-            "give --error-rate, --p99-ms and/or --shadow-disagreement, or --clear"
-        )
+        raise click.UsageError("give one or more bounds (see --help), or --clear")
     rules = [
         make_change(
-            GuardRule, metric=metric, max=bound, window_s=window_s, min_requests=min_requests
+            GuardRule,
+            metric=metric,
+            window_s=window_s,
+            min_requests=min_requests,
+            **{side: bound},
         )
-        for metric, bound in given.items()
+        for metric, (bound, side) in given.items()
     ]
     apply_change(pipeline, make_change(GuardsChange, stage=stage, rules=tuple(rules)), **options)
 

@@ -18,7 +18,7 @@ from modelyard.cli.dlq import dlq_group
 from modelyard.cli.init import init_command
 from modelyard.cli.keys import keys_group
 from modelyard.cli.models import models_group
-from modelyard.cli.monitor import monitor_group
+from modelyard.cli.monitor import label_command, monitor_group
 from modelyard.cli.replay import replay_command
 from modelyard.cli.router import router_command
 from modelyard.cli.send import send_command
@@ -56,6 +56,7 @@ cli.add_command(dlq_group)
 cli.add_command(replay_command)
 cli.add_command(keys_group)
 cli.add_command(monitor_group)
+cli.add_command(label_command)
 for _command in CONTROL_COMMANDS:
     cli.add_command(_command)
 

@@ -1,11 +1,18 @@
 """The faust-streaming adapter: the only module that imports faust.
 
-One agent reads the audit topic in batches (``take_events``), folds each hop into its source
-partition's :class:`TumblingWindows` and mirrors the windows a batch changed into a table backed
-by a changelog topic (one write per changed window per batch, not per hop). The changelog
-partition of a window is its source partition, so the instance that takes a partition over (a
-restart, a rebalance) restores that partition's windows with it. A timer publishes the windows
-that closed to ``<prefix>.monitor`` and forgets those past retention.
+One agent reads the audit and labels topics in batches (``take_events``), folds each hop into
+its source partition's :class:`TumblingWindows` (and each label, joined with the hops it
+remembers, into the window of the label's time) and mirrors the windows a batch changed into a
+table backed by a changelog topic (one write per changed window per batch, not per hop). The
+changelog partition of a window is its source partition, so the instance that takes a partition
+over (a restart, a rebalance) restores that partition's windows with it. A timer publishes the
+windows that closed to ``<prefix>.monitor`` and forgets those past retention.
+
+A second agent, the judge, reads ``<prefix>.monitor`` itself (one partition: one judge in the
+group), keeps the partial summaries in a changelog-backed table, and once a window's partials
+have stopped arriving for ``settle_s`` combines them, assesses every version against its
+reference (``judge.py``), publishes the assessments to the same topic, exports them as gauges
+and hands them to the guard.
 
 At-least-once: offsets are committed by faust after the batch is processed; a monitor killed
 between its changelog writes and its next offset commit reads those records again and counts
@@ -15,8 +22,10 @@ commit (faust commits every ``broker_commit_interval``, 2.8 s by default).
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -25,25 +34,48 @@ from faust.streams import Stream
 from faust.tables.manager import TableManager
 from faust.types import EventT, StreamT
 
-from modelyard.errors import DecodeError
-from modelyard.monitor.hops import parse_hop
+from modelyard.errors import DecodeError, UnauthenticatedError
+from modelyard.graph.spec import DriftPolicy
+from modelyard.keys import Keyring
+from modelyard.monitor.baselines import Baseline
+from modelyard.monitor.guard import MonitorGuard
+from modelyard.monitor.hops import WindowKey, parse_hop
+from modelyard.monitor.judge import assess
+from modelyard.monitor.labels import LabelJoin, labels_topic, parse_label
 from modelyard.monitor.metrics import MonitorMetrics
 from modelyard.monitor.settings import MonitorSettings, monitor_group, monitor_topic
-from modelyard.monitor.summary import encode_summary, summary_key
+from modelyard.monitor.summary import WindowSummary, combine, encode_summary, summary_key
 from modelyard.monitor.windows import TumblingWindows, Window
 from modelyard.topics import audit_topic
 
-__all__ = ["MonitorApp"]
+__all__ = ["Judging", "MonitorApp"]
 
 log = structlog.get_logger(__name__)
+
+Span = tuple[str, str, float]  # pipeline, stage, window start: what is judged together
 
 
 def _table_key(partition: int, window: Window) -> str:
     return f"{partition}|{window.key.label()}|{int(window.start)}"
 
 
+@dataclass(slots=True)
+class Judging:
+    """What the judge needs besides the windows: each pipeline's drift policy (its spec's),
+    the saved baselines, the guard that acts and the keyring labels are verified against
+    (None: development only, labels taken as they claim)."""
+
+    policies: Mapping[str, DriftPolicy] = field(default_factory=dict)
+    baselines: Callable[[], Mapping[tuple[str, str], Baseline]] = dict
+    guard: MonitorGuard | None = None
+    keyring: Keyring | None = None
+
+    def policy_of(self, pipeline: str) -> DriftPolicy:
+        return self.policies.get(pipeline) or DriftPolicy()
+
+
 class MonitorApp:
-    """The faust app and its one agent, table and timer."""
+    """The faust app, its two agents, two tables and timer."""
 
     def __init__(
         self,
@@ -51,8 +83,10 @@ class MonitorApp:
         partitions: int,
         metrics: MonitorMetrics,
         on_ready: Callable[[], None] = lambda: None,
+        judging: Judging | None = None,
     ) -> None:
         self.settings, self.metrics, self._on_ready = settings, metrics, on_ready
+        self.judging = judging or Judging()
         prefix = settings.topic_prefix
         self.app = faust.App(
             monitor_group(prefix), broker=f"kafka://{settings.bootstrap}", store="memory://",
@@ -63,16 +97,23 @@ class MonitorApp:
             broker_heartbeat_interval=settings.session_timeout_s / 4,
             broker_rebalance_timeout=settings.session_timeout_s,
         )  # fmt: skip
-        self._audit = audit_topic(prefix)
-        self.source = self.app.topic(self._audit, key_serializer="raw", value_serializer="raw")
+        self._audit, self._labels = audit_topic(prefix), labels_topic(prefix)
+        self.source = self.app.topic(
+            self._audit, self._labels, key_serializer="raw", value_serializer="raw"
+        )
         self.out = self.app.topic(
-            monitor_topic(prefix), key_serializer="raw", value_serializer="raw"
+            monitor_topic(prefix), key_serializer="raw", value_serializer="raw", partitions=1
         )
         self.table = self.app.Table("windows", partitions=partitions, key_type=str)
+        self.partials = self.app.Table("partials", partitions=1, key_type=str)
         self._windows: dict[int, TumblingWindows] = {}
+        self._joins: dict[int, LabelJoin] = {}
         self._deletes: dict[int, list[str]] = {}
+        self._spans: dict[Span, set[str]] | None = None  # partial keys per span, once indexed
+        self._dirty: dict[Span, float] = {}  # spans with new partials: when the last came
         self._ready = False
         self.app.agent(self.source, name="monitor.windows")(self._consume)
+        self.app.agent(self.out, name="monitor.judge")(self._collect)
         self.app.timer(settings.tick_s, name="monitor.emit")(self._tick)
 
     def _partition(self, partition: int) -> TumblingWindows:
@@ -87,6 +128,12 @@ class MonitorApp:
             self._windows[partition] = windows
         return windows
 
+    def _join(self, partition: int) -> LabelJoin:
+        join = self._joins.get(partition)
+        if join is None:
+            join = self._joins[partition] = LabelJoin(self.settings.label_memory)
+        return join
+
     async def _consume(self, agent_stream: StreamT[Any]) -> None:
         s = self.settings
         stream = cast("Stream[Any]", agent_stream)  # what faust hands an agent
@@ -94,14 +141,17 @@ class MonitorApp:
             last: dict[int, EventT[Any]] = {}
             for event in events:
                 partition = event.message.partition
-                self._fold(self._partition(partition), event.value)
+                if event.message.topic == self._labels:
+                    self._label(partition, event.value)
+                else:
+                    self._fold(partition, event.value)
                 last[partition] = event
             for partition, event in last.items():
                 # table writes go to the changelog partition of the current event
                 stream._set_current_event(event)  # faust has no public setter
                 self._save(partition)
 
-    def _fold(self, windows: TumblingWindows, value: bytes) -> None:
+    def _fold(self, partition: int, value: bytes) -> None:
         try:
             hop = parse_hop(value)
         except DecodeError:
@@ -109,16 +159,79 @@ class MonitorApp:
             return
         if hop is None:
             return
-        if windows.add(hop):
+        if self._partition(partition).add(hop):
             self.metrics.hops.inc()
+            self._join(partition).remember(hop)
         else:
             self.metrics.late.inc()
+
+    def _label(self, partition: int, value: bytes) -> None:
+        try:
+            label = parse_label(value, self.judging.keyring)
+        except (DecodeError, UnauthenticatedError) as exc:
+            self.metrics.labels.labels("refused").inc()
+            log.warning("label refused", reason=str(exc))
+            return
+        verdicts = self._join(partition).verdicts(label)
+        if not verdicts:
+            self.metrics.labels.labels("unmatched").inc()
+            return
+        windows = self._partition(partition)
+        counted = [windows.add_label(key, label.at, right) for key, right in verdicts]
+        self.metrics.labels.labels("joined" if all(counted) else "late").inc()
 
     def _save(self, partition: int) -> None:
         for key in self._deletes.pop(partition, []):
             self.table.pop(key, None)
         for window in self._windows[partition].take_touched():
             self.table[_table_key(partition, window)] = window.to_json()
+
+    async def _collect(self, agent_stream: StreamT[Any]) -> None:
+        """The judge's intake: every window partial, kept per (window, source) at its latest
+        revision; assessments (this agent's own output) are passed over."""
+        s = self.settings
+        stream = cast("Stream[Any]", agent_stream)
+        async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
+            for event in events:
+                stream._set_current_event(event)  # the table's changelog partition: 0
+                self._keep_partial(event.value)
+            if events:
+                self._expire_partials()
+
+    def _keep_partial(self, value: bytes) -> None:
+        try:
+            data = json.loads(value)
+            if not isinstance(data, dict) or data.get("kind") != "window":
+                return
+            part = WindowSummary.from_json(data)
+        except (ValueError, KeyError, TypeError):
+            return  # the summaries are the monitor's own: anything else is no business of it
+        ((source, revision),) = part.sources.items()
+        key = summary_key_of(part.key, part.start, source)
+        held = self.partials.get(key)
+        if held is not None and int(held["revision"]) > revision:
+            return
+        self.partials[key] = data
+        span = (part.key.pipeline, part.key.stage, part.start)
+        self._index().setdefault(span, set()).add(key)
+        self._dirty[span] = time.monotonic()
+
+    def _index(self) -> dict[Span, set[str]]:
+        """Partial keys per span, built from the table the first time (after its recovery)."""
+        if self._spans is None:
+            self._spans = {}
+            for key, data in self.partials.items():
+                span = (str(data["pipeline"]), str(data["stage"]), _start_of(data))
+                self._spans.setdefault(span, set()).add(str(key))
+                self._dirty.setdefault(span, 0.0)  # judged again: the last verdict may be lost
+        return self._spans
+
+    def _expire_partials(self) -> None:
+        horizon = time.time() - self.settings.retention_s
+        for span in [sp for sp in self._index() if sp[2] < horizon]:
+            for key in self._index().pop(span):
+                self.partials.pop(key, None)
+            self._dirty.pop(span, None)
 
     async def _tick(self) -> None:
         if not self._settled():
@@ -127,8 +240,10 @@ class MonitorApp:
         for partition in list(self._windows):
             if partition not in mine:
                 del self._windows[partition]  # revoked: its new owner restores it
+                self._joins.pop(partition, None)
         for partition in sorted(mine):
             await self._emit(partition, self._partition(partition))  # restored ones too
+        await self._judge()
         if mine and not self._ready:
             self._ready = True
             self._on_ready()
@@ -142,13 +257,46 @@ class MonitorApp:
         now = time.time()
         for window in windows.due():
             await self.out.send(
-                key=summary_key(window, source), value=encode_summary(window, source, now)
-            )
+                key=summary_key(window, source), value=encode_summary(window, source, now),
+                partition=0,
+            )  # fmt: skip
             self.metrics.emitted.inc()
             self.metrics.observe(window, source)
         gone = windows.expire()
         if gone:
             self._deletes.setdefault(partition, []).extend(_table_key(partition, w) for w in gone)
 
+    async def _judge(self) -> None:
+        """Assess each span whose partials have settled; publish, export, guard."""
+        if not self._judging_here():
+            return
+        quiet_since = time.monotonic() - self.settings.settle_s
+        due = [span for span, last in self._dirty.items() if last <= quiet_since]
+        judging = self.judging
+        for span in sorted(due, key=lambda sp: sp[2]):
+            del self._dirty[span]
+            partials = [WindowSummary.from_json(self.partials[k])
+                        for k in self._index().get(span, ()) if k in self.partials]  # fmt: skip
+            for assessment in assess(combine(partials), judging.baselines(), judging.policy_of):
+                body = json.dumps(assessment.to_json(), separators=(",", ":")).encode()
+                key = f"assessment/{assessment.key.label()}/{int(assessment.start)}".encode()
+                await self.out.send(key=key, value=body, partition=0)
+                self.metrics.judged(assessment)
+                if judging.guard is not None:
+                    judging.guard.check(assessment)
+
+    def _judging_here(self) -> bool:
+        out = monitor_topic(self.settings.topic_prefix)
+        return any(tp.topic == out for tp in self.app.consumer.assignment())
+
     def _assigned(self) -> set[int]:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self._audit}
+
+
+def summary_key_of(key: WindowKey, start: float, source: str) -> str:
+    """The partials table's key of one (window, source)."""
+    return f"{key.label()}/{int(start)}/{source}"
+
+
+def _start_of(data: Mapping[str, Any]) -> float:
+    return WindowSummary.from_json(dict(data)).start

@@ -42,6 +42,7 @@ class Hop:
     latency_ms: float
     agrees: bool | None = None  # shadow hops: outputs equal to the primary's
     observed: Mapping[str, str | float] = field(default_factory=dict)  # spec `monitor:` values
+    request_id: str = ""
 
 
 def parse_hop(value: bytes) -> Hop | None:
@@ -74,4 +75,5 @@ def _hop(record: dict[str, Any]) -> Hop:
             str(k): v for k, v in observed.items()
             if isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool))
         } if isinstance(observed, dict) else {},
+        request_id=str(record.get("request_id", "")),
     )  # fmt: skip

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from modelyard.monitor.hops import WindowKey
+from modelyard.monitor.judge import Assessment
 from modelyard.monitor.windows import Window, WindowStats
 
 __all__ = ["MonitorMetrics"]
@@ -45,6 +46,27 @@ class MonitorMetrics:
         self._p99 = self._gauge("p99_ms", "p99 latency (ms), latest closed window.")
         self._agreement = self._gauge("agreement", "Shadow agreement, latest closed window.")
         self._latest: dict[WindowKey, _Latest] = {}
+        self.labels = Counter(
+            "modelyard_monitor_labels", "Labels read, by what became of them "
+            "(joined, unmatched, refused, late).", ["result"], registry=registry,
+        )  # fmt: skip
+        self.assessments = Counter(
+            "modelyard_monitor_assessments",
+            "Closed windows judged against their reference.",
+            registry=registry,
+        )
+        self._psi = Gauge(
+            "modelyard_monitor_drift_psi", "PSI of a monitored field, latest judged window.",
+            [*_LABELS, "field"], registry=registry,
+        )  # fmt: skip
+        self._p_value = Gauge(
+            "modelyard_monitor_drift_p_value",
+            "Adjusted test p-value of a monitored field, latest judged window.",
+            [*_LABELS, "field"], registry=registry,
+        )  # fmt: skip
+        self._drifted = self._gauge("drifted", "1 when a monitored field drifted, latest window.")
+        self._p99_ratio = self._gauge("p99_ratio", "p99 over the active version's, latest window.")
+        self._accuracy = self._gauge("accuracy", "Labels it answered right, latest window.")
 
     def _gauge(self, name: str, doc: str) -> Gauge:
         return Gauge(f"modelyard_monitor_window_{name}", doc, _LABELS, registry=self._registry)
@@ -61,6 +83,19 @@ class MonitorMetrics:
         for part in latest.parts.values():
             merged.merge(part)
         self._set(window.key, merged)
+
+    def judged(self, assessment: Assessment) -> None:
+        """An assessment was made: its figures, as gauges."""
+        self.assessments.inc()
+        key = assessment.key
+        for drift in assessment.drift:
+            self._psi.labels(*key, drift.field).set(drift.psi)
+            self._p_value.labels(*key, drift.field).set(drift.p_value)
+        self._drifted.labels(*key).set(int(assessment.drifted))
+        if assessment.p99_ratio is not None:
+            self._p99_ratio.labels(*key).set(assessment.p99_ratio)
+        if assessment.accuracy is not None:
+            self._accuracy.labels(*key).set(assessment.accuracy)
 
     def _set(self, key: WindowKey, stats: WindowStats) -> None:
         self._requests.labels(*key).set(stats.requests)

@@ -38,5 +38,12 @@ class MonitorSettings(KafkaClientSettings):
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="Consumer group session timeout (faust's)."
     )
+    settle_s: float = Field(
+        default=3.0, gt=0, description="How long a window's partials must stop coming before "
+        "it is judged.",
+    )  # fmt: skip
+    label_memory: int = Field(
+        default=100_000, ge=0, description="Hops per partition remembered for labels to join.",
+    )  # fmt: skip
     metrics_host: str = Field(default="127.0.0.1", description="Where /metrics listens.")
     metrics_port: int = Field(default=0, ge=0, description="0: any free port.")

@@ -58,7 +58,8 @@ class ValueSketch:
         s = self._sketch
         value = s._mapping.value
         pos, neg = _bins(s._store), _bins(s._negative_store)
-        pairs = [(-value(k), c) for k, c in neg.items()] + [(value(k), c) for k, c in pos.items()]
+        pairs = [(-value(int(k)), c) for k, c in neg.items()]
+        pairs += [(value(int(k)), c) for k, c in pos.items()]
         if s._zero_count:
             pairs.append((0.0, s._zero_count))
         pairs.sort()

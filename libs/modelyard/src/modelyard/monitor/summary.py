@@ -24,17 +24,21 @@ __all__ = [
     "combine",
     "encode_summary",
     "hopping",
+    "iso",
+    "parse_iso",
     "summary_key",
 ]
 
 SCHEMA = 1
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
+    """``2026-12-07T01:00:00Z``: a summary's times."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _ts(text: str) -> float:
+def parse_iso(text: str) -> float:
+    """The unix time of a summary's ``iso`` text."""
     return datetime.fromisoformat(text).timestamp()
 
 
@@ -47,8 +51,8 @@ def encode_summary(window: Window, source: str, emitted_at: float) -> bytes:
     """The summary record of ``window`` as counted from ``source`` (JSON, UTF-8)."""
     body = {
         "schema": SCHEMA, "kind": "window", **window.key._asdict(),
-        "start": _iso(window.start), "end": _iso(window.end), "size_s": window.size_s,
-        "source": source, "revision": window.revision, "emitted_at": _iso(emitted_at),
+        "start": iso(window.start), "end": iso(window.end), "size_s": window.size_s,
+        "source": source, "revision": window.revision, "emitted_at": iso(emitted_at),
         **figures(window.stats),
     }  # fmt: skip
     return json.dumps(body, separators=(",", ":")).encode()
@@ -88,14 +92,14 @@ class WindowSummary:
             raise ValueError("not a window summary")
         key = WindowKey(*(str(data[f]) for f in WindowKey._fields))
         return cls(
-            key=key, start=_ts(data["start"]), size_s=float(data["size_s"]),
+            key=key, start=parse_iso(data["start"]), size_s=float(data["size_s"]),
             stats=WindowStats.from_json(data), sources={data["source"]: int(data["revision"])},
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         """The merged window's figures (no source, no revision)."""
         return {
-            **self.key._asdict(), "start": _iso(self.start), "end": _iso(self.end),
+            **self.key._asdict(), "start": iso(self.start), "end": iso(self.end),
             "size_s": self.size_s, **figures(self.stats),
         }  # fmt: skip
 

@@ -165,9 +165,7 @@ class WindowStats:
             latency=LatencySketch.from_json(data["sketch"]),
             agree=int(data["agree"]),
             disagree=int(data["disagree"]),
-            fields={
-                str(n): distribution_from_json(d) for n, d in data.get("fields", {}).items()
-            },
+            fields={str(n): distribution_from_json(d) for n, d in data.get("fields", {}).items()},
             labelled=int(data.get("labelled", 0)),
             correct=int(data.get("correct", 0)),
         )
