@@ -193,3 +193,27 @@ def test_a_guard_rule_has_exactly_one_bound_and_old_records_serialise_as_signed(
     assert "min" not in old.model_dump(mode="json")  # the signed bytes of old records
     low = GuardRule(metric="shadow_agreement", min=0.9)
     assert low.crossed(0.8) and not low.crossed(0.95) and low.bound == "< 0.9"
+
+
+def test_the_monitor_passes_the_services_kafka_security_settings_to_faust() -> None:
+    import faust  # noqa: PLC0415  # only this test needs it
+    from modelyard.monitor.app import faust_credentials  # noqa: PLC0415
+
+    assert faust_credentials({}) is None
+    assert faust_credentials({"security.protocol": "PLAINTEXT", "linger.ms": 5}) is None
+    sasl = faust_credentials({
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "monitor", "sasl.password": "s3cret",
+    })  # fmt: skip
+    assert isinstance(sasl, faust.SASLCredentials)
+    assert (sasl.username, sasl.password, sasl.mechanism.value, sasl.protocol.value) == (
+        "monitor",
+        "s3cret",
+        "SCRAM-SHA-512",
+        "SASL_PLAINTEXT",
+    )
+    over_tls = faust_credentials({"security.protocol": "SASL_SSL", "sasl.username": "m",
+                                  "sasl.password": "p"})  # fmt: skip
+    assert isinstance(over_tls, faust.SASLCredentials)
+    assert over_tls.protocol.value == "SASL_SSL" and over_tls.mechanism.value == "PLAIN"
+    assert isinstance(faust_credentials({"security.protocol": "SSL"}), faust.SSLCredentials)

@@ -23,6 +23,7 @@ commit (faust commits every ``broker_commit_interval``, 2.8 s by default).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,11 +49,35 @@ from modelyard.monitor.summary import WindowSummary, combine, encode_summary, su
 from modelyard.monitor.windows import TumblingWindows, Window
 from modelyard.topics import audit_topic
 
-__all__ = ["Judging", "MonitorApp"]
+__all__ = ["Judging", "MonitorApp", "faust_credentials"]
 
 log = structlog.get_logger(__name__)
 
 Span = tuple[str, str, float]  # pipeline, stage, window start: what is judged together
+
+
+def faust_credentials(kafka: Mapping[str, Any]) -> faust.types.auth.CredentialsT | None:
+    """faust's credentials for the librdkafka security settings every service takes
+    (``MODELYARD_KAFKA_CONFIG``): SASL (PLAIN, SCRAM-SHA-256/512) and SSL with a CA and a
+    client certificate. The other librdkafka settings (tuning) have no faust equivalent here and
+    are not passed."""
+    protocol = str(kafka.get("security.protocol", "PLAINTEXT")).upper()
+    context = _ssl_context(kafka) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL"):
+        mechanism = kafka.get("sasl.mechanism") or kafka.get("sasl.mechanisms") or "PLAIN"
+        return faust.SASLCredentials(
+            username=kafka.get("sasl.username"), password=kafka.get("sasl.password"),
+            mechanism=str(mechanism), ssl_context=context,
+        )  # fmt: skip
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+def _ssl_context(kafka: Mapping[str, Any]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=kafka.get("ssl.ca.location"))
+    cert = kafka.get("ssl.certificate.location")
+    if cert:
+        context.load_cert_chain(cert, kafka.get("ssl.key.location"), kafka.get("ssl.key.password"))
+    return context
 
 
 def _table_key(partition: int, window: Window) -> str:
@@ -96,6 +121,7 @@ class MonitorApp:
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.session_timeout_s / 4,
             broker_rebalance_timeout=settings.session_timeout_s,
+            broker_credentials=faust_credentials(settings.kafka_extra()),
         )  # fmt: skip
         self._audit, self._labels = audit_topic(prefix), labels_topic(prefix)
         self.source = self.app.topic(
