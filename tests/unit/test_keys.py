@@ -177,7 +177,7 @@ def test_ensure_local_keys_creates_then_reuses(tmp_path: Path) -> None:
     assert again == first
     assert SigningKey.load(again.admin_key).key_id == admin_id
     roles = {entry.name: entry.role for entry in keyring.entries}
-    assert roles == {"admin": "admin", "router": "writer"}
+    assert roles == {"admin": "admin", "router": "writer", "monitor": "writer"}
     assert stat.S_IMODE(first.router_key.stat().st_mode) == 0o600
 
 
@@ -187,7 +187,7 @@ def test_ensure_local_keys_restores_a_lost_keyring(tmp_path: Path) -> None:
 
     ensure_local_keys(tmp_path)
 
-    assert len(Keyring.load(local.keyring)) == 2
+    assert len(Keyring.load(local.keyring)) == 3
 
 
 def test_keyring_path_prefers_the_environment(tmp_path: Path) -> None:

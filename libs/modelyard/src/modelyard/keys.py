@@ -239,6 +239,7 @@ class LocalKeys:
     keyring: Path
     admin_key: Path
     router_key: Path
+    monitor_key: Path  # the monitor's own writer key: its guards' withdrawals name it
 
 
 def keyring_path(state_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
@@ -248,7 +249,8 @@ def keyring_path(state_dir: Path, environ: Mapping[str, str] | None = None) -> P
 
 
 def ensure_local_keys(state_dir: Path) -> LocalKeys:
-    """Create (first use) or reuse the ``admin`` and ``router`` keys and their keyring."""
+    """Create (first use) or reuse the ``admin``, ``router`` and ``monitor`` keys and their
+    keyring."""
     state_dir = Path(state_dir)
     keys_dir = state_dir / "keys"
     if not keys_dir.is_dir():  # an existing one may be read-only (a mounted Secret): kept as is
@@ -258,12 +260,14 @@ def ensure_local_keys(state_dir: Path) -> LocalKeys:
         keyring=state_dir / "keyring.yaml",
         admin_key=keys_dir / "admin.key",
         router_key=keys_dir / "router.key",
+        monitor_key=keys_dir / "monitor.key",
     )
     keyring = Keyring.load(local.keyring)
     before = keyring.entries
     wanted: tuple[tuple[Path, Role], ...] = (
         (local.admin_key, "admin"),
         (local.router_key, "writer"),
+        (local.monitor_key, "writer"),
     )
     for path, role in wanted:
         key = _load_or_create(path)
