@@ -20,8 +20,8 @@ _PREFIX = click.option("--topic-prefix", envvar="MODELYARD_TOPIC_PREFIX", defaul
 @click.group("monitor", invoke_without_command=True)
 @_BOOTSTRAP
 @_PREFIX
-@click.option("--window-s", type=float, default=60.0, show_default=True,
-              help="Tumbling window size.")  # fmt: skip
+@click.option("--window-s", envvar="MODELYARD_WINDOW_S", type=float, default=60.0,
+              show_default=True, help="Tumbling window size, in s.")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--metrics-port", type=int, default=0, show_default=True, help="0: any free port.")
 @click.option("--spec", "specs", multiple=True,
