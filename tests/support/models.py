@@ -12,9 +12,16 @@ from typing import Any
 import numpy as np
 from modelyard.model import Inputs, Model, Outcome
 from modelyard.repository.build import BuildContext
-from modelyard.repository.manifest import Manifest
+from modelyard.repository.manifest import Manifest, load_manifest
 
-__all__ = ["Broken", "Shout", "write_broken_version", "write_shout_version"]
+__all__ = [
+    "AlwaysPositive",
+    "Broken",
+    "Shout",
+    "copy_version",
+    "write_broken_version",
+    "write_shout_version",
+]
 
 
 class Shout(Model):
@@ -74,6 +81,36 @@ def write_broken_version(ctx: BuildContext, version: str) -> Manifest:
     manifest = write_shout_version(ctx, version)
     data = manifest.model_dump(mode="json", exclude={"artifacts"})
     return ctx.write_version({**data, "entrypoint": "tests.support.models:Broken"}, files={})
+
+
+class AlwaysPositive(Model):
+    """The sentiment model's contract, answering "positive" to everything: a release that
+    drifts, for the monitor's guards."""
+
+    def load(self) -> None:
+        """Nothing to load: it never reads its input."""
+
+    def predict(self, batch: Sequence[Inputs]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for _ in batch:
+            label = np.empty(1, dtype=object)
+            label[0] = b"positive"
+            out.append({"label": label, "scores": np.array([0.0, 0.2, 0.8], dtype=np.float32)})
+        return out
+
+
+def copy_version(
+    ctx: BuildContext, source: Path, version: str, entrypoint: str | None = None
+) -> Manifest:
+    """``<model>:<version>`` in ``ctx``, a copy of the built version at ``source`` (its files
+    and manifest); with ``entrypoint``, a python model of that contract instead (no files)."""
+    manifest = load_manifest(source)
+    data = manifest.model_dump(mode="json", exclude={"artifacts"})
+    if entrypoint is not None:
+        data = {**data, "runtime": "python", "entrypoint": entrypoint, "parameters": {}}
+        return ctx.write_version({**data, "version": version}, files={})
+    files = {a.path: source / a.path for a in manifest.artifacts}
+    return ctx.write_version({**data, "version": version}, files=files)
 
 
 # two stages of the shout model, one after the other: the control and stack tests' pipeline

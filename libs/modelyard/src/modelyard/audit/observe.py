@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Observed", "observe"]
+__all__ = ["INPUT", "Observed", "observe"]
 
 Observed = dict[str, str | float]
 _MAX_TEXT = 64

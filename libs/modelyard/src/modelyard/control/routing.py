@@ -63,9 +63,7 @@ GuardMetric = Literal[
     "drift_p_value",  # the monitor: smallest (Bonferroni-adjusted) test p-value, a min bound
     "shadow_agreement",  # the monitor: share of a shadow's compared runs that agree, a min bound
 ]
-MONITOR_METRICS = frozenset(
-    {"p99_latency_ratio", "drift_psi", "drift_p_value", "shadow_agreement"}
-)
+MONITOR_METRICS = frozenset({"p99_latency_ratio", "drift_psi", "drift_p_value", "shadow_agreement"})
 
 
 class GuardRule(_Frozen):

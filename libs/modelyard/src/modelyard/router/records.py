@@ -13,7 +13,7 @@ import time
 from confluent_kafka import Message
 
 from modelyard.audit import digest_fields, encode_audit_values, encode_payload
-from modelyard.audit.observe import observe
+from modelyard.audit.observe import INPUT, Observed, observe
 from modelyard.audit.records import digest_packed
 from modelyard.errors import Disposition, ModelyardError, error_class, policy_for
 from modelyard.graph.spec import PipelineSpec
@@ -105,14 +105,20 @@ class RecordBuilder:
             packed = pack_fields(reply.fields)
             output = packed, digest_packed(packed)
         captured = self._captured(hop, reply, output) if self.capture.full else (None, None)
-        monitored = self._monitored.get(hop.dispatch.stage)
-        observed = (
-            observe(monitored, hop.dispatch.fields, reply.fields)
-            if monitored and reply is not None and ok_reply
-            else None
-        )
+        observed = self._observed(hop, reply) if ok_reply else None
         value = hop.record(outcome, error, output[1] if output else None, captured, observed)
         return OutRecord(self._audit, value, hop.request_id)
+
+    def _observed(self, hop: Hop, reply: Envelope | None) -> Observed | None:
+        """The monitored values of a hop's input and reply (spec ``monitor:``), from the few
+        fields named: the router passes stage outputs on packed, only these are decoded."""
+        monitored = self._monitored.get(hop.dispatch.stage)
+        if not monitored or reply is None:
+            return None
+        sent, got = hop.dispatch.fields, reply.fields
+        inputs = {n: sent[n] for n in (m.removeprefix(INPUT) for m in monitored) if n in sent}
+        outputs = {n: got[n] for n in monitored if n in got}
+        return observe(monitored, unpack_arrays(inputs), unpack_arrays(outputs))
 
     def _captured(
         self, hop: Hop, reply: Envelope | None, output: tuple[bytes, str] | None

@@ -93,8 +93,12 @@ class ShadowAuditor:
             clients=ChainedAuditClients(ConfluentClients(), chain, audit_topic(prefix)),
         )  # fmt: skip
         self._pairing = _Pairing(
-            self.loop.outbox, pipeline, audit_topic(prefix), ShadowPairs(ttl_s), self._observe,
-            monitored or {},
+            self.loop.outbox,
+            pipeline,
+            audit_topic(prefix),
+            ShadowPairs(ttl_s),
+            self._observe,
+            monitored=monitored,
         )
 
     def start(self) -> None:
@@ -149,6 +153,7 @@ class _Pairing(Handler):
         audit: str,
         pairs: ShadowPairs,
         observe: Callable[[Mapping[str, Any]], None],
+        *,
         monitored: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__(outbox)

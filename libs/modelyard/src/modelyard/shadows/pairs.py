@@ -27,6 +27,7 @@ from modelyard.audit import digest_fields
 from modelyard.audit.observe import observe
 from modelyard.tensors import as_tensor
 from modelyard.wire import Envelope
+from modelyard.wire.envelope import unpack_arrays
 from modelyard.wire.headers import H
 
 __all__ = ["Pair", "ShadowPairs", "Side", "agrees", "shadow_hop_record"]
@@ -133,9 +134,11 @@ def shadow_hop_record(
     if reply is not None:
         values["model"], values["version"] = reply.model or model, reply.version or version
         watched = (monitored or {}).get(values["stage"])
-        seen = observe(watched, None, reply.fields) if watched and reply.error is None else None
-        if seen:
-            values["observed"] = seen
+        if watched and reply.error is None:
+            named = {n: reply.fields[n] for n in watched if n in reply.fields}
+            seen = observe(watched, None, unpack_arrays(named))
+            if seen:
+                values["observed"] = seen
     return values
 
 
