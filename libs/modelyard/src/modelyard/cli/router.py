@@ -59,8 +59,26 @@ __all__ = ["router_command"]
 )
 @click.option("--checkpoint-every", type=int, help="Audit records per checkpoint [1000].")
 @click.option("--checkpoint-every-s", type=float, help="Seconds between checkpoints [5].")
+@click.option(
+    "--exactly-once",
+    "exactly_once",
+    is_flag=True,
+    help="Commit results, audit records, dispatches and consumed offsets in one Kafka "
+    "transaction: no duplicate results after a crash (needs broker transactions; "
+    "docs/delivery.md).",
+)
+@click.option(
+    "--transactional-id",
+    help="With --exactly-once: this instance's id, stable across restarts "
+    "[<group>.<host>.<state-dir digest>.<slot>].",
+)
 def router_command(
-    spec: Path, no_grpc: bool, no_check: bool, insecure: bool, **options: Any
+    spec: Path,
+    no_grpc: bool,
+    no_check: bool,
+    insecure: bool,
+    exactly_once: bool,
+    **options: Any,
 ) -> None:
     """Route the pipeline SPEC (a YAML file, e.g. pipelines/docs.yaml).
 
@@ -75,7 +93,10 @@ def router_command(
     the rest; the gateway signs what it forwards with its --callers-file key (docs/security.md).
     Control records apply only when signed by a --keyring key allowed the pipeline; others are
     ignored and reported (docs/control-plane.md). Audit records are hash-chained per writer and
-    partition; --writer-key signs the chains' checkpoints (docs/audit.md).
+    partition; --writer-key signs the chains' checkpoints (docs/audit.md). Delivery is at least
+    once: a crash's duplicate results are kept few by de-duplication (request ids in flight,
+    finished here, or read back from the results topic's tail); --exactly-once commits each
+    result with its request's offset in one transaction instead (docs/delivery.md).
     """
     from modelyard.router.app import run_router  # noqa: PLC0415  # keeps `--help` fast
     from modelyard.router.settings import RouterSettings  # noqa: PLC0415
@@ -88,6 +109,8 @@ def router_command(
         given["check_contract"] = False
     if insecure:
         given["insecure_control"] = True
+    if exactly_once:
+        given["exactly_once"] = True
     settings = RouterSettings(spec=spec, **given)
     configure_logging(json=settings.log_json, level=settings.log_level)
     provider = configure_tracing("modelyard-router")

@@ -39,13 +39,31 @@ __all__ = ["serve_command"]
     help="Partition claims that end crash loops [~/.local/state/modelyard].",
 )
 @click.option("--no-verify", "no_verify", is_flag=True, help="Skip artifact sha256 checks.")
+@click.option(
+    "--exactly-once",
+    "exactly_once",
+    is_flag=True,
+    help="Commit replies and consumed offsets in one Kafka transaction: no duplicate replies "
+    "after a crash (needs broker transactions; docs/delivery.md).",
+)
+@click.option(
+    "--transactional-id",
+    help="With --exactly-once: this instance's id, stable across restarts "
+    "[<group>.<host>.<state-dir digest>.<slot>].",
+)
 def serve_command(
-    model: str, no_kafka: bool, no_grpc: bool, no_verify: bool, **options: Any
+    model: str,
+    no_kafka: bool,
+    no_grpc: bool,
+    no_verify: bool,
+    exactly_once: bool,
+    **options: Any,
 ) -> None:
     """Serve MODEL ('name' for its latest version, or 'name:version').
 
     Consumes the version's input topic in its own consumer group, micro-batches, replies to each
-    request's reply-to topic and commits only after the replies are acknowledged; serves the same
+    request's reply-to topic and commits only after the replies are acknowledged (at least once;
+    --exactly-once: replies and offsets in one transaction per commit); serves the same
     model over OIP v2 gRPC; exposes /metrics and /healthz/{live,ready} over HTTP. Every option can
     also be set as MODELYARD_<NAME>; tracing follows the standard OTEL_* variables. SIGTERM drains
     in-flight work, commits and exits. --auth (default none: every caller anonymous)
@@ -65,6 +83,8 @@ def serve_command(
         given["grpc_enabled"] = False
     if no_verify:
         given["verify_artifacts"] = False
+    if exactly_once:
+        given["exactly_once"] = True
     settings = StageSettings(model=model, **given)
     configure_logging(json=settings.log_json, level=settings.log_level)
     provider = configure_tracing(f"modelyard-{model.replace(':', '-')}")

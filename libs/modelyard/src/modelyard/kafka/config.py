@@ -64,6 +64,9 @@ def consumer_config(
         "enable.auto.commit": False,  # commit only what has been answered
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",  # a new group must not skip requests already queued
+        # librdkafka's default, said out loud: exactly-once writers' aborted records are never
+        # read (docs/delivery.md)
+        "isolation.level": "read_committed",
         "session.timeout.ms": 6000,
         "heartbeat.interval.ms": 1500,
         "fetch.wait.max.ms": 10,

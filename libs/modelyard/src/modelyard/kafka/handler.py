@@ -11,6 +11,11 @@ Records go out through the ``Outbox``; a handler never touches a producer. The o
 full local queue while serving delivery callbacks, and decides what a failed delivery means: a
 record sent for a ticket that is lost stops the worker without committing (a restart redelivers
 the message), unless its destination was named by the caller (``reply-to``) and can never take it.
+
+Exactly-once (``hold_answers``): a ticket's records are held instead of produced, and its offset
+counts as finished once it is answered; the loop releases the held records of each partition's
+committable prefix into the transaction that commits those offsets (``release_held``,
+``kafka/transactions.py``), so a record never outlives an aborted commit of its message's offset.
 """
 
 from __future__ import annotations
@@ -171,23 +176,49 @@ class Outbox:
     or let the exception stop the worker.
     """
 
-    def __init__(self, producer: ProducerLike, tracker: OffsetTracker, hooks: SendHooks) -> None:
+    def __init__(
+        self,
+        producer: ProducerLike,
+        tracker: OffsetTracker,
+        hooks: SendHooks,
+        *,
+        hold_answers: bool = False,
+    ) -> None:
         self._producer, self._tracker, self._hooks = producer, tracker, hooks
         self._lock = threading.Lock()
         self._open: dict[TopicPartition, _OpenCount] = {}
+        # exactly-once: records held per partition and offset until their offset is committed
+        self._held: dict[TopicPartition, dict[int, list[OutRecord]]] | None = (
+            {} if hold_answers else None
+        )
         self._open_total = 0
         self._undelivered: deque[tuple[OutRecord, KafkaError, OnUndelivered | None]] = deque()
         self.failure: BaseException | None = None
+        self.sent_unowned = False  # since the loop last cleared it (exactly-once: uncommitted)
 
     # what handlers call ------------------------------------------------------------------
     def answer(self, tickets: Sequence[Ticket], records: Sequence[OutRecord]) -> None:
         """Answer ``tickets`` with ``records``: they finish together once all are acknowledged
-        (at once when there are none). One delivery countdown for all: cheap for a batch."""
+        (at once when there are none). One delivery countdown for all: cheap for a batch.
+        Holding answers, only one ticket may be answered with records (see ``answer_each``)."""
         self._check_open(tickets)
+        if self._held is not None:
+            self._hold_answer(tickets, records)
+            return
         pending = [t._pending for t in tickets]
         group = _Group(self, records, lambda: self._release(pending))
         self._produce_group(group, records)
         self._mark_answered(tickets)
+
+    def answer_each(self, answers: Sequence[tuple[Ticket, Sequence[OutRecord]]]) -> None:
+        """Answer each ticket with its own records: one ``answer`` for all when records are
+        produced at once, one per ticket when they are held (each waits for its own offset)."""
+        if self._held is None:
+            self.answer([t for t, _ in answers], [r for _, records in answers for r in records])
+            return
+        self._check_open([t for t, _ in answers])
+        for ticket, records in answers:
+            self._hold_answer([ticket], records)
 
     def close(self, tickets: Sequence[Ticket]) -> None:
         """Answer ``tickets`` with nothing more: each finishes once what it sent is acked."""
@@ -196,6 +227,9 @@ class Outbox:
     def send(self, ticket: Ticket, records: Sequence[OutRecord]) -> None:
         """Send records that ``ticket`` waits for, and keep it open (answer it later)."""
         self._check_open([ticket])
+        if self._held is not None:  # the ticket's own hold keeps its offset until it is answered
+            self._hold(ticket, records, replace=False)
+            return
         pending = ticket._pending
         self._tracker.add(pending, 1)  # this group's hold on the ticket
         self._produce_group(_Group(self, records, lambda: self._tracker.ack(pending)), records)
@@ -204,6 +238,10 @@ class Outbox:
         """Answer ``ticket`` with ``records`` instead of whatever was sent for it before (e.g.
         after ``answer`` or ``send`` raised): its offset now finishes once these are acked."""
         self._check_open([ticket])
+        if self._held is not None:  # nothing held for it was produced: replaced exactly
+            self._hold(ticket, records, replace=True)
+            self._finish_held([ticket])
+            return
         self._tracker.add(ticket._pending, 1 << 62)  # the old claim can never finish the offset
         fresh = Pending(ticket.tp, ticket.offset, acks=1)
         group = _Group(self, records, lambda: self._tracker.ack(fresh))
@@ -216,6 +254,7 @@ class Outbox:
     ) -> None:
         """Send records no message waits for (a dispatch, a copy). A failed delivery is passed
         to ``on_undelivered`` on the loop's thread (default: logged); it never stops the loop."""
+        self.sent_unowned = True
         for record in records:
             callback = _Unowned(self, record, on_undelivered)
             self._produce(record, callback)
@@ -260,7 +299,19 @@ class Outbox:
                 if count is not None:
                     count.live = False
                     self._open_total -= count.n
+                if self._held is not None:
+                    self._held.pop(tp, None)
         self._tracker.revoke(list(tps))
+
+    def release_held(self, offsets: Sequence[tuple[str, int, int]]) -> int:
+        """Produce the held records of each partition's offsets below ``offsets`` (the next
+        offset to commit), in offset order; how many were produced. On the loop's thread, into
+        the transaction that commits those offsets."""
+        released = self._take_held(offsets)
+        callback = _HeldDelivery(self)
+        for record in released:
+            self._produce(record, callback)
+        return len(released)
 
     def settle_undelivered(self) -> None:
         """Hand failed unowned deliveries to their callbacks, on the loop's thread (a delivery
@@ -273,6 +324,38 @@ class Outbox:
                 on_undelivered(record, error)
 
     # internals ---------------------------------------------------------------------------
+    def _hold_answer(self, tickets: Sequence[Ticket], records: Sequence[OutRecord]) -> None:
+        if records:
+            if len(tickets) != 1:
+                raise ValueError("holding answers, answer tickets with records one at a time")
+            self._hold(tickets[0], records, replace=False)
+        self._finish_held(tickets)
+
+    def _hold(self, ticket: Ticket, records: Sequence[OutRecord], *, replace: bool) -> None:
+        with self._lock:
+            if self._held is None or not ticket._count.live:  # revoked: the new owner redoes it
+                return
+            held = self._held.setdefault(ticket.tp, {})
+            if replace or ticket.offset not in held:
+                held[ticket.offset] = list(records)
+            else:
+                held[ticket.offset].extend(records)
+
+    def _finish_held(self, tickets: Sequence[Ticket]) -> None:
+        """Answered: the offsets may be committed (their held records go with them)."""
+        self._tracker.finish([t._pending for t in tickets])
+        self._mark_answered(tickets)
+
+    def _take_held(self, offsets: Sequence[tuple[str, int, int]]) -> list[OutRecord]:
+        taken: list[OutRecord] = []
+        with self._lock:
+            for topic, partition, below in offsets:
+                held = self._held.get((topic, partition)) if self._held is not None else None
+                if held:
+                    for offset in sorted(o for o in held if o < below):
+                        taken += held.pop(offset)
+        return taken
+
     def _check_open(self, tickets: Sequence[Ticket]) -> None:
         if any(t.answered for t in tickets):  # its offset may be committed already
             raise RuntimeError("a ticket was answered twice")
@@ -358,6 +441,21 @@ class _Group:
                 return
         if next(self._acked) == self._total:
             self._on_all()
+
+
+class _HeldDelivery:
+    """Delivery callback of released held records: a transaction with a lost record cannot
+    commit, so any failure stops the worker (the commit would fail anyway)."""
+
+    __slots__ = ("_outbox",)
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def __call__(self, error: Any, msg: Any) -> None:
+        if error is not None:
+            self._outbox._hooks.send_failed(msg.topic() or "", KafkaException(error))
+            self._outbox.fail(KafkaException(error))
 
 
 class _Unowned:

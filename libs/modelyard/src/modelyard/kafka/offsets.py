@@ -122,6 +122,15 @@ class OffsetTracker:
         with self._lock:
             return sum(len(self._parts[tp].order) for tp in tps if tp in self._parts)
 
+    @property
+    def advanced(self) -> bool:
+        """Whether some partition's committable offset moved since the last ``to_commit``."""
+        with self._lock:
+            return any(
+                p.committable is not None and p.committable != p.committed
+                for p in self._parts.values()
+            )
+
     def to_commit(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) that advanced since the last call; marks them committed."""
         out = []

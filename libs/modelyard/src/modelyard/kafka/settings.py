@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings
 from modelyard.kafka.config import SECRET_KEYS
 from modelyard.kafka.poison import default_state_dir
 
-__all__ = ["KafkaClientSettings"]
+__all__ = ["ExactlyOnceSettings", "KafkaClientSettings"]
 
 
 class KafkaClientSettings(BaseSettings):
@@ -54,3 +54,27 @@ class KafkaClientSettings(BaseSettings):
         if self.kafka_sasl_password is not None:
             extra["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         return extra
+
+
+class ExactlyOnceSettings(BaseSettings):
+    """Exactly-once results, for the roles that offer them (stages and routers)."""
+
+    exactly_once: bool = Field(
+        default=False,
+        description="Commit the records produced and the offsets consumed in one Kafka "
+        "transaction (every commit interval), so a crash neither loses nor duplicates a "
+        "result; needs a broker with transactions, and read_committed readers "
+        "(docs/delivery.md).",
+    )
+    transaction_interval_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="Exactly-once: the longest a transaction stays open under load (its "
+        "records wait for it); an idle worker commits at once.",
+    )
+    transactional_id: str | None = Field(
+        default=None,
+        description="Exactly-once: this instance's transactional id, stable across its "
+        "restarts (e.g. a StatefulSet pod name); default "
+        "<group>.<host>.<state-dir digest>.<slot>, the slot held in the state directory.",
+    )

@@ -13,7 +13,9 @@ plugged into a ``WorkerLoop``. The loop owns everything around it:
   partition claims of the poison ledger (``kafka/poison.py``) on assign and clean release;
 - drain: on ``stop()``, pause intake and let what is in flight finish within
   ``drain_timeout_s`` (replies on unpaused topics keep flowing), then commit and close;
-- readiness: assigned, running, not failed, and able to fetch (``FetchHealth``).
+- readiness: assigned, running, not failed, and able to fetch (``FetchHealth``);
+- exactly-once (``exactly_once``, group intakes only): each commit is a producer transaction
+  holding the records released for the committed offsets (``kafka/transactions.py``).
 
 Threads: the loop runs on one thread (``start``) or the caller's (``run``); delivery callbacks
 run on whichever thread polls the producer; a handler may answer from its own threads.
@@ -27,7 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -39,6 +41,13 @@ from modelyard.kafka.fetch_health import FetchHealth
 from modelyard.kafka.handler import Handler, Outbox, ProducerLike
 from modelyard.kafka.offsets import OffsetTracker
 from modelyard.kafka.poison import PoisonLedger
+from modelyard.kafka.transactions import (
+    IdSlot,
+    TransactionalProducer,
+    Transactions,
+    transactional_config,
+    transactional_id_slot,
+)
 
 __all__ = [
     "AssignedIntake",
@@ -79,6 +88,10 @@ class LoopOptions:
     drain_timeout_s: float = 30.0
     revoke_grace_s: float = 0.0  # how long revoked partitions' unanswered messages may finish
     idle_flush_s: float = 0.01  # idle: send lingering records now, not after linger.ms (0: off)
+    # records and offsets committed in one transaction when idle, under load every
+    # commit_interval_s (group intakes only)
+    exactly_once: bool = False
+    transactional_id: str | None = None  # exactly-once: this instance's stable id; None: a slot
 
 
 # intakes -----------------------------------------------------------------------------------
@@ -157,6 +170,12 @@ class LoopHooks(Protocol):
     def send_failed(self, topic: str, error: BaseException) -> None: ...
 
 
+class _GroupMember(Protocol):
+    """What a transaction's offsets are checked against (``confluent_kafka.Consumer`` has it)."""
+
+    def consumer_group_metadata(self) -> Any: ...
+
+
 class _NoHooks:
     def committed(self, offsets: Sequence[tuple[str, int, int]]) -> None: ...
     def paused(self, paused: bool) -> None: ...
@@ -203,12 +222,19 @@ class WorkerLoop:
         self._clients = clients or ConfluentClients()
         self._grouped = isinstance(intake, GroupIntake)
         self._tracker = OffsetTracker()
-        producer_conf = producer_config(
-            options.bootstrap, options.kafka, **(producer_overrides or {})
-        )
-        self._producer = self._clients.producer(producer_conf) if produces else _NoProducer()
-        self.outbox = Outbox(self._producer, self._tracker, self.hooks)
         group = intake.group_id if isinstance(intake, GroupIntake) else ""
+        self._slot = self._transaction_slot(group, produces)
+        overrides = dict(producer_overrides or {})
+        if self._slot is not None:
+            overrides.update(transactional_config(self._slot.transactional_id))
+        producer_conf = producer_config(options.bootstrap, options.kafka, **overrides)
+        self._producer = self._clients.producer(producer_conf) if produces else _NoProducer()
+        self._transactions = (
+            Transactions(cast(TransactionalProducer, self._producer)) if self._slot else None
+        )
+        self.outbox = Outbox(
+            self._producer, self._tracker, self.hooks, hold_answers=self._slot is not None
+        )
         self._ledger = PoisonLedger(options.state_dir if self._grouped else None, group)
         self._consumer = self._new_consumer()
         self._handler = Handler(self.outbox)  # a placeholder until run() is given the role's
@@ -234,6 +260,8 @@ class WorkerLoop:
         self._last_commit = self._last_lag = time.monotonic()  # the first ones after an interval
         log.info("worker starting", worker=self.name, intake=_describe(self.intake))
         try:
+            if self._transactions is not None:
+                self._transactions.start()
             self._open_intake()
             while not self._stop.is_set() and self.failure is None:
                 self._step()
@@ -334,7 +362,13 @@ class WorkerLoop:
         return self.opts.paused_poll_s if short else self.opts.poll_timeout_s
 
     def _flush_idle(self) -> None:
-        """Nothing to read: send lingering records now. Under load they still go in batches."""
+        """Nothing to read: send lingering records now (exactly-once: commit what is ready, so
+        that under a light load nothing waits for the interval). Under load they still go in
+        batches."""
+        if self._transactions is not None:
+            if self.outbox.sent_unowned or self._tracker.advanced:
+                self._commit_if_due(force=True)
+            return
         if self.opts.idle_flush_s > 0 and len(self._producer):
             self._producer.flush(self.opts.idle_flush_s)
 
@@ -380,9 +414,30 @@ class WorkerLoop:
         if not force and now - self._last_commit < self.opts.commit_interval_s:
             return
         self._last_commit = now
-        committed = commit_finished(self._consumer, self._tracker, asynchronous=not force)
+        if self._transactions is not None:
+            committed = self._commit_transaction(self._transactions)
+        else:
+            committed = commit_finished(self._consumer, self._tracker, asynchronous=not force)
         if committed:
             self.hooks.committed(committed)
+
+    def _commit_transaction(self, transactions: Transactions) -> list[tuple[str, int, int]]:
+        """Exactly-once: the finished offsets and the records held for them, in one transaction
+        with whatever else was produced since the last one (raises when it cannot commit)."""
+        offsets = self._tracker.to_commit()
+        self.outbox.release_held(offsets)
+        self.outbox.sent_unowned = False  # in this transaction from here on
+        metadata = cast(_GroupMember, self._consumer).consumer_group_metadata()
+        transactions.commit(offsets, metadata)
+        return offsets
+
+    def _transaction_slot(self, group: str, produces: bool) -> IdSlot | None:
+        """Exactly-once: this worker's transactional id (see ``kafka/transactions.py``)."""
+        if not self.opts.exactly_once:
+            return None
+        if not self._grouped or not produces:
+            raise ValueError("exactly-once needs a consumer group and a producer")
+        return transactional_id_slot(group, self.opts.transactional_id, self.opts.state_dir)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[Any]) -> None:
         if error is not None:  # offered again by the next commit
@@ -519,15 +574,25 @@ class WorkerLoop:
             else:
                 log.error("stopping on failure without committing", worker=self.name,
                           error=repr(self.failure))  # fmt: skip
+                self._abort_transaction()
             self._consumer.close()  # a group consumer is revoked in here (_give_up)
         except Exception as exc:
             self.outbox.fail(exc)
             log.exception("worker did not close cleanly", worker=self.name)
+            self._abort_transaction()
         finally:
+            if self._slot is not None:
+                self._slot.release()
             self._running = False
             self._settled.set()
             self._ended.set()
             log.info("worker stopped", worker=self.name, clean=self.failure is None)
+
+    def _abort_transaction(self) -> None:
+        """Exactly-once, stopping on a failure: readers need not wait for the open transaction
+        to time out (a restart redoes what it held)."""
+        if self._transactions is not None:
+            self._transactions.abort()
 
 
 def _describe(intake: Intake) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from modelyard.kafka.process import announce_ready, install_stop_signals, wait_f
 from modelyard.keys import SigningKey
 from modelyard.repository.store import ModelRepository
 from modelyard.router.guards import GuardHook, Trip
+from modelyard.router.recall import AnsweredRecall
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.router.settings import RouterSettings
 from modelyard.telemetry import (
@@ -39,6 +41,7 @@ from modelyard.telemetry import (
     start_http_server,
     stop_http_server,
 )
+from modelyard.topics import pipeline_results_topic
 
 __all__ = ["run_router"]
 
@@ -115,7 +118,8 @@ async def _serve(
     hooks = HookChain(
         [RouteTracingHooks(), RouteMetricsHooks(registry), RouteLoggingHooks(), guard]
     )
-    router = PipelineRouter(spec, follower, _options(settings, writer_key), hooks)
+    options = _options(settings, writer_key)
+    router = PipelineRouter(spec, follower, options, hooks, recall=_recall(settings, spec))
     count_receive_failures(registry, lambda: router.fetch_health.failures)
     _tune_gc()
     router.start()
@@ -173,7 +177,7 @@ def _canary_clearer(
 
 
 def _options(settings: RouterSettings, writer_key: SigningKey | None) -> RouterOptions:
-    return RouterOptions(
+    options = RouterOptions(
         bootstrap=settings.bootstrap,
         prefix=settings.topic_prefix,
         default_timeout_s=settings.default_timeout_s,
@@ -187,7 +191,23 @@ def _options(settings: RouterSettings, writer_key: SigningKey | None) -> RouterO
         checkpoint_every=settings.checkpoint_every,
         checkpoint_every_s=settings.checkpoint_every_s,
         callers=settings.caller_keys() if settings.auth != "none" else None,
+        exactly_once=settings.exactly_once,
+        transactional_id=settings.transactional_id,
     )
+    if settings.exactly_once:  # each commit is a transaction its results wait for
+        options = replace(options, commit_interval_s=settings.transaction_interval_s)
+    return options
+
+
+def _recall(settings: RouterSettings, spec: PipelineSpec) -> Callable[[], list[str]] | None:
+    """At least once: the request ids the results topic holds lately (``router/recall.py``)."""
+    if settings.exactly_once or settings.recall_results == 0:
+        return None
+    results = pipeline_results_topic(settings.topic_prefix, spec.pipeline)
+    recall = AnsweredRecall(
+        settings.bootstrap, results, settings.recall_results, settings.kafka_extra()
+    )
+    return recall.recall
 
 
 def _health(router: PipelineRouter, follower: ControlFollower) -> Any:

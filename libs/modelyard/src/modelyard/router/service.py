@@ -12,7 +12,14 @@ offset is committed only once all of them are acknowledged, over a gap-free pref
 are sent unowned: a failed one fails the request (``unavailable``).
 A router that dies loses its in-memory flows; their uncommitted ingress messages are redelivered
 to the next owner, which routes them again. Replies are de-duplicated by (request id, stage,
-attempt); a reply's ticket is answered once it is applied (those of a batch together).
+attempt); a reply's ticket is answered once it is applied (those of a batch together). Requests
+are de-duplicated by id: those in flight, the last ``remember_finished`` finished here, and
+(``recall``) those whose results the results topic holds lately, so a request whose result a
+dead router emitted but never committed is not answered twice.
+
+Exactly-once (``RouterOptions.exactly_once``): results and audit records are held until their
+request's ingress offset is committable and go out in the transaction that commits it
+(``kafka/transactions.py``, docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -97,12 +104,16 @@ class RouterOptions:
     checkpoint_every_s: float = 5.0  # seconds between checkpoints, at most (when records came)
     # the keys requests must be signed with (auth on); None: callers are who they claim
     callers: CallerKeys | None = None
+    # results, audit records and offsets committed in one transaction (docs/delivery.md)
+    exactly_once: bool = False
+    transactional_id: str | None = None  # exactly-once: stable per instance; None: a slot
 
     def loop_options(self) -> LoopOptions:
         return LoopOptions(
             bootstrap=self.bootstrap, kafka=self.kafka, state_dir=self.state_dir,
             poll_timeout_s=self.poll_timeout_s, max_inflight=self.max_inflight,
             commit_interval_s=self.commit_interval_s, drain_timeout_s=self.drain_timeout_s,
+            exactly_once=self.exactly_once, transactional_id=self.transactional_id,
         )  # fmt: skip
 
 
@@ -117,8 +128,12 @@ class PipelineRouter(Handler):
         hooks: Hooks | None = None,
         *,
         clients: KafkaClients | None = None,
+        recall: Callable[[], list[str]] | None = None,
     ) -> None:
+        """``recall``: the request ids answered lately (``router.recall``), asked whenever
+        ingress partitions are assigned; None: only those this router finished."""
         self.spec, self.routing, self.opts = spec, routing, options
+        self._recall = recall
         self.hooks = hooks or Hooks()
         prefix, pipeline = options.prefix, spec.pipeline
         self._ingress = pipeline_ingress_topic(prefix, pipeline)
@@ -218,6 +233,19 @@ class PipelineRouter(Handler):
     def assigned(self, tps: Sequence[TopicPartition]) -> None:
         self._partitions.update(tps)
         log.info("partitions assigned", partitions=sorted({p for _, p in tps}))
+        if self._recall is not None and any(topic == self._ingress for topic, _ in tps):
+            self._recall_answered(self._recall)
+
+    def _recall_answered(self, recall: Callable[[], list[str]]) -> None:
+        """Remember the requests answered lately, wherever: their redeliveries are dropped."""
+        try:
+            answered = recall()
+        except KafkaException as exc:  # a weaker de-duplication, not a reason to stop
+            log.warning("could not recall the answered requests", error=str(exc))
+            return
+        for request_id in answered:
+            self._remember(request_id)
+        log.info("recalled answered requests", count=len(answered))
 
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         """Forget the requests of ingress partitions taken away: the new owner routes them

@@ -14,12 +14,12 @@ from pydantic_settings import SettingsConfigDict
 
 from modelyard.auth import AuthSettings
 from modelyard.grpc.tls import GrpcTlsSettings
-from modelyard.kafka.settings import KafkaClientSettings
+from modelyard.kafka.settings import ExactlyOnceSettings, KafkaClientSettings
 
 __all__ = ["RouterSettings"]
 
 
-class RouterSettings(KafkaClientSettings, GrpcTlsSettings, AuthSettings):
+class RouterSettings(KafkaClientSettings, ExactlyOnceSettings, GrpcTlsSettings, AuthSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     spec: Path = Field(description="The pipeline spec (YAML) this router walks.")
@@ -44,6 +44,13 @@ class RouterSettings(KafkaClientSettings, GrpcTlsSettings, AuthSettings):
         default="caller", description="What sticky canary draws hash: the caller or request id."
     )
     max_inflight: int = Field(default=4096, ge=1, description="Requests routed before pausing.")
+    recall_results: int = Field(
+        default=10_000,
+        ge=0,
+        description="At start and on each rebalance, the last results per partition of the "
+        "results topic whose request ids are remembered, so a request a dead router answered "
+        "but never committed is not answered twice (0: off; unused with exactly_once).",
+    )
     drain_timeout_s: float = Field(default=30, ge=0, description="Longest SIGTERM drain.")
 
     grpc_enabled: bool = Field(default=True, description="Serve the pipeline gRPC API.")

@@ -151,7 +151,8 @@ class StageHandler(Handler):
     def _answer(self, answers: list[_Answer]) -> None:
         """Answer messages with their replies (and dead letters): they finish together once
         the broker has acknowledged all of those records."""
-        tickets, records, requests, codes = [], [], [], []
+        answered: list[tuple[Ticket, list[OutRecord]]] = []
+        requests, codes = [], []
         for incoming, ticket, request, outcome in answers:
             requests.append(request)
             codes.append(outcome_code(outcome))
@@ -161,15 +162,15 @@ class StageHandler(Handler):
             ):
                 self.outbox.fail(outcome)  # never answered: a restart redelivers it
                 continue
-            tickets.append(ticket)
             try:
-                records += self._records_for(incoming, ticket, request, outcome)
+                records = self._records_for(incoming, ticket, request, outcome)
             except Exception as exc:  # e.g. a model output the wire cannot carry
                 failed = ModelError(f"the reply cannot be encoded: {type(exc).__name__}: {exc}")
                 codes[-1] = failed.code
-                records += self._records_for(incoming, ticket, request, failed)
-        if tickets:
-            self.outbox.answer(tickets, records)
+                records = self._records_for(incoming, ticket, request, failed)
+            answered.append((ticket, records))
+        if answered:  # one delivery countdown for all, or (exactly-once) each with its offset
+            self.outbox.answer_each(answered)
         self.hooks.requests_finished(requests, codes, time.monotonic())
 
     def _records_for(

@@ -14,12 +14,13 @@ from pydantic_settings import SettingsConfigDict
 from modelyard.auth import GrpcAuthSettings
 from modelyard.grpc.tls import GrpcTlsSettings
 from modelyard.kafka.process import WorkerSettings
+from modelyard.kafka.settings import ExactlyOnceSettings
 from modelyard.kafka.worker import LoopOptions
 
 __all__ = ["StageSettings"]
 
 
-class StageSettings(WorkerSettings, GrpcTlsSettings, GrpcAuthSettings):
+class StageSettings(WorkerSettings, ExactlyOnceSettings, GrpcTlsSettings, GrpcAuthSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", frozen=True, extra="forbid")
 
     model: str = Field(description="Model reference: 'name' (latest version) or 'name:version'.")
@@ -60,4 +61,10 @@ class StageSettings(WorkerSettings, GrpcTlsSettings, GrpcAuthSettings):
     def stage_loop_options(self, max_queue: int) -> LoopOptions:
         """The worker loop's options; intake is bounded by the model's ``max_queue`` unless
         ``max_inflight`` is set."""
-        return self.loop_options(max_inflight=self.max_inflight or max_queue)
+        interval = self.transaction_interval_s if self.exactly_once else self.commit_interval_s
+        return self.loop_options(
+            max_inflight=self.max_inflight or max_queue,
+            commit_interval_s=interval,  # exactly-once: each commit is a transaction
+            exactly_once=self.exactly_once,
+            transactional_id=self.transactional_id,
+        )
