@@ -144,9 +144,8 @@ def test_a_drifting_canary_is_withdrawn_and_an_identical_one_is_kept(stack: Stac
             wait_until(lambda: _canary(stack) is None, "the drifting canary withdrawn",
                        3 * WINDOW_S + 30)  # fmt: skip
         except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\n{[w['drift'] for w in _canary_windows(stack, '9')]}\n{LINES.of('monitor')}"
-            )
+            drift = [w["drift"] for w in _canary_windows(stack, "9")]
+            raise AssertionError(f"{exc}\n{drift}\n{LINES.of('monitor')}") from None
     withdrawn = _records(stack)[-1]
     assert withdrawn.change.type == "withdraw"
     assert withdrawn.actor == "monitor"

@@ -49,7 +49,8 @@ def test_categorical_drift_is_scipys_chi_squared_and_the_psi_of_the_proportions(
     assert drift.p_value == pytest.approx(stats.chi2_contingency(table).pvalue)
     p, q = table[0] / 200, table[1] / 200
     assert drift.psi == pytest.approx(float(np.sum((p - q) * np.log(p / q))))
-    assert drift.test == "chi2" and drift.drifted
+    assert drift.test == "chi2"
+    assert drift.drifted
 
 
 def test_equal_distributions_do_not_drift() -> None:
@@ -73,8 +74,10 @@ def test_numeric_drift_is_a_ks_test_on_the_sketch_within_its_accuracy() -> None:
     y = [rng.gauss(0.0, 0.3) for _ in range(400)]
     (drift,) = field_drifts({"s": _sketch(x)}, {"s": _sketch(y)}, POLICY)
     exact = stats.ks_2samp(x, y)
-    assert drift.test == "ks" and drift.drifted
-    assert drift.p_value < 1e-20 and exact.pvalue < 1e-20
+    assert drift.test == "ks"
+    assert drift.drifted
+    assert drift.p_value < 1e-20
+    assert exact.pvalue < 1e-20
     assert drift.psi > POLICY.psi
 
 
@@ -106,7 +109,8 @@ def test_a_canary_is_judged_against_the_active_version_of_its_window() -> None:
     assert judged[CANARY].reference == "active vader:1"
     assert judged[CANARY].drifted
     assert judged[CANARY].p99_ratio == pytest.approx(4.0, rel=0.03)
-    assert judged[ACTIVE].reference is None and judged[ACTIVE].drift == ()  # no baseline
+    assert judged[ACTIVE].reference is None
+    assert judged[ACTIVE].drift == ()
     psi = GuardRule(metric="drift_psi", max=0.25)
     assert crossed_rule(judged[CANARY], [psi]) == (psi, judged[CANARY].metric("drift_psi"))
     assert crossed_rule(judged[ACTIVE], [psi]) is None  # the active version is never withdrawn
@@ -131,10 +135,12 @@ def test_the_active_version_is_judged_against_its_signed_baseline() -> None:
     )
     _, value = encode_baseline(baseline, key)
     restored = decode_baseline(value, ring)
-    assert restored.saved_by == "ops" and restored.version == "1"
+    assert restored.saved_by == "ops"
+    assert restored.version == "1"
     later = _window(ACTIVE, {"negative": 100}, [10.0])
     (judged,) = assess([later], {("docs", "sentiment"): restored}, lambda _: POLICY)
-    assert judged.reference == "baseline vader:1" and judged.drifted
+    assert judged.reference == "baseline vader:1"
+    assert judged.drifted
     stranger = SigningKey.generate("ops")  # the same name, another key
     with pytest.raises(UnauthenticatedError):
         decode_baseline(encode_baseline(baseline, stranger)[1], ring)
@@ -177,10 +183,12 @@ def test_observe_reads_labels_numbers_and_lengths_and_never_fails() -> None:
                  "probability": "numeric", "missing": "numeric", "text": "numeric"}  # fmt: skip
     outputs = {"label": np.array([b"negative"], dtype=object),
                "scores": np.array([0.1, float("nan"), 0.7], dtype=np.float32),
-               "probability": np.array([0.5]), "text": np.array([b"not a number"], dtype=object)}  # fmt: skip
+               "probability": np.array([0.5]),
+               "text": np.array([b"not a number"], dtype=object)}  # fmt: skip
     observed = observe(monitored, {"text": np.array(["héllo".encode()], dtype=object)}, outputs)
     assert observed == {"label": "negative", "scores.0": pytest.approx(0.1),
-                        "scores.2": pytest.approx(0.7), "input.text": 6.0, "probability": 0.5}  # fmt: skip
+                        "scores.2": pytest.approx(0.7), "input.text": 6.0,
+                        "probability": 0.5}  # fmt: skip
     assert observe({}, None, outputs) is None
 
 
@@ -192,7 +200,9 @@ def test_a_guard_rule_has_exactly_one_bound_and_old_records_serialise_as_signed(
     old = GuardRule(metric="error_rate", max=0.1)
     assert "min" not in old.model_dump(mode="json")  # the signed bytes of old records
     low = GuardRule(metric="shadow_agreement", min=0.9)
-    assert low.crossed(0.8) and not low.crossed(0.95) and low.bound == "< 0.9"
+    assert low.crossed(0.8)
+    assert not low.crossed(0.95)
+    assert low.bound == "< 0.9"
 
 
 def test_the_monitor_passes_the_services_kafka_security_settings_to_faust() -> None:
@@ -215,5 +225,6 @@ def test_the_monitor_passes_the_services_kafka_security_settings_to_faust() -> N
     over_tls = faust_credentials({"security.protocol": "SASL_SSL", "sasl.username": "m",
                                   "sasl.password": "p"})  # fmt: skip
     assert isinstance(over_tls, faust.SASLCredentials)
-    assert over_tls.protocol.value == "SASL_SSL" and over_tls.mechanism.value == "PLAIN"
+    assert over_tls.protocol.value == "SASL_SSL"
+    assert over_tls.mechanism.value == "PLAIN"
     assert isinstance(faust_credentials({"security.protocol": "SSL"}), faust.SSLCredentials)
