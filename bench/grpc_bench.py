@@ -26,6 +26,7 @@ __all__ = [
     "GrpcResult",
     "GrpcTarget",
     "bare_target",
+    "measure_address",
     "measure_grpc",
     "mlserver_target",
     "modelyard_grpc_target",
@@ -118,9 +119,16 @@ def measure_grpc(
     """Start the target once, wait for ModelReady, then measure each concurrency in turn."""
     proc, address = target(workdir)
     try:
-        return asyncio.run(_measure_all(proc, address, concurrencies, duration_s))
+        return measure_address(proc, address, concurrencies, duration_s)
     finally:
         proc.stop()
+
+
+def measure_address(
+    proc: ServiceProcess, address: str, concurrencies: tuple[int, ...], duration_s: float
+) -> list[GrpcResult]:
+    """``measure_grpc`` on a server already started (left running)."""
+    return asyncio.run(_measure_all(proc, address, concurrencies, duration_s))
 
 
 async def _measure_all(

@@ -5,7 +5,11 @@ request against a bare confluent-kafka router (``bench.bare_router``) on the sam
 the four-stage reference pipeline end to end, and primary-path throughput with a shadow on and
 off (``bench.router_bench``). Audit sink: records/s into SQLite and PostgreSQL against a bare
 batched insert loop of the same rows, and the time to catch up with a burst
-(``bench.sink_bench``).
+(``bench.sink_bench``). Monitor: audit records/s of `modelyard monitor` against a naive faust
+agent that writes its table once per event, and the lag after a burst at the router's maximum
+audit output (``bench.monitor``). perf_analyzer: Triton's perf_analyzer against one no-op stage,
+req/s and p50/p99 at concurrency 1 and 8 beside the project's own grpc.aio client on the same stage
+(``bench.perf_analyzer``).
 Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
 (20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
 vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Kafka and gRPC targets
@@ -17,7 +21,8 @@ at its best batch (``bench.models_bench``, in a child process of its own, buildi
 first where it lacks a version). A report, not a test: the exit code is 0 whatever the figures;
 a target that fails to start is reported as an error (that round's figure shows as n/a).
 
-    python -m bench.run [--only kafka|grpc|models|router|sink] [--quick] [--rounds N]
+    python -m bench.run [--only kafka|grpc|models|router|sink|monitor|perf_analyzer] [--quick]
+        [--rounds N]
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any, TypeVar
 
 from modelyard.broker import EmbeddedBroker
 
-from bench import router_bench, sink_bench
+from bench import monitor, perf_analyzer, router_bench, sink_bench
 from bench.grpc_bench import (
     GrpcResult,
     bare_target,
@@ -60,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KAFKA_TARGETS = ("modelyard", "bare", "quix")
 GRPC_TARGETS = ("modelyard", "bare", "mlserver")
 GRPC_CONCURRENCIES = (1, 16)
+PARTS = ("kafka", "grpc", "models", "router", "sink", "monitor", "perf_analyzer")
 ROUNDS, QUICK_ROUNDS = 3, 1
 LATENCY_ROUNDS = 3  # a paced Kafka run takes 10 s per target: the latency rounds are capped
 Row = tuple[str, float | None, str, bool | None]
@@ -252,7 +258,7 @@ def _positive(text: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="modelyard benchmarks against peers")
-    parser.add_argument("--only", choices=["kafka", "grpc", "models", "router", "sink"])
+    parser.add_argument("--only", choices=[*PARTS])
     parser.add_argument("--quick", action="store_true", help="smaller burst, shorter runs")
     parser.add_argument(
         "--rounds", type=_positive, metavar="N",
@@ -265,7 +271,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp:
         work = Path(tmp)
         repo = work / "models"
-        wanted = {args.only} if args.only else {"kafka", "grpc", "models", "router", "sink"}
+        wanted = {args.only} if args.only else set(PARTS)
         if wanted & {"kafka", "grpc"}:
             write_noop_repo(repo)
         kafka = run_kafka(repo, work, args.quick, rounds, errors) if "kafka" in wanted else None
@@ -275,6 +281,16 @@ def main() -> None:
         sink = (
             _attempt("sink", lambda: sink_bench.run(args.quick), errors)
             if "sink" in wanted
+            else None
+        )
+        monitor_res = (
+            _attempt("monitor", lambda: monitor.run(args.quick), errors)
+            if "monitor" in wanted
+            else None
+        )
+        perf = (
+            _attempt("perf_analyzer", lambda: perf_analyzer.run(work, args.quick), errors)
+            if "perf_analyzer" in wanted
             else None
         )
         if kafka is not None:
@@ -287,6 +303,10 @@ def main() -> None:
             rows += router_bench.report(router)
         if sink is not None:
             rows += sink_bench.report(sink)
+        if monitor_res is not None:
+            rows += monitor.report(monitor_res)
+        if perf is not None:
+            rows += perf_analyzer.report(perf)
         if rows:
             print_checks(rows)
     for what, err in errors.items():

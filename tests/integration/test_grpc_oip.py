@@ -19,6 +19,7 @@ from modelyard.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from modelyard.errors import ModelError
 from modelyard.repository.manifest import Limits, Manifest
 from modelyard.stage.grpc_adapter import CALLER_METADATA_KEY, start_grpc_server, stop_grpc_server
+from modelyard.stage.statistics import StageStatistics
 from modelyard.telemetry.hooks import Hooks, RequestContext
 from modelyard.tensors import TensorSpec, validate_inputs
 from tritonclient.utils import InferenceServerException
@@ -53,6 +54,7 @@ class DoublingCore:
             limits=Limits(max_request_bytes=LIMIT_BYTES),
         )
         self.hooks = Hooks()
+        self.statistics = StageStatistics()
         self.seen: list[RequestContext] = []
         self.deadlines: list[int | None] = []
 
@@ -146,6 +148,37 @@ def test_server_and_model_metadata(client: triton.InferenceServerClient) -> None
     assert (model["name"], model["versions"], model["platform"]) == (MODEL, ["3"], "python")
     assert model["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": ["-1"]}
     assert [o["name"] for o in model["outputs"]] == ["y", "echo"]
+
+
+def test_triton_model_configuration_statistics_and_index(
+    client: triton.InferenceServerClient, core: DoublingCore
+) -> None:
+    assert client.get_server_metadata(as_json=True)["extensions"] == [
+        "model_configuration",
+        "statistics",
+    ]
+    config = client.get_model_config(MODEL, "3", as_json=True)["config"]
+    assert (config["name"], config["backend"]) == (MODEL, "python")
+    assert "max_batch_size" not in config  # 0: a [-1] vector has no batch axis of its own
+    assert config["input"] == [
+        {"name": "x", "data_type": "TYPE_FP32", "dims": ["-1"], "optional": True},
+        {"name": "text", "data_type": "TYPE_STRING", "dims": ["-1"], "optional": True},
+    ]
+    assert [(o["name"], o["data_type"]) for o in config["output"]] == [
+        ("y", "TYPE_FP32"),
+        ("echo", "TYPE_STRING"),
+    ]
+    core.statistics.request_finished(RequestContext("r", "grpc"), "ok", 0.25)
+    for name in (MODEL, ""):  # no name: every model, this one
+        (stats,) = client.get_inference_statistics(name, as_json=True)["model_stats"]
+        assert (stats["name"], stats["version"], stats["inference_count"]) == (MODEL, "3", "1")
+        assert stats["inference_stats"]["success"]["ns"] == "250000000"
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert index == [{"name": MODEL, "version": "3", "state": "READY"}]
+    for call in (client.get_model_config, client.get_inference_statistics):
+        with pytest.raises(InferenceServerException) as caught:
+            call("nope")
+        assert status_of(caught) == "StatusCode.NOT_FOUND"
 
 
 def test_infer_fp32_and_bytes(client: triton.InferenceServerClient, core: DoublingCore) -> None:

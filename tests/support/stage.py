@@ -94,10 +94,10 @@ class RouterProcess(StageProcess):
 
 @contextmanager
 def running_stage(
-    model: str, repository: Path, *args: str
+    model: str, repository: Path, *args: str, timeout: float = 30
 ) -> Iterator[tuple[StageProcess, dict[str, str]]]:
     stage = StageProcess(model, repository, *args)
     try:
-        yield stage, stage.wait_ready()
+        yield stage, stage.wait_ready(timeout)
     finally:
         stage.kill()

@@ -82,6 +82,7 @@ def _run(options: dict[str, Any]) -> None:
         metrics_port=options["metrics_port"],
     )  # fmt: skip
     prefix, extra = settings.topic_prefix, settings.kafka_extra()
+    (settings.state_dir / "monitor").mkdir(parents=True, exist_ok=True)  # faust makes one level
     audit = audit_topic(prefix)
     partitions = partition_counts(settings.bootstrap, [audit], extra)[audit]
     if not partitions:

@@ -122,6 +122,10 @@ class MonitorApp:
             broker_heartbeat_interval=settings.session_timeout_s / 4,
             broker_rebalance_timeout=settings.session_timeout_s,
             broker_credentials=faust_credentials(settings.kafka_extra()),
+            # one record per produce batch: a broker that reports a partition's end as its last
+            # batch's base offset + 1 (the embedded one) would otherwise have faust recover a
+            # table short of the changelog's last records
+            producer_max_batch_size=1,
         )  # fmt: skip
         self._audit, self._labels = audit_topic(prefix), labels_topic(prefix)
         self.source = self.app.topic(

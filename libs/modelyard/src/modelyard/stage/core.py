@@ -18,7 +18,8 @@ from modelyard.errors import DeadlineExceededError, ModelyardError, PayloadTooLa
 from modelyard.model import Model, Outcome, Outputs
 from modelyard.repository.manifest import Manifest
 from modelyard.stage.batcher import Batcher, WorkItem
-from modelyard.telemetry.hooks import Hooks, RequestContext
+from modelyard.stage.statistics import StageStatistics
+from modelyard.telemetry.hooks import HookChain, Hooks, RequestContext
 from modelyard.tensors import InputValidator
 
 __all__ = ["StageCore", "outcome_code"]
@@ -30,12 +31,18 @@ def outcome_code(outcome: Outcome) -> str:
 
 
 class StageCore:
-    """One model version behind a batcher, shared by every transport of the process."""
+    """One model version behind a batcher, shared by every transport of the process.
+
+    It keeps the model's inference statistics (``statistics``) by adding their hook to
+    ``hooks``; the batcher and every transport given ``core.hooks`` report to that chain.
+    """
 
     def __init__(self, model: Model, batcher: Batcher, hooks: Hooks) -> None:
         self.model = model
         self.batcher = batcher
-        self.hooks = hooks
+        self.statistics = StageStatistics()
+        self.hooks = _chain(hooks, self.statistics)
+        batcher.hooks = self.hooks  # its batches reach the statistics too
         self._validate_inputs = InputValidator(model.manifest.inputs)
 
     @property
@@ -105,6 +112,12 @@ class StageCore:
         self.hooks.request_finished(
             request, outcome_code(outcome), time.monotonic() - request.received_at
         )
+
+
+def _chain(hooks: Hooks, extra: Hooks) -> HookChain:
+    """``hooks`` and then ``extra`` as one chain (a chain's members, not the chain, go in)."""
+    members = hooks.hooks if isinstance(hooks, HookChain) else (hooks,)
+    return HookChain([*members, extra])
 
 
 def _unqueued(_items: list[WorkItem], _outcomes: list[Outcome]) -> None:

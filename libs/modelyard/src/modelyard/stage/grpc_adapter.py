@@ -3,9 +3,12 @@
 A thin adapter: it authenticates the caller per the port's auth mode (``modelyard.auth``;
 every call but ServerLive and ServerReady, which probes make), checks the model name, the
 caller's right to it and the size, decodes tensors, calls the transport-neutral core and
-encodes the reply. Errors become gRPC statuses through ``modelyard.errors.POLICY``. A refused
-call is logged (``grpc_call_refused``) and counted in the requests metric by its outcome
-(``unauthenticated``, ``permission_denied``); stages write no audit records of their own.
+encodes the reply. Triton's model configuration, statistics and repository index extensions are
+answered from the manifest and the core's statistics (``modelyard.stage.grpc_triton``), so
+Triton's tools such as perf_analyzer run against a stage. Errors become gRPC statuses through
+``modelyard.errors.POLICY``. A refused call is logged (``grpc_call_refused``) and counted in the
+requests metric by its outcome (``unauthenticated``, ``permission_denied``); stages write no audit
+records of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from modelyard.errors import ModelyardError, PayloadTooLargeError, ValidationErr
 from modelyard.grpc.server import listen, server_options, stop_grpc_server
 from modelyard.grpc.tensors import decode_inputs, encode_outputs
 from modelyard.repository.manifest import Manifest
+from modelyard.stage.grpc_triton import (
+    EXTENSIONS,
+    model_config,
+    model_statistics,
+    repository_entry,
+)
+from modelyard.stage.statistics import StageStatistics
 from modelyard.telemetry.hooks import Carrier, Hooks, RequestContext
 from modelyard.tensors import TensorSpec
 
@@ -55,6 +65,9 @@ class InferenceCore(Protocol):
 
     @property
     def hooks(self) -> Hooks: ...
+
+    @property
+    def statistics(self) -> StageStatistics: ...
 
     def ready(self) -> bool: ...
 
@@ -90,7 +103,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ServerMetadataResponse:
         if self.auth is not None:
             await self._authenticate(context, "")
-        return pb.ServerMetadataResponse(name="modelyard", version=modelyard.__version__)
+        return pb.ServerMetadataResponse(
+            name="modelyard", version=modelyard.__version__, extensions=EXTENSIONS
+        )
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
@@ -114,6 +129,34 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=[_tensor_metadata(spec) for spec in manifest.inputs],
             outputs=[_tensor_metadata(spec) for spec in manifest.outputs],
         )
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Context
+    ) -> pb.ModelConfigResponse:
+        await self._check_model(request.name, request.version, context)
+        if self.auth is not None:
+            await self._admit(context, "")
+        return pb.ModelConfigResponse(config=model_config(self.core.manifest))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Context
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:  # none named: every model, this one
+            await self._check_model(request.name, request.version, context)
+        if self.auth is not None:
+            await self._admit(context, "")
+        stats = model_statistics(self.core.manifest, self.core.statistics.snapshot())
+        return pb.ModelStatisticsResponse(model_stats=[stats])
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        if self.auth is not None:
+            await self._admit(context, "")
+        ready = self._ready()
+        if request.ready and not ready:  # only the ready models asked for
+            return pb.RepositoryIndexResponse()
+        return pb.RepositoryIndexResponse(models=[repository_entry(self.core.manifest, ready)])
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
