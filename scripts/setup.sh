@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(apertium apertium-eng-spa apertium-eng-cat apertium-fr-es apertium-es-pt apertium-spa-ita fonts-dejavu-core kcat)
+# libb64, which Triton's perf_analyzer links (scripts/fetch_perf_analyzer.sh fetches the rest).
+APT_PACKAGES+=(libb64-0d)
 # Apache Kafka runs on Java 17; Maven fetches its jars; the interop test compiles a Java client
 # with javac. A machine that has them keeps its own.
 { command -v java && command -v javac; } >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jdk-headless)
@@ -43,6 +45,8 @@ if [ ! -f "$KAFKA_LIB/.complete" ]; then
     -DoutputDirectory="$PWD/$KAFKA_LIB"
   touch "$KAFKA_LIB/.complete"
 fi
+# Triton's perf_analyzer and its CUDA runtime library, pinned wheels from PyPI (Linux x86_64).
+bash scripts/fetch_perf_analyzer.sh
 echo "setup: ok ($(uv run --frozen python --version))"
 
 # --- deployment checks (issue 20) ----------------------------------------------------------------
@@ -53,3 +57,8 @@ if command -v go >/dev/null 2>&1; then
 else
   echo "setup: no Go toolchain: the compose schema test will be skipped (fails under CI)" >&2
 fi
+
+# --- a real OpenTelemetry Collector (issue 20) ---------------------------------------------------
+# For tests/e2e/test_otel_collector.py: built once from the Go module proxy with this machine's Go
+# and cached under .cache/otelcol (scripts/otelcol.sh); a failed build fails setup.
+bash scripts/otelcol.sh >/dev/null

@@ -42,6 +42,7 @@ from modelyard.wire import decode_envelope
 from tests.integration.conftest import broker_engine
 from tests.support.hostile import HUGE, KINDS, TAG, Sent, Target, messages, valid_request
 from tests.support.kafka_io import Collector, produce_all
+from tests.support.pipelines import TEXT_SPEC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,28 +52,6 @@ PARTITIONS = 2
 COPIES = 4  # of each hostile kind, per target
 WAIT_S = 100.0  # past the router's 30 s default deadline: a lost stage reply shows as `deadline`
 Problem = tuple[str, str]  # (kind, what is wrong)
-SPEC = """\
-pipeline: text
-version: 1
-inputs:
-  text: {datatype: BYTES, shape: [1]}
-stages:
-  langid:
-    model: langid
-    inputs: {text: request.text}
-  translate:
-    model: translate
-    inputs: {text: request.text, language: langid.language}
-    when: "langid.language != 'en'"
-  sentiment:
-    model: sentiment
-    inputs: {text: [translate.translation, request.text]}
-    when: "langid.language == 'en' or translate.status == 'translated'"
-outputs:
-  language: langid.language
-  translation: translate.translation
-  sentiment: sentiment.label
-"""
 
 
 class Lines:
@@ -118,7 +97,7 @@ def test_hostile_stream_gets_answers_and_dead_letters_without_restarts(
     started = time.monotonic()
     prefix = f"hs{uuid.uuid4().hex[:10]}"
     spec = tmp_path / "text.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(TEXT_SPEC)
     lines = Lines()
     stack = Stack(
         pipelines=(spec,), repository=reference_repo, bootstrap=broker, topic_prefix=prefix,

@@ -13,11 +13,17 @@ from typing import Any
 
 import click
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
 
 from modelyard.auth import CallerKey, CallerKeys
 from modelyard.errors import ConfigError, ModelyardError
 from modelyard.gateway import BlockingGateway, Submission, request_carrier
+from modelyard.telemetry import configure_tracing
 from modelyard.tensors import as_tensor
+from modelyard.topics import pipeline_ingress_topic
 from modelyard.wire import Envelope
 
 __all__ = ["describe_result", "result_json", "send_command"]
@@ -74,6 +80,8 @@ def send_command(
     Prints, per document: outputs, the model versions that served it, any error, and the
     request and trace ids to pass to `modelyard trace`. Exits 1 if any request failed.
     With --key-file each request is signed (docs/wire-format.md, "Signing a request").
+    Tracing follows the standard OTEL_* variables: each request's trace then starts with a
+    `<pipeline> send` span here (docs/router.md, "Audit and tracing").
     """
     documents = [*_read_files(files), *_render_texts(texts)]
     if not documents:
@@ -83,20 +91,28 @@ def send_command(
     who = caller or (key.principal if key is not None else _login())
     if key is not None and who != key.principal and not key.may_act_for:
         raise click.UsageError(f"the key of {key.principal!r} cannot sign as --caller {who!r}")
-    carriers = [request_carrier() for _ in documents]
-    requests = [
-        Submission({field: [data]}, caller=who, carrier=carrier) for (_, data), (carrier, _) in
-        zip(documents, carriers, strict=True)
-    ]  # fmt: skip
-    deadline_ms = int((time.time() + timeout) * 1000)
+    provider = configure_tracing("modelyard-send", set_global=False)
     try:
-        connect = min(timeout, 10.0)
-        with BlockingGateway(
-            bootstrap, topic_prefix=topic_prefix, connect_timeout_s=connect, signing_key=key
-        ) as gw:
-            results = gw.submit_many(pipeline, requests, deadline_ms=deadline_ms)
-    except ModelyardError as exc:
-        raise click.ClickException(exc.message) from None
+        spans = _SendSpans(provider, pipeline, topic_prefix, who, len(documents))
+        carriers = [request_carrier(ctx) for ctx in spans.contexts()]
+        requests = [
+            Submission({field: [data]}, caller=who, carrier=carrier) for (_, data), (carrier, _)
+            in zip(documents, carriers, strict=True)
+        ]  # fmt: skip
+        deadline_ms = int((time.time() + timeout) * 1000)
+        try:
+            connect = min(timeout, 10.0)
+            with BlockingGateway(
+                bootstrap, topic_prefix=topic_prefix, connect_timeout_s=connect, signing_key=key
+            ) as gw:
+                results = gw.submit_many(pipeline, requests, deadline_ms=deadline_ms)
+        except ModelyardError as exc:
+            spans.end([exc] * len(documents))
+            raise click.ClickException(exc.message) from None
+        spans.end(results)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans before the process exits
     failed = False
     for (label, _), (_, trace_id), result in zip(documents, carriers, results, strict=True):
         failed |= not isinstance(result, Envelope) or result.error is not None
@@ -106,6 +122,42 @@ def send_command(
             click.echo("\n".join(describe_result(label, result, trace_id)))
     if failed:
         sys.exit(1)
+
+
+class _SendSpans:
+    """One PRODUCER span per document, the root of its request's trace, when the ``OTEL_*``
+    variables configure tracing; without it, non-recording (the gateway starts a fresh trace)."""
+
+    def __init__(
+        self, provider: TracerProvider | None, pipeline: str, prefix: str, who: str, count: int
+    ) -> None:
+        tracer = trace.get_tracer("modelyard.cli", tracer_provider=provider or NoOpTracerProvider())
+        attributes = {
+            "modelyard.pipeline": pipeline,
+            "modelyard.caller": who,
+            "messaging.system": "kafka",
+            "messaging.operation": "publish",
+            "messaging.destination.name": pipeline_ingress_topic(prefix, pipeline),
+        }
+        self.spans = [
+            tracer.start_span(f"{pipeline} send", kind=SpanKind.PRODUCER, attributes=attributes)
+            for _ in range(count)
+        ]
+
+    def contexts(self) -> list[Context]:
+        return [trace.set_span_in_context(span) for span in self.spans]
+
+    def end(self, results: Sequence[Envelope | ModelyardError]) -> None:
+        """Mark each span with its request's id and outcome, and end it."""
+        for span, result in zip(self.spans, results, strict=True):
+            error = result.error if isinstance(result, Envelope) else result
+            if isinstance(result, Envelope):
+                span.set_attribute("modelyard.request_id", result.request_id)
+            outcome = "ok" if error is None else error.code
+            span.set_attribute("modelyard.outcome", outcome)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            span.end()
 
 
 def describe_result(label: str, result: Envelope | ModelyardError, trace_id: str) -> list[str]:
