@@ -1,14 +1,15 @@
 """The one-command demo (`make demo`): the whole stack, sample documents, results, a trace.
 
 It starts what `modelyard up` starts (embedded broker, one worker per model version in use, the
-router, the audit sink), mirrors language ID and OCR to shadow versions (ocr:3 reads columns in
-order and turned pages the right way up; ocr:2 serves), pushes nine rendered documents (two of
-them scan-like, one in three columns, one upside down) through OCR → language ID → translate
-(only when not English) → sentiment over the router's Kafka contract, prints a results table,
-what the shadows saw, promotes ocr:3 and sends the two hard pages again, prints one request's
-waterfall from its audit records (what `modelyard trace` prints), then what the audit sink
-stored (`modelyard audit query`) and that every hash chain holds (`modelyard audit verify`),
-then stops the stack.
+router, the audit sink, the monitor), mirrors language ID and OCR to shadow versions (ocr:3 reads
+columns in order and turned pages the right way up; ocr:2 serves), pushes nine rendered documents
+(two of them scan-like, one in three columns, one upside down) through OCR → language ID →
+translate (only when not English) → sentiment over the router's Kafka contract, prints a results
+table, what the shadows saw, promotes ocr:3 and sends the two hard pages again, prints one
+request's waterfall from its audit records (what `modelyard trace` prints), then what the audit
+sink stored (`modelyard audit query`) and that every hash chain holds (`modelyard audit verify`),
+then what the monitor made of it per stage and version (`modelyard monitor show docs`, on 10 s
+windows so the demo's traffic is summarised before it ends), then stops the stack.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from modelyard.control.topic import read_records, write_change
 from modelyard.control.verify import ControlVerifier
 from modelyard.gateway.blocking import BlockingGateway, Submission
 from modelyard.keys import SigningKey
+from modelyard.monitor.settings import monitor_topic
+from modelyard.monitor.show import read_summaries
+from modelyard.monitor.summary import combine
 from modelyard.stack import Stack
 from modelyard.telemetry import configure_logging
 from modelyard.topics import audit_topic, pipeline_shadow_topic
@@ -49,6 +53,10 @@ DOCS = [("en", 0, False), ("es", 1, True), ("fr", 2, False), ("pt", 3, True), ("
         ("ca", 5, False), ("de", 6, False)]  # fmt: skip
 TRACED = "doc-es-scan"
 STAGES = ("ocr", "langid", "translate", "sentiment")
+# the monitor's windows: short, so those of the demo's traffic close (window end + 5 s of grace)
+# while it runs; `modelyard up` keeps the default minute
+MONITOR_WINDOW_S = 10.0
+MONITOR_WAIT_S = 60.0
 
 
 HARD_PAGES = {"doc-columns": column_page("en", 3), "doc-upside-down": rotated_page("es", 2)}
@@ -226,6 +234,33 @@ def print_audit(stack: Stack, requests: int) -> None:
     print((checked.stdout + checked.stderr).rstrip())
 
 
+def windowed(bootstrap: str, stage: str) -> int:
+    """Requests of ``stage`` (served, not shadow copies) in the monitor's published windows."""
+    return sum(
+        w.stats.requests
+        for w in combine(read_summaries(bootstrap, monitor_topic("yard")))
+        if w.key.pipeline == "docs" and w.key.stage == stage and w.key.role == "active"
+    )
+
+
+def print_monitor(stack: Stack, requests: int) -> None:
+    """What the monitor made of the traffic, once the windows holding every request have closed
+    (every request has one OCR hop), or after MONITOR_WAIT_S with what it has by then."""
+    deadline = time.monotonic() + MONITOR_WAIT_S
+    if (seen := windowed(stack.bootstrap, "ocr")) < requests:
+        print(f"\n(waiting up to {MONITOR_WAIT_S:.0f} s for the monitor's {MONITOR_WINDOW_S:.0f} s "
+              f"windows holding all {requests} requests to close)", flush=True)  # fmt: skip
+    while seen < requests and time.monotonic() < deadline:
+        time.sleep(0.5)
+        seen = windowed(stack.bootstrap, "ocr")
+    if seen < requests:
+        print(f"after {MONITOR_WAIT_S:.0f} s the monitor has published windows for {seen} of "
+              f"{requests} requests; what it has:")  # fmt: skip
+    print("\n$ modelyard monitor show docs")
+    shown = modelyard("monitor", "show", "docs", "--bootstrap", stack.bootstrap)
+    print((shown.stdout + shown.stderr).rstrip())
+
+
 def main() -> int:
     configure_logging(json=False, level="WARNING")  # the demo's own output is the point
     stack = Stack(
@@ -235,6 +270,7 @@ def main() -> int:
         broker_port=0,
         router_port=0,
         log_level="WARNING",
+        monitor_window_s=MONITOR_WINDOW_S,
     )
     with stack:
         print(f"stack up: broker {stack.bootstrap}, router gRPC {stack.router_grpc}")
@@ -266,7 +302,9 @@ def main() -> int:
                                     caller=d.caller) for d in hard]  # fmt: skip
         print_results(hard, again)
         print_trace(stack.bootstrap, TRACED)
-        print_audit(stack, len(docs) + len(hard) + 1)  # the documents, again, the warm-up
+        requests = len(docs) + len(hard) + 1  # the documents, again, the warm-up
+        print_audit(stack, requests)
+        print_monitor(stack, requests)
     return 0
 
 

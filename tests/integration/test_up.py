@@ -23,6 +23,9 @@ from modelyard.client import StageClient
 from modelyard.control import CanaryChange, Rollout, ShadowChange
 from modelyard.control.topic import read_records, read_state, write_change
 from modelyard.errors import ConfigError
+from modelyard.monitor.settings import monitor_topic
+from modelyard.monitor.show import read_summaries
+from modelyard.monitor.summary import combine
 from modelyard.stack import Stack
 from modelyard.topics import (
     audit_topic,
@@ -228,6 +231,8 @@ def test_up_command_announces_and_stops_cleanly_on_sigterm(
         rest = proc.stdout.read()
         assert proc.wait(60) == 0
         assert "worker    shout:2: grpc=127.0.0.1:" in rest
+        assert "monitor   metrics=127.0.0.1:" in rest
+        assert f"modelyard monitor show shouty --bootstrap {bootstrap} " in rest
         assert rest.rstrip().endswith("modelyard up: stopped")
     finally:
         if proc.poll() is None:
@@ -244,7 +249,7 @@ def test_a_worker_that_dies_is_restarted(
         old = stack.processes()["shout:2"]
         os.kill(old, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while stack.processes()["shout:2"] == old:  # probe: the monitor replaces it
+        while stack.processes()["shout:2"] == old:  # probe: the watcher replaces it
             assert time.monotonic() < deadline, "the dead worker was not restarted"
             assert not stack.wait(0.05), stack.failure
         stack.wait_worker("shout:2", timeout_s=60)
@@ -342,7 +347,7 @@ def test_a_killed_router_comes_back_on_its_port_and_serves(
             killed = stack.processes()["router:shouty"]
             os.kill(killed, signal.SIGKILL)  # its connection to this channel is open
             deadline = time.monotonic() + 30
-            while stack.processes()["router:shouty"] == killed:  # probe: the monitor restarts it
+            while stack.processes()["router:shouty"] == killed:  # probe: the watcher restarts it
                 assert time.monotonic() < deadline, "the killed router was not restarted"
                 assert not stack.wait(0.05), stack.failure
             ready = stack.wait_child("router:shouty", timeout_s=90)
@@ -352,6 +357,53 @@ def test_a_killed_router_comes_back_on_its_port_and_serves(
         assert stack.failure is None
     announced = [line for line in lines.of("router:shouty") if line.startswith("modelyard router")]
     assert len(announced) == 2, announced
+
+
+def test_the_monitor_windows_what_the_router_serves(
+    broker: str, unique: str, layout: tuple[Path, Path]
+) -> None:
+    """up's monitor: started with the stack's broker, prefix, window, specs, keyring and writer
+    key, at normal priority (its guards withdraw bad canaries), ready with its metrics address;
+    the hops of what the real router serves come out as closed windows."""
+    lines = Lines()
+    stack = _stack(broker, unique, layout, lines, router=True, monitor_window_s=1.0)
+    with stack:
+        assert stack.services["monitor"]["metrics"].startswith("127.0.0.1:")
+        pid = stack.processes()["monitor"]
+        keys = stack.keys
+        assert keys is not None
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+        assert argv[argv.index("monitor") :] == [
+            "monitor", "--bootstrap", broker, "--topic-prefix", unique,
+            "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--window-s", "1.0",
+            "--spec", str(layout[1].absolute()),
+            "--keyring", str(keys.keyring), "--writer-key", str(keys.monitor_key),
+        ]  # fmt: skip
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
+        address = stack.router_grpc
+        assert address is not None
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.PipelineServiceStub(channel)
+            assert _infer(stub, "watched", b"hello") == [b"HELLO"]
+        deadline = time.monotonic() + 60  # a 1 s window closes after 5 s of grace
+        while len(windows := _windows(broker, unique)) < 2:  # probe: one per stage
+            assert time.monotonic() < deadline, f"no windows from the monitor: {windows}"
+            assert not stack.wait(0.2), stack.failure
+        assert windows == {
+            ("first", "shout", "2", "active"): 1,
+            ("second", "shout", "2", "active"): 1,
+        }
+    assert stack.failure is None
+
+
+def _windows(broker: str, prefix: str) -> dict[tuple[str, ...], int]:
+    """Requests per (stage, model, version, role) of pipeline shouty, over the monitor's windows."""
+    counts: dict[tuple[str, ...], int] = {}
+    for window in combine(read_summaries(broker, monitor_topic(prefix), timeout_s=5)):
+        if window.key.pipeline == "shouty":
+            key = window.key[1:]
+            counts[key] = counts.get(key, 0) + window.stats.requests
+    return counts
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -386,7 +438,8 @@ def test_up_command_exits_1_naming_a_child_that_keeps_dying(
     repo, spec = layout
     argv = [sys.executable, "-m", "modelyard.cli.main", "up", "--no-router", "--port", "0",
             "--pipeline", str(spec), "--repository", str(repo), "--partitions", "2",
-            "--max-restarts", "1", "--state-dir", str(tmp_path / "state")]  # fmt: skip
+            "--max-restarts", "1", "--state-dir", str(tmp_path / "state"),
+            "--no-monitor"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "up.log"
     with log.open("w") as err:
@@ -395,6 +448,7 @@ def test_up_command_exits_1_naming_a_child_that_keeps_dying(
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("modelyard up ready"), log.read_text()
+        assert not [c for c in _children(proc.pid).values() if " monitor " in c]  # --no-monitor
         first = _worker_of(proc)
         os.kill(first, signal.SIGKILL)
         os.kill(_worker_of(proc, other_than=first), signal.SIGKILL)  # its one restart

@@ -184,3 +184,58 @@ def test_more_routers_than_partitions_is_refused() -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode != 0
     assert "maxReplicas 99 > partitions" in done.stderr
+
+
+def _helm_template(*args: str) -> subprocess.CompletedProcess[str]:
+    rendered(None)  # skips without helm
+    cmd = [str(HELM), "template", "x", str(CHART), "--kube-version", KUBE_VERSION, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("values", [None, VARIANT], ids=["default", "variant"])
+def test_rendered_audit_sink_reads_its_store_from_a_secret(values: Path | None) -> None:
+    overrides = yaml.safe_load(VARIANT.read_text()) if values else {}
+    chosen = VALUES["auditSink"] | overrides.get("auditSink", {})  # replicas, store: whole
+    (sink,) = [d for d in _kind("Deployment", values) if d["metadata"]["name"].endswith("-sink")]
+    assert sink["spec"]["replicas"] == chosen["replicas"] <= VALUES["kafka"]["auditPartitions"]
+    pod = sink["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][0] == "audit-sink"
+    env = {e["name"]: e for e in c["env"]}
+    secret = env["MODELYARD_AUDIT_STORE"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": chosen["store"]["existingSecret"],
+                      "key": chosen["store"]["existingSecretKey"]}  # fmt: skip
+    assert "value" not in env["MODELYARD_AUDIT_STORE"]
+    # control records are verified against the keyring of the keys Secret, mounted as routers do
+    keyring = Path(env["MODELYARD_KEYRING"]["value"])
+    (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+    assert keys["secret"]["secretName"] == VALUES["keys"]["existingSecret"]
+    assert {"name": "keys", "mountPath": str(keyring.parent), "readOnly": True} in c["volumeMounts"]
+    # probes and the Service on the port it serves /metrics and /healthz on
+    port = int(c["args"][c["args"].index("--metrics-port") + 1])
+    assert c["ports"] == [{"name": "metrics", "containerPort": port}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": "metrics"}
+    (service,) = [s for s in _kind("Service", values) if s["metadata"]["name"].endswith("-sink")]
+    assert service["spec"]["selector"] == sink["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
+
+
+def test_no_database_url_is_ever_rendered() -> None:
+    for values in (None, VARIANT):
+        text = yaml.safe_dump_all(rendered(values))
+        assert "postgresql://" not in text
+        assert "sqlite://" not in text
+
+
+def test_the_audit_sink_can_be_left_out_and_is_bounded_by_the_audit_partitions() -> None:
+    done = _helm_template("--set", "auditSink.enabled=false")
+    assert done.returncode == 0, done.stderr
+    assert "audit-sink" not in "".join(
+        line for line in done.stdout.splitlines() if line.startswith("  name:")
+    )
+    done = _helm_template("--set", "auditSink.replicas=9")
+    assert done.returncode != 0
+    assert "auditSink.replicas 9 > kafka.auditPartitions 8" in done.stderr
+    done = _helm_template("--set", "auditSink.store.existingSecret=")
+    assert done.returncode != 0
+    assert "auditSink.store.existingSecret" in done.stderr

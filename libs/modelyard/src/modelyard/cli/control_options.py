@@ -43,6 +43,7 @@ __all__ = [
     "SHARE",
     "Target",
     "apply_change",
+    "follower_verifier",
     "make_change",
     "pipelines_option",
     "quiet_logs",
@@ -60,6 +61,16 @@ _NOT_RETRIED = (Rollback, Promote)
 _UP_STATE = Path(".modelyard") / "up"  # modelyard up's default --state-dir (cli/up.py)
 DEFAULT_KEYRING = _UP_STATE / "keyring.yaml"
 DEFAULT_KEY = _UP_STATE / "keys" / "admin.key"
+
+
+def follower_verifier(keyring: Path | None, insecure: bool) -> ControlVerifier:
+    """What a service that follows the control topic verifies records with: ``--keyring``, or
+    nothing under ``--insecure-control`` (development only); a usage error without either."""
+    if keyring is not None:
+        return ControlVerifier.from_file(keyring)
+    if insecure:
+        return ControlVerifier(None, {})
+    raise click.UsageError("give --keyring (MODELYARD_KEYRING), or --insecure-control")
 
 
 def quiet_logs() -> None:

@@ -122,20 +122,15 @@ def _run(options: dict[str, Any]) -> None:
 def _judging(options: dict[str, Any], settings: Any, registry: Any) -> tuple[Any, list[Any]]:
     """What the judge needs (specs' policies, baselines, guard, keyring) and the threads that
     follow the control and baselines topics."""
+    from modelyard.cli.control_options import follower_verifier  # noqa: PLC0415
     from modelyard.control.follower import ControlFollower  # noqa: PLC0415
-    from modelyard.control.verify import ControlVerifier  # noqa: PLC0415
     from modelyard.graph.load import load_spec  # noqa: PLC0415
     from modelyard.keys import SigningKey  # noqa: PLC0415
     from modelyard.monitor.app import Judging  # noqa: PLC0415
     from modelyard.monitor.baselines import BaselineFollower  # noqa: PLC0415
     from modelyard.monitor.guard import withdrawing_monitor_guard  # noqa: PLC0415
 
-    if options["keyring"] is not None:
-        verifier = ControlVerifier.from_file(options["keyring"])
-    elif options["insecure_control"]:
-        verifier = ControlVerifier(None, {})
-    else:
-        raise click.UsageError("give --keyring (MODELYARD_KEYRING), or --insecure-control")
+    verifier = follower_verifier(options["keyring"], options["insecure_control"])
     bootstrap, prefix, extra = settings.bootstrap, settings.topic_prefix, settings.kafka_extra()
     specs = [load_spec(path) for path in options["specs"]]
     writer = SigningKey.load(options["writer_key"]) if options["writer_key"] else None

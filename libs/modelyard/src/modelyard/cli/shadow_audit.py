@@ -43,8 +43,8 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     """
     from prometheus_client import CollectorRegistry  # noqa: PLC0415  # keeps --help fast
 
+    from modelyard.cli.control_options import follower_verifier  # noqa: PLC0415
     from modelyard.control.follower import ControlFollower  # noqa: PLC0415
-    from modelyard.control.verify import ControlVerifier  # noqa: PLC0415
     from modelyard.graph.load import load_spec  # noqa: PLC0415
     from modelyard.kafka.process import (  # noqa: PLC0415
         announce_ready,
@@ -66,12 +66,7 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     pipeline = loaded.pipeline
     registry = CollectorRegistry()
     bootstrap, prefix = options["bootstrap"], options["topic_prefix"]
-    if options["keyring"] is not None:
-        verifier = ControlVerifier.from_file(options["keyring"])
-    elif options["insecure_control"]:
-        verifier = ControlVerifier(None, {})
-    else:
-        raise click.UsageError("give --keyring (MODELYARD_KEYRING), or --insecure-control")
+    verifier = follower_verifier(options["keyring"], options["insecure_control"])
     writer = SigningKey.load(options["writer_key"]) if options["writer_key"] else None
     follower = ControlFollower(bootstrap, prefix=prefix, verifier=verifier, registry=registry)
     follower.start()

@@ -83,6 +83,12 @@ DEFAULT_STATE_DIR = Path(".modelyard") / "up"
     "sqlite:///<state-dir>/audit.db]",
 )
 @click.option("--no-audit-sink", is_flag=True, help="Run no audit sink.")
+@click.option("--no-monitor", is_flag=True, help="Run no monitor.")
+@click.option(
+    "--monitor-window-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="The monitor's tumbling window, in seconds  [default: 60]",
+)
 @click.option(
     "--router-port",
     type=int,
@@ -100,28 +106,37 @@ DEFAULT_STATE_DIR = Path(".modelyard") / "up"
 @click.option(
     "--max-restarts",
     type=click.IntRange(min=0),
-    help="Restarts of each child that dies (worker, router, shadow auditor) before up stops "
-    "with exit code 1  [default: 3]",
+    help="Restarts of each child that dies (worker, router, shadow auditor, audit sink, "
+    "monitor) before up stops with exit code 1  [default: 3]",
 )
 def up_command(
-    no_router: bool, no_audit_sink: bool, fresh: bool, versions: tuple[str, ...], **options: Any
+    no_router: bool,
+    no_audit_sink: bool,
+    no_monitor: bool,
+    fresh: bool,
+    versions: tuple[str, ...],
+    **options: Any,
 ) -> None:
     """Start a broker (the embedded one unless --engine kafka), create topics, roll out the
     first versions, start one worker per model version in use, one router (and shadow
-    auditor) per pipeline and the audit sink; stream their logs until Ctrl-C.
+    auditor) per pipeline, the audit sink and the monitor; stream their logs until Ctrl-C.
 
-    The first start creates a keyring and two keys in --state-dir (keyring.yaml,
-    keys/admin.key, keys/router.key): control records are signed with the admin key (the
-    control CLI uses it by default) and routers apply only records its keyring vouches for;
-    routers sign their audit checkpoints with the router key. The audit sink stores the audit
-    topic in --audit-store: `modelyard audit query|verify` read it.
+    The first start creates a keyring and three keys in --state-dir (keyring.yaml,
+    keys/admin.key, keys/router.key, keys/monitor.key): control records are signed with the
+    admin key (the control CLI uses it by default) and routers apply only records its keyring
+    vouches for; routers sign their audit checkpoints with the router key, the monitor its
+    guards' withdrawals with its own. The audit sink stores the audit
+    topic in --audit-store: `modelyard audit query|verify` read it. The monitor summarises the
+    audit topic per stage and version every --monitor-window-s: `modelyard monitor show
+    PIPELINE` prints its windows once they close.
 
     Prints `modelyard up ready bootstrap=HOST:PORT router=HOST:PORT` on stdout once everything
     is ready. Workers are started for versions that come into use later (rollout, canary,
-    shadow). A worker, router or shadow auditor that dies is restarted, a router on the port it
-    had; one that dies more than --max-restarts times, or a broker that dies, stops the stack
-    with exit code 1 and names it. Ctrl-C or SIGTERM stops the routers, then the workers (they
-    drain and commit), then the journal, then the broker, and exits 0. Every option is also an
+    shadow). A child that dies (worker, router, shadow auditor, audit sink, monitor) is
+    restarted, a router on the port it had; one that dies more than --max-restarts times, or a
+    broker that dies, stops the stack with exit code 1 and names it. Ctrl-C or SIGTERM stops
+    the routers, then the workers (they drain and commit), then the audit sink and the
+    monitor, then the journal, then the broker, and exits 0. Every option is also an
     environment variable MODELYARD_UP_<NAME>.
 
     Started again with the same --state-dir (after a stop, or after its broker or up itself
@@ -142,6 +157,8 @@ def up_command(
             given["router"] = False
         if no_audit_sink:
             given["audit_sink"] = False
+        if no_monitor:
+            given["monitor"] = False
         if fresh:
             given["fresh"] = True
         if "bootstrap" in given and "engine" in given:
@@ -220,9 +237,16 @@ def _summary(stack: Any) -> str:
                          f"metrics={router.get('metrics')}")  # fmt: skip
     for ref, ready in stack.workers.items():
         lines.append(f"  worker    {ref}: grpc={ready.get('grpc')} topic={ready.get('topic')}")
+    services = stack.services
     if stack.audit_store is not None:
         store = redact_url(stack.audit_store)
-        lines.append(f"  audit     {store}  (modelyard audit query --store {store})")
+        metrics = services.get("audit-sink", {}).get("metrics")
+        lines.append(f"  audit     {store} metrics={metrics}  "
+                     f"(modelyard audit query --store {store})")  # fmt: skip
+    if (monitor := services.get("monitor")) is not None:
+        lines.append(f"  monitor   metrics={monitor.get('metrics')}, {s.monitor_window_s:g} s "
+                     f"windows  (modelyard monitor show {stack.specs[0].pipeline} --bootstrap "
+                     f"{stack.bootstrap} --topic-prefix {s.topic_prefix})")  # fmt: skip
     if stack.keys is not None:
         lines.append(f"  keys      {stack.keys.keyring} (operator key {stack.keys.admin_key})")
     lines.append(f"  control   modelyard status --bootstrap {stack.bootstrap} "

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from modelyard.broker.admin import create_topics
 from modelyard.control._reader import control_consumer, decode_message, open_partition
 from modelyard.control.chain import BASE_HEADER, Chain, Positioned
-from modelyard.control.changes import Change, ControlError, Reassert
+from modelyard.control.changes import Change, ControlError, Reassert, Withdraw
 from modelyard.control.describe import describe_change
 from modelyard.control.follower import ControlFollower
 from modelyard.control.routing import PipelineRouting
@@ -43,11 +43,13 @@ __all__ = [
     "ConcurrentChangeError",
     "ControlFollower",
     "Positioned",
+    "Withdrawal",
     "confirm_record",
     "ensure_control_topic",
     "produce_record",
     "read_records",
     "read_state",
+    "withdrawer",
     "write_change",
 ]
 
@@ -328,3 +330,27 @@ def _reassert(
         pipeline=pipeline,
         fix="any change to the pipeline puts the truth last",
     )
+
+
+Withdrawal = Callable[[str, str, str, str], None]  # (pipeline, stage, version, reason)
+
+
+def withdrawer(
+    bootstrap: str,
+    *,
+    prefix: str = "yard",
+    kafka: Mapping[str, Any] | None = None,
+    signer: SigningKey | None = None,
+    verifier: ControlVerifier | None = None,
+) -> Withdrawal:
+    """What a guard calls to take a version's traffic away: one ``Withdraw`` record that
+    ``signer`` (a writer key) signs, its reason kept; without a signer it can only say so."""
+
+    def withdraw(pipeline: str, stage: str, version: str, reason: str) -> None:
+        if signer is None:
+            log.error("guard tripped; no writer key to sign the withdrawal", reason=reason)
+            return
+        write_change(bootstrap, pipeline, Withdraw(stage=stage, version=version), signer=signer,
+                     verifier=verifier, reason=reason, prefix=prefix, kafka=kafka)  # fmt: skip
+
+    return withdraw

@@ -16,10 +16,10 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from modelyard.control import ControlState, Withdraw
+from modelyard.control import ControlState
 from modelyard.control.guard_watch import GuardWatch, Trip, TripActions
 from modelyard.control.routing import MONITOR_METRICS, StageRouting
-from modelyard.control.topic import write_change
+from modelyard.control.topic import Withdrawal, withdrawer
 from modelyard.control.verify import ControlVerifier
 from modelyard.keys import SigningKey
 from modelyard.monitor.judge import Assessment, crossed_rule
@@ -34,13 +34,13 @@ class MonitorGuard:
     def __init__(
         self,
         routing: Callable[[], ControlState],
-        withdraw: Callable[[str, str, Trip, str], None],
+        withdraw: Withdrawal,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        """``withdraw(pipeline, stage, trip, reason)`` runs on a thread of its own."""
+        """``withdraw(pipeline, stage, version, reason)`` runs on a thread of its own."""
         self._routing = routing
         self._actions = TripActions(lambda trip: withdraw(*self._context[trip]))
-        self._context: dict[Trip, tuple[str, str, Trip, str]] = {}
+        self._context: dict[Trip, tuple[str, str, str, str]] = {}
         self._idle = GuardWatch(MONITOR_METRICS)  # TripActions re-arms through a watch
         self._trips = Counter(
             "modelyard_monitor_guard_trips", "Versions withdrawn by a monitor guard rule.",
@@ -68,7 +68,7 @@ class MonitorGuard:
             f"{value:.3g} {rule.bound} in the window from {iso(assessment.start)} "
             f"({assessment.requests} requests; reference {assessment.reference or 'none'})"
         )
-        self._context[trip] = (key.pipeline, key.stage, trip, reason)
+        self._context[trip] = (key.pipeline, key.stage, key.version, reason)
         self._trips.labels(key.pipeline, key.stage, key.version, rule.metric).inc()
         log.warning("guard tripped: withdrawing the version", reason=reason)
         self._actions.fire(trip)
@@ -98,13 +98,5 @@ def withdrawing_monitor_guard(
 ) -> MonitorGuard:
     """A guard that withdraws a tripped version through the control topic, by a record
     ``signer`` signs (None: it can only say that it tripped)."""
-
-    def withdraw(pipeline: str, stage: str, trip: Trip, reason: str) -> None:
-        if signer is None:
-            log.error("guard tripped; no writer key to sign the withdrawal", reason=reason)
-            return
-        write_change(bootstrap, pipeline, Withdraw(stage=stage, version=trip.version),
-                     signer=signer, verifier=verifier, reason=reason, prefix=prefix,
-                     kafka=kafka)  # fmt: skip
-
+    withdraw = withdrawer(bootstrap, prefix=prefix, kafka=kafka, signer=signer, verifier=verifier)
     return MonitorGuard(routing, withdraw, registry)

@@ -21,9 +21,9 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from modelyard.control import ControlState, Withdraw
+from modelyard.control import ControlState
 from modelyard.control.guard_watch import SHADOW_METRICS, GuardWatch, Trip, TripActions
-from modelyard.control.topic import write_change
+from modelyard.control.topic import withdrawer
 from modelyard.control.verify import ControlVerifier
 from modelyard.keys import SigningKey
 
@@ -94,12 +94,9 @@ def withdrawing_guard(
     """A guard that withdraws a tripped version through the control topic, by a record
     ``signer`` signs (None: it can only say that it tripped)."""
 
-    def withdraw(trip: Trip) -> None:
-        if signer is None:
-            log.error("guard tripped; no writer key to sign the withdrawal", reason=trip.reason)
-            return
-        change = Withdraw(stage=trip.stage, version=trip.version)
-        write_change(bootstrap, pipeline, change, signer=signer, verifier=verifier,
-                     reason=trip.reason, prefix=prefix, kafka=kafka)  # fmt: skip
+    withdraw = withdrawer(bootstrap, prefix=prefix, kafka=kafka, signer=signer, verifier=verifier)
 
-    return ShadowGuard(pipeline, routing, withdraw, registry)
+    def act(trip: Trip) -> None:
+        withdraw(pipeline, trip.stage, trip.version, trip.reason)
+
+    return ShadowGuard(pipeline, routing, act, registry)

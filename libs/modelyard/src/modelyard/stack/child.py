@@ -5,8 +5,8 @@ Children run in their own process group, so a terminal's Ctrl-C reaches ``up`` a
 stops them in order (router first, then workers, then the broker).
 
 :class:`Supervised` is the restart policy every child of ``up`` shares (worker, router, shadow
-auditor): a child that dies is started again from its own command line, keeping the ports it
-announced, until it has used up ``max_restarts``.
+auditor, audit sink, monitor): a child that dies is started again from its own command line,
+keeping the ports it announced, until it has used up ``max_restarts``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ __all__ = ["Child", "LineSink", "Supervised", "exit_reason", "pin_ports"]
 LineSink = Callable[[str, str], None]  # (child name, line without newline)
 
 _TAIL = 40
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes of console log renderers
+# terminal control: console log renderers' colours, and the cursor codes and backspaces of
+# faust's spinner (the monitor's ready line can come after "\x1b[?25h" or "\b")
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class Child:
     """A subprocess whose stdout+stderr is read line by line on thread ``up-<name>``.
 
-    ``plain`` strips colour codes (when up's own output is not a terminal).
+    ``plain`` strips terminal control codes from what it passes on (when up's own output is not
+    a terminal); the ready line is found with them stripped either way.
     """
 
     def __init__(
@@ -115,11 +118,11 @@ class Child:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.rstrip("\n")
-            if self._plain:
-                line = _ANSI.sub("", line)
+            text = _CONTROL.sub("", line)
+            line = text if self._plain else line
             self._tail.append(line)
-            if self.ready is None and line.startswith(self.ready_prefix):
-                self.ready = _fields(line)
+            if self.ready is None and text.startswith(self.ready_prefix):
+                self.ready = _fields(text)
                 self._settled.set()
             self._sink(self.name, line)
         self._settled.set()  # the output ended (the child exited): wake waiters

@@ -64,6 +64,12 @@ class StackSettings(BaseSettings):
         description="Where the sink writes: sqlite:///PATH or postgresql://...; None: "
         "audit.db (SQLite) in the state dir, or in the keys' temporary directory.",
     )
+    monitor: bool = Field(
+        default=True, description="Start the monitor (windows over the audit topic)."
+    )
+    monitor_window_s: float = Field(
+        default=60.0, gt=0, description="The monitor's tumbling window, in seconds."
+    )
     router_port: int = Field(
         default=0, ge=0, description="gRPC port of the first pipeline's router (0: any free)."
     )
@@ -78,8 +84,8 @@ class StackSettings(BaseSettings):
     max_restarts: int = Field(
         default=3,
         ge=0,
-        description="Restarts of each child (worker, router, shadow auditor) that dies before up "
-        "gives up; counted over the stack's life.",
+        description="Restarts of each child (worker, router, shadow auditor, audit sink, monitor) "
+        "that dies before up gives up; counted over the stack's life.",
     )
     stop_timeout_s: float = Field(
         default=40.0, gt=0, description="How long a child may drain after SIGTERM before a kill."

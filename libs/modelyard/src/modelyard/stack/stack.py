@@ -1,4 +1,5 @@
-"""The whole stack on one machine: broker, topics, control state, workers, routers.
+"""The whole stack on one machine: broker, topics, control state, workers, routers, the audit
+sink and the monitor.
 
 ``Stack`` is what ``modelyard up`` runs, and a context manager for tests and demos::
 
@@ -7,17 +8,17 @@
 
 A version that only takes shadow copies runs at a lower CPU priority (``nice``), like the shadow
 auditor: shadow work must never take CPU from requests callers wait for. When such a version
-starts serving (promoted, rolled out, canaried), its worker is replaced by one at normal priority;
-the old one drains and exits once the new one is ready.
+starts serving (promoted, rolled out, canaried), its worker is replaced by one at normal
+priority; the old one drains and exits once the new one is ready.
 
-Policy when a child dies on its own, the same for every child (worker, router, shadow auditor;
-:class:`~modelyard.stack.child.Supervised`): it is started again from its own command line, up
-to ``max_restarts`` times over the stack's life. A worker's consumer group hands its partitions
-to the new process (nothing committed is lost); a router comes back on the gRPC port it had (the
-port the first one got when ``router_port`` is 0), so callers reconnect to the same address.
-A child past its restarts, a broker the stack started that dies, or its journal failing
-(``stack/engine.py``), fails the stack (``failure`` names the child and its exit code, ``wait()``
-returns) and ``modelyard up`` stops everything and exits 1.
+Policy when a child dies on its own, the same for every child (worker, router, shadow auditor,
+audit sink, monitor; :class:`~modelyard.stack.child.Supervised`): it is started again from its
+own command line, up to ``max_restarts`` times over the stack's life. A worker's consumer group
+hands its partitions to the new process (nothing committed is lost); a router comes back on the
+gRPC port it had (the port the first one got when ``router_port`` is 0), so callers reconnect to
+the same address. A child past its restarts, a broker the stack started that dies, or its journal
+failing (``stack/engine.py``), fails the stack (``failure`` names the child and its exit code,
+``wait()`` returns) and ``modelyard up`` stops everything and exits 1.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ STAGE_READY = "modelyard stage ready"
 ROUTER_READY = "modelyard router ready"
 SHADOW_AUDIT_READY = "modelyard shadow-audit ready"
 AUDIT_SINK_READY = "modelyard audit-sink ready"
-_MONITOR_S = 0.5
+MONITOR_READY = "modelyard monitor ready"
+_WATCH_S = 0.5
 _BACKGROUND_NICE = 10  # shadow-only workers and shadow auditors
 # stage settings that name one worker's model or topic: never shared by every child
 _PER_WORKER = frozenset({"MODELYARD_MODEL", "MODELYARD_INPUT_TOPIC", "MODELYARD_GROUP_ID"})
@@ -112,12 +114,13 @@ class Stack:
         self._niced: set[ModelVersion] = set()  # workers started niced: shadow copies only
         self._routers: dict[str, Supervised] = {}  # by pipeline
         self._auditors: dict[str, Supervised] = {}  # by pipeline
-        self._sink: list[Supervised] = []  # the audit sink, when it runs
+        # the audit sink and the monitor, when they run: readers of what the others write
+        self._readers: dict[str, Supervised] = {}
         self._missing: set[ModelVersion] = set()
         self._retiring: list[_Retiring] = []  # replaced workers, still running
         self._lock = threading.RLock()
         self._wake, self._stopping, self._failed = (threading.Event() for _ in range(3))
-        self._monitor: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self._keys_tmp: tempfile.TemporaryDirectory[str] | None = None
         self.keys: LocalKeys | None = None  # the stack's keyring, admin and writer keys
 
@@ -159,14 +162,21 @@ class Stack:
         return {p: c.ready for p, c in items if c.ready is not None and c.running}
 
     @property
+    def services(self) -> dict[str, dict[str, str]]:
+        """``audit-sink``, ``monitor`` -> the fields of its ready line (metrics...); ready ones."""
+        with self._lock:
+            items = [(n, s.child) for n, s in self._readers.items()]
+        return {n: c.ready for n, c in items if c.ready is not None and c.running}
+
+    @property
     def router_grpc(self) -> str | None:
         """``host:port`` of the first pipeline's router; None without one (or while it restarts)."""
         first = self.routers.get(self.specs[0].pipeline) if self.specs else None
         return first.get("grpc") if first else None
 
     def processes(self) -> dict[str, int]:
-        """Child name (``router:<pipeline>``, ``shadow-audit:<spec>``, ``<model>:<version>``)
-        -> pid of its current process."""
+        """Child name (``router:<pipeline>``, ``shadow-audit:<spec>``, ``audit-sink``,
+        ``monitor``, ``<model>:<version>``) -> pid of its current process."""
         return {s.child.name: s.child.pid for s in self._supervised()}
 
     def wait_child(self, name: str, timeout_s: float = 60.0) -> dict[str, str]:
@@ -177,7 +187,7 @@ class Stack:
             child = next((s.child for s in self._supervised() if s.child.name == name), None)
             if child is not None and child.running and child.wait_ready(min(remaining, 0.5)):
                 return dict(child.ready or {})
-            self._failed.wait(min(remaining, 0.05))  # not (re)started yet: the monitor will
+            self._failed.wait(min(remaining, 0.05))  # not (re)started yet: the watcher will
         raise StackError(f"{name} is not ready: {self.failure or 'timed out'}")
 
     def wait_worker(self, ref: str, timeout_s: float = 60.0) -> dict[str, str]:
@@ -220,12 +230,14 @@ class Stack:
             raise StackError(f"could not read the control topic at {self.bootstrap}")
         self._reconcile()
         if self.settings.audit_sink:
-            self._sink.append(self._spawn_sink())
+            self._readers["audit-sink"] = self._spawn_sink()
+        if self.settings.monitor:
+            self._readers["monitor"] = self._spawn_monitor()
         if self.settings.router:
             self._start_routers()
         self._wait_ready()
-        self._monitor = threading.Thread(target=self._watch, name="up-monitor", daemon=True)
-        self._monitor.start()
+        self._watcher = threading.Thread(target=self._watch, name="up-watch", daemon=True)
+        self._watcher.start()
 
     def _local_keys(self) -> LocalKeys:
         """The keyring and keys of this stack: kept in the state dir (a restarted stack must
@@ -289,9 +301,10 @@ class Stack:
                      cwd=self._cwd, plain=not sys.stderr.isatty())  # fmt: skip
 
     def _supervised(self) -> list[Supervised]:
-        """Every child the stack keeps running: routers, shadow auditors, workers."""
+        """Every child the stack keeps running: routers, shadow auditors, the audit sink and the
+        monitor, workers."""
         with self._lock:
-            return [*self._routers.values(), *self._auditors.values(), *self._sink,
+            return [*self._routers.values(), *self._auditors.values(), *self._readers.values(),
                     *self._workers.values()]  # fmt: skip
 
     def _start_worker(self, model: str, version: str, background: bool = False) -> Supervised:
@@ -350,6 +363,19 @@ class Stack:
             "--metrics-host", s.host, "--metrics-port", "0",
         )  # fmt: skip
         return Supervised(self._spawn("audit-sink", argv, AUDIT_SINK_READY), "audit-sink")
+
+    def _spawn_monitor(self) -> Supervised:
+        s = self.settings
+        argv = self._cli(
+            "monitor", "--bootstrap", self.bootstrap, "--topic-prefix", s.topic_prefix,
+            "--metrics-host", s.host, "--metrics-port", "0", "--window-s", str(s.monitor_window_s),
+        )  # fmt: skip
+        argv += [arg for path in s.pipelines for arg in ("--spec", str(path.absolute()))]
+        if (keys := self.keys) is not None:  # records verified; its guards' withdrawals signed
+            argv += ["--keyring", str(keys.keyring), "--writer-key", str(keys.monitor_key)]
+        # not niced, unlike the shadow auditor: its guards withdraw a bad canary, which must not
+        # wait for the CPU that the traffic it judges is taking
+        return Supervised(self._spawn("monitor", argv, MONITOR_READY), "monitor")
 
     def _reconcile(self) -> None:
         """Start a worker for every version in use that has none, niced if the version only
@@ -415,7 +441,7 @@ class Stack:
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(_MONITOR_S)
+            self._wake.wait(_WATCH_S)
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -455,21 +481,22 @@ class Stack:
     # --- down ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Routers first, then workers (SIGTERM: they drain and commit), then the broker."""
+        """Routers first, then workers (SIGTERM: they drain and commit), then the audit sink and
+        the monitor, then the broker."""
         self._stopping.set()
         self._wake.set()
-        if self._monitor is not None:
-            self._monitor.join()
+        if self._watcher is not None:
+            self._watcher.join()
         if self._follower is not None:
             self._follower.stop()
         with self._lock:
             services = [s.child for s in [*self._routers.values(), *self._auditors.values()]]
-            sinks = [s.child for s in self._sink]  # last: it stores what the others wrote
+            readers = [s.child for s in self._readers.values()]  # last: they read the others
             workers = [w.child for w in self._workers.values()]
             workers += [old.child for old in self._retiring]
         self._stop_children(services)
         self._stop_children(workers)
-        self._stop_children(sinks)
+        self._stop_children(readers)
         if self._broker is not None:
             self._broker.stop()
         if self._state_dir is not None:
