@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ stages:
     monitor: {label: categorical, scores: numeric, input.text: length}
 outputs:
   label: sentiment.label
+# a slow machine may spread one send over two or three 10 s windows: judge on fewer values,
+# and bound PSI above its small-sample noise (about (bins - 1) (1/n + 1/m): 0.27 for 9 text
+# lengths at 60 + 60 values); the always-positive label's PSI is about 6
+drift: {min_samples: 20, psi: 1.0}
 """
 GOOD = ("I love this, it is wonderful", "What a great and happy day", "Brilliant work, thanks")
 BAD = ("This is terrible and sad", "I hate waiting, awful service", "A horrible, broken mess")
@@ -76,7 +80,7 @@ def stack(broker: str, reference_repo: Path, tmp_path: Path) -> Iterator[Stack]:
     spec = tmp_path / "opinions.yaml"
     spec.write_text(SPEC)
     prefix = f"mg{int(time.time() * 1000) % 10**8}"
-    rules = (GuardRule(metric="drift_psi", max=0.25, min_requests=40),)
+    rules = (GuardRule(metric="drift_psi", max=1.0, min_requests=20),)
     for change in (Rollout(stage="sentiment", version="1"),
                    GuardsChange(stage="sentiment", rules=rules)):  # fmt: skip
         write_change(broker, "opinions", change, signer=admin(), prefix=prefix)
@@ -125,10 +129,10 @@ def test_a_drifting_canary_is_withdrawn_and_an_identical_one_is_kept(stack: Stac
         write_change(bootstrap, "opinions", CanaryChange(stage="sentiment", version="8",
                      weight=0.5), signer=admin(), prefix=prefix)  # fmt: skip
         stack.wait_worker("sentiment:8", timeout_s=120)
-        served = _send(gateway, 160, "same")
+        served = _send(gateway, 240, "same")
         assert {r.served_by["sentiment"] for r in served} == {"sentiment:1", "sentiment:8"}
-        wait_until(lambda: any(w["requests"] >= 40 for w in _canary_windows(stack, "8")),
-                   "a judged window of the identical canary", 3 * WINDOW_S + 30)  # fmt: skip
+        _wait(stack, lambda: any(w["drift"] for w in _canary_windows(stack, "8")),
+              "a judged window of the identical canary", "8")  # fmt: skip
         kept = _canary_windows(stack, "8")
         assert not any(w["drifted"] for w in kept), kept
         judged = {d["field"] for w in kept for d in w["drift"]}
@@ -138,14 +142,9 @@ def test_a_drifting_canary_is_withdrawn_and_an_identical_one_is_kept(stack: Stac
                      weight=0.5), signer=admin(), prefix=prefix)  # fmt: skip
         stack.wait_worker("sentiment:9", timeout_s=120)
         sent_at = time.time()
-        served = _send(gateway, 160, "drift")
+        served = _send(gateway, 240, "drift")
         assert any(r.served_by["sentiment"] == "sentiment:9" for r in served)
-        try:
-            wait_until(lambda: _canary(stack) is None, "the drifting canary withdrawn",
-                       3 * WINDOW_S + 30)  # fmt: skip
-        except AssertionError as exc:
-            drift = [w["drift"] for w in _canary_windows(stack, "9")]
-            raise AssertionError(f"{exc}\n{drift}\n{LINES.of('monitor')}") from None
+        _wait(stack, lambda: _canary(stack) is None, "the drifting canary withdrawn", "9")
     withdrawn = _records(stack)[-1]
     assert withdrawn.change.type == "withdraw"
     assert withdrawn.actor == "monitor"
@@ -155,6 +154,16 @@ def test_a_drifting_canary_is_withdrawn_and_an_identical_one_is_kept(stack: Stac
     assert flagged, _canary_windows(stack, "9")
     # flagged in the window its traffic went to (or the next, when the sends straddled two)
     assert min(str(w["start"]) for w in flagged) <= _iso_window(sent_at + WINDOW_S)
+
+
+def _wait(stack: Stack, condition: Callable[[], object], what: str, version: str) -> None:
+    """``wait_until`` for up to three windows and a margin; on time-out, what the monitor
+    judged of ``version`` and what it printed."""
+    try:
+        wait_until(condition, what, 3 * WINDOW_S + 60)
+    except AssertionError as exc:
+        drift = [w["drift"] for w in _canary_windows(stack, version)]
+        raise AssertionError(f"{exc}\n{drift}\n{LINES.of('monitor')}") from None
 
 
 def _iso_window(ts: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ def _run(options: dict[str, Any]) -> None:
     level = os.environ.get("MODELYARD_LOG_LEVEL", "WARNING")
     worker = Worker(monitor.app, loglevel=level, quiet=True, redirect_stdouts=False,
                     override_logging=False)  # fmt: skip
+    if not sys.stdout.isatty():
+        worker.spinner = None  # its terminal codes would land in whatever reads the output
     try:
         worker.execute_from_commandline()
     finally:

@@ -219,7 +219,7 @@ class DriftPolicy(_Frozen):
 
     psi: float = Field(default=0.25, gt=0, description="Population stability index bound.")
     p_value: float = Field(default=0.001, gt=0, lt=1, description="chi-squared / KS p bound.")
-    min_samples: int = Field(default=50, ge=2, description="No verdict on fewer values.")
+    min_samples: int = Field(default=100, ge=2, description="No verdict on fewer values.")
     bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of numeric PSI.")
 
 
