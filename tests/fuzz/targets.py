@@ -34,7 +34,7 @@ from modelyard.audit import HopRecord, RequestRecord, decode_audit, encode_audit
 from modelyard.audit.reader import AuditScan, _keep
 from modelyard.audit.waterfall import render_waterfall
 from modelyard.control import ControlState, choose_version, should_shadow
-from modelyard.control import _reader as control_reader
+from modelyard.control import messages as control_reader
 from modelyard.control.changes import ControlError, apply
 from modelyard.control.describe import describe_change
 from modelyard.control.routing import VERSION, PipelineRouting, StageRouting

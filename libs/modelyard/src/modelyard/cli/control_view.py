@@ -63,7 +63,10 @@ def status_text(
 def history_table(records: Sequence[Positioned]) -> str:
     """Every record: seq, when, who, what, why; a rejected one says so and why."""
     rows = [["SEQ", "AT", "ACTOR", "CHANGE", "REASON"]]
-    rows += [_history_row(p) for p in records]
+    for p in records:
+        if p.compacted:
+            rows.append(_compacted_row(p))
+        rows.append(_history_row(p))
     return "\n".join(_table(rows))
 
 
@@ -73,6 +76,15 @@ def _history_row(got: Positioned) -> list[str]:
         return [str(r.seq), when(r.at), r.actor, describe_change(r.change), r.reason or _NONE]
     return [_NONE, when(r.at), f"{r.actor}?", f"REJECTED {describe_change(r.change)}",
             _rejection(got)]  # fmt: skip
+
+
+def _compacted_row(got: Positioned) -> list[str]:
+    """The changes compaction removed under ``got``: not readable any more, but their result is
+    in its state."""
+    seqs = got.compacted_seqs
+    span = str(seqs[0]) if len(seqs) == 1 else f"{seqs[0]}-{seqs[-1]}"
+    what = f"compacted away ({len(seqs)} change{'s' if len(seqs) > 1 else ''})"
+    return [span, _NONE, _NONE, what, f"their result is in seq {got.record.seq}"]
 
 
 def _rejection(got: Positioned) -> str:

@@ -7,7 +7,9 @@ with one rule, per pipeline:
 
 - built on the state it holds (``base == head.seq``): applied;
 - built on a *later* state (``base > head.seq``): applied. Records under it were compacted away
-  while this reader was reading; the record carries the full state, so nothing is lost;
+  (before or while this reader read); the record carries the full state, so nothing is lost,
+  and :attr:`Positioned.compacted` says how many changes the reader never read. A writer key's
+  record is then judged by its anchor (:mod:`modelyard.control.anchor`);
 - built on an *older* state (``base < head.seq``): ignored and logged. Its writer read the state
   before another change landed; applying it would silently undo that change. The writer reads
   back to its own record, sees it ignored, and is told it lost (``ConcurrentChangeError``);
@@ -28,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from modelyard.control.anchor import authorised_seq
 from modelyard.control.describe import describe_change
 from modelyard.control.routing import PipelineRouting
 from modelyard.control.state import ControlRecord, ControlState
@@ -44,7 +47,9 @@ BASE_HEADER = "modelyard-base-seq"  # the seq of the state a record was built on
 class Positioned:
     """A decoded control record, its offset, the seq it was built on (None: a record written
     before bases were named) and whether readers apply it (see :class:`Chain`): when a verifier
-    rejected it, ``rejected`` is the reason (``control/verify.py``) and ``detail`` says why."""
+    rejected it, ``rejected`` is the reason (``control/verify.py``) and ``detail`` says why.
+    ``compacted``: how many changes of its pipeline, just before it, the reader never read
+    (compaction removed them; their result is in this record's state)."""
 
     offset: int
     record: ControlRecord
@@ -52,6 +57,12 @@ class Positioned:
     applied: bool = True
     rejected: RejectReason | None = None
     detail: str = ""
+    compacted: int = 0  # changes of its pipeline under it that this reader never read
+
+    @property
+    def compacted_seqs(self) -> range:
+        """The seqs of its pipeline that were compacted away under this record (empty: none)."""
+        return range(self.record.seq - self.compacted, self.record.seq)
 
 
 def follows(head: PipelineRouting, record: ControlRecord, base: int | None) -> bool:
@@ -76,23 +87,28 @@ class Chain:
         on_reject: Callable[[Positioned], None] | None = None,
     ) -> None:
         self.state = ControlState()
+        self._floors: dict[str, int] = {}  # per pipeline: control/anchor.py authorised_seq
         self._verifier = verifier
         self._quiet = quiet
         self._on_reject = on_reject
 
     def offer(self, got: Positioned) -> Positioned:
         """``got``, marked; the state moves on when it is applied."""
-        head = self.state.pipeline(got.record.key)
+        record = got.record
+        head = self.state.pipeline(record.key)
+        floor = self._floors.get(record.key, 0)
         if self._verifier is not None:
             try:
-                self._verifier.verify(head, got.record, got.base)
+                self._verifier.verify(head, record, got.base, floor=floor)
             except RejectedRecord as exc:
                 return self._reject(got, exc)
-        if follows(head, got.record, got.base):
-            self.state = self.state.update(got.record)
-            return got if got.applied else replace(got, applied=True)
-        _report_ignored(head, got, quiet=self._quiet)
-        return replace(got, applied=False)
+        if not follows(head, record, got.base):
+            _report_ignored(head, got, quiet=self._quiet)
+            return replace(got, applied=False)
+        unseen = (got.base if got.base is not None else record.seq - 1) - head.seq
+        self.state = self.state.update(record)
+        self._floors[record.key] = authorised_seq(record, unseen_base=unseen > 0, floor=floor)
+        return replace(got, applied=True, compacted=max(unseen, 0))
 
     def _reject(self, got: Positioned, exc: RejectedRecord) -> Positioned:
         rejected = replace(got, applied=False, rejected=exc.reason, detail=exc.message)

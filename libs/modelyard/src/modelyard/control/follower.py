@@ -24,8 +24,9 @@ from typing import Any, Self
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from modelyard.control._reader import decode_message, open_partition
 from modelyard.control.chain import Chain, Positioned
+from modelyard.control.messages import decode_message
+from modelyard.control.reader import open_partition
 from modelyard.control.state import ControlRecord, ControlState
 from modelyard.control.verify import ControlVerifier
 from modelyard.errors import UnavailableError

@@ -43,7 +43,9 @@ def signed_record(
     signer: SigningKey,
     reason: str = "",
     at: datetime | None = None,
+    anchor: ControlRecord | None = None,
 ) -> ControlRecord:
-    """The record of applying ``change`` to ``current``, signed by ``signer``."""
-    record = make_record(current, change, actor=signer.name, reason=reason, at=at)
+    """The record of applying ``change`` to ``current``, signed by ``signer`` (``anchor``, on a
+    writer key's record: :mod:`modelyard.control.anchor`; the signature covers it)."""
+    record = make_record(current, change, actor=signer.name, reason=reason, at=at, anchor=anchor)
     return sign_record(record, signer)

@@ -28,9 +28,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from modelyard.control.canary import choose_version, should_shadow
@@ -65,6 +73,25 @@ class ControlRecord(BaseModel):
     signature: str | None = Field(
         default=None, description="Ed25519 over the record's canonical JSON without this field."
     )
+    anchor: ControlRecord | None = Field(
+        default=None,
+        description="On a writer key's record: the latest record of the pipeline an operator "
+        "signed, whole (control/anchor.py). Left out of the JSON when None.",
+    )
+
+    @model_validator(mode="after")
+    def _flat_anchor(self) -> Self:
+        if self.anchor is not None and self.anchor.anchor is not None:
+            raise ValueError("an anchor is an operator's record: it carries no anchor")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_anchor(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # records without an anchor read, and are signed, exactly as before anchors existed
+        data = handler(self)
+        if isinstance(data, dict) and data.get("anchor", 0) is None:
+            data.pop("anchor")
+        return data
 
 
 def make_record(
@@ -74,9 +101,11 @@ def make_record(
     actor: str,
     at: datetime | None = None,
     reason: str = "",
+    anchor: ControlRecord | None = None,
 ) -> ControlRecord:
     """The record of applying ``change`` to ``current`` (ControlError if it does not apply),
-    unsigned: :func:`modelyard.control.signing.sign_record` signs it."""
+    unsigned: :func:`modelyard.control.signing.sign_record` signs it. ``anchor``: see
+    :mod:`modelyard.control.anchor`."""
     state = apply(current, change)
     return ControlRecord(
         key=current.pipeline,
@@ -86,6 +115,7 @@ def make_record(
         reason=reason,
         change=change,
         state=state,
+        anchor=anchor,
     )
 
 

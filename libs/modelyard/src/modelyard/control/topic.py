@@ -25,11 +25,13 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from modelyard.broker.admin import create_topics
-from modelyard.control._reader import control_consumer, decode_message, open_partition
+from modelyard.control.anchor import anchor_for
 from modelyard.control.chain import BASE_HEADER, Chain, Positioned
 from modelyard.control.changes import Change, ControlError, Reassert, Withdraw
 from modelyard.control.describe import describe_change
 from modelyard.control.follower import ControlFollower
+from modelyard.control.messages import decode_message
+from modelyard.control.reader import control_consumer, open_partition
 from modelyard.control.routing import PipelineRouting
 from modelyard.control.signing import signed_record
 from modelyard.control.state import ControlRecord, ControlState, encode_record, make_record
@@ -138,7 +140,8 @@ def write_change(
         ensure_control_topic(bootstrap, prefix, kafka=kafka)
         before = []
     current = _state(before).pipeline(pipeline)
-    record = _build(current, change, signer=signer, actor=actor, reason=reason)
+    anchor = _anchor(before, pipeline, signer, verifier)
+    record = _build(current, change, signer=signer, actor=actor, reason=reason, anchor=anchor)
     if verifier is not None:
         verifier.verify(current, record, current.seq)  # refused here, not by every router
     offset = produce_record(bootstrap, record, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
@@ -164,12 +167,28 @@ def _build(
     signer: SigningKey | None,
     actor: str | None,
     reason: str,
+    anchor: ControlRecord | None = None,
 ) -> ControlRecord:
     if signer is not None:
-        return signed_record(current, change, signer=signer, reason=reason)
+        return signed_record(current, change, signer=signer, reason=reason, anchor=anchor)
     if not actor:
         raise ValueError("write_change needs a signer (or, for an unsigned record, an actor)")
     return make_record(current, change, actor=actor, reason=reason)
+
+
+def _anchor(
+    records: list[Positioned],
+    pipeline: str,
+    signer: SigningKey | None,
+    verifier: ControlVerifier | None,
+) -> ControlRecord | None:
+    """The anchor a record by ``signer`` carries (:mod:`modelyard.control.anchor`): only a
+    writer key's record, where the keyring says what the key may do, has one."""
+    keyring = verifier.keyring if verifier is not None else None
+    entry = keyring.get(signer.key_id) if keyring is not None and signer is not None else None
+    if entry is None or entry.may_change(pipeline):
+        return None
+    return anchor_for([p.record for p in records if p.applied and p.record.key == pipeline])
 
 
 def _read(
@@ -323,7 +342,8 @@ def _reassert(
         if attempt < _REASSERTS:
             current = _state(records).pipeline(pipeline)
             heal = _build(current, Reassert(), signer=signer, actor=actor,
-                          reason="after a lost race")  # fmt: skip
+                          reason="after a lost race",
+                          anchor=_anchor(records, pipeline, signer, verifier))  # fmt: skip
             produce_record(bootstrap, heal, prefix=prefix, kafka=kafka, timeout_s=timeout_s)
     log.warning(
         "control topic: the last record of a pipeline is one readers ignored",

@@ -16,7 +16,10 @@ is the reason):
    auditor): only a *guard retreat*, built on the state the reader holds: clearing a canary, or
    withdrawing a version (``withdraw``), of a stage whose guard rules an operator set; and the
    ``reassert`` a writer that lost a race writes (no change but seq). A writer key can never
-   roll out, roll back, promote, set a canary, shadow or guards, or restore a release.
+   roll out, roll back, promote, set a canary, shadow or guards, or restore a release. A
+   writer's record built on a state the reader never saw (compacted away) is judged by its
+   anchor instead (:mod:`modelyard.control.anchor`): an operator's signed record, no older than
+   the reader's, of which its state is a guard retreat.
 4. ``inconsistent``: the record's state is exactly its change applied to the state it was built
    on (when the reader holds that state), and it is the state of the pipeline it is filed under:
    a signed "rollback" cannot smuggle in a different routing.
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
 
+from modelyard.control.anchor import retreat_of
 from modelyard.control.changes import (
     CanaryChange,
     Change,
@@ -108,13 +112,19 @@ class ControlVerifier:
     def secure(self) -> bool:
         return self.keyring is not None
 
-    def verify(self, head: PipelineRouting, record: ControlRecord, base: int | None) -> None:
+    def verify(
+        self, head: PipelineRouting, record: ControlRecord, base: int | None, *, floor: int = 0
+    ) -> None:
         """Raise :class:`RejectedRecord` unless a reader holding ``head`` may apply ``record``
-        (``base``: the seq it names as built on, None when it names none)."""
+        (``base``: the seq it names as built on, None when it names none; ``floor``: the seq of
+        the newest authorised state the reader holds, which an anchor may not be older than:
+        :mod:`modelyard.control.anchor`)."""
         built_on = base if base is not None else record.seq - 1
         if self.keyring is not None:
             entry = _signer(self.keyring, record)
-            _authorise(entry, head, record, unseen_base=built_on > head.seq)
+            unseen_base = built_on > head.seq
+            if not _anchored(self.keyring, entry, record, unseen_base=unseen_base, floor=floor):
+                _authorise(entry, head, record, unseen_base=unseen_base)
         built_on_head = built_on == head.seq
         _consistent(head, record, built_on_head)
         check = self.checks.get(record.key)
@@ -172,6 +182,38 @@ def _authorise(
         "not_authorised",
         f"key {entry.name!r} ({entry.role}: {allowed}) may not change pipeline {record.key!r} "
         f"this way",
+    )
+
+
+def _anchored(
+    keyring: Keyring, entry: KeyEntry, record: ControlRecord, *, unseen_base: bool, floor: int
+) -> bool:
+    """Whether a writer's ``record``, built on a state this reader never saw (compacted away),
+    is authorised by its anchor; RejectedRecord when its anchor does not hold."""
+    if not unseen_base or entry.role != "writer" or record.anchor is None:
+        return False
+    anchor = record.anchor
+    try:
+        signer = _signer(keyring, anchor)
+    except RejectedRecord as exc:
+        raise _unanchored(record, f"its anchor is not trusted: {exc.message}") from None
+    if not signer.may_change(record.key) or anchor.key != record.key:
+        raise _unanchored(record, f"its anchor (seq {anchor.seq}) is not by a key that may "
+                          f"change pipeline {record.key!r}")  # fmt: skip
+    if not floor <= anchor.seq < record.seq:
+        raise _unanchored(record, f"its anchor (seq {anchor.seq}) is older than the state this "
+                          f"reader holds (seq {floor}) or not older than the record")  # fmt: skip
+    if not retreat_of(anchor.state, record.state):
+        raise _unanchored(record, f"its state is not its anchor's (seq {anchor.seq}) with "
+                          "guard retreats only")  # fmt: skip
+    return True
+
+
+def _unanchored(record: ControlRecord, why: str) -> RejectedRecord:
+    return RejectedRecord(
+        "not_authorised",
+        f"writer {record.actor!r}'s record (seq {record.seq}) is built on a state this reader "
+        f"never saw, and {why}",
     )
 
 

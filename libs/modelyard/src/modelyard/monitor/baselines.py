@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError
 
-from modelyard.control._reader import control_consumer, open_partition
+from modelyard.control.reader import control_consumer, open_partition
 from modelyard.errors import DecodeError, PermissionDeniedError, UnauthenticatedError
 from modelyard.keys import Keyring, SigningKey
 from modelyard.monitor.signed import sign_document, verified_document

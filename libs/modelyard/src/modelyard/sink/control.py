@@ -31,11 +31,11 @@ from typing import Any
 from confluent_kafka import Message
 
 from modelyard.audit.store import ControlChangeRow, Verdict
+from modelyard.control.chain import Chain, Positioned
 
 # the one decoding every reader applies (key and base header checks included); not re-exported
 # by modelyard.control, and copying it here would let the sink's fold drift from the routers'
-from modelyard.control._reader import decode_message
-from modelyard.control.chain import Chain, Positioned
+from modelyard.control.messages import decode_message
 from modelyard.control.state import decode_record
 from modelyard.control.verify import ControlVerifier
 from modelyard.errors import DecodeError
