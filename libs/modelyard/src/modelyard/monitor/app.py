@@ -39,6 +39,7 @@ from modelyard.errors import DecodeError, UnauthenticatedError
 from modelyard.graph.spec import DriftPolicy
 from modelyard.keys import Keyring
 from modelyard.monitor.baselines import Baseline
+from modelyard.monitor.draining import use_batch_draining
 from modelyard.monitor.guard import MonitorGuard
 from modelyard.monitor.hops import WindowKey, parse_hop
 from modelyard.monitor.judge import assess
@@ -118,6 +119,7 @@ class MonitorApp:
             web_enabled=False, datadir=str(settings.state_dir / "monitor"),
             topic_partitions=partitions, topic_replication_factor=1,
             consumer_auto_offset_reset="earliest", producer_acks=-1,
+            broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.session_timeout_s / 4,
             broker_rebalance_timeout=settings.session_timeout_s,
@@ -127,6 +129,7 @@ class MonitorApp:
             # table short of the changelog's last records
             producer_max_batch_size=1,
         )  # fmt: skip
+        use_batch_draining(self.app)  # one wait per fetched batch, not four tasks per message
         self._audit, self._labels = audit_topic(prefix), labels_topic(prefix)
         self.source = self.app.topic(
             self._audit, self._labels, key_serializer="raw", value_serializer="raw"

@@ -35,6 +35,11 @@ class MonitorSettings(KafkaClientSettings):
     tick_s: float = Field(default=1.0, gt=0, description="How often closed windows are emitted.")
     batch_size: int = Field(default=1000, ge=1, description="Most audit records per batch.")
     batch_wait_s: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
+    commit_interval_s: float = Field(
+        default=0.5, gt=0,
+        description="How often consumed offsets are committed: how far behind the group's lag "
+        "may look, and how much a restart counts again (faust's default is 2.8 s).",
+    )  # fmt: skip
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="Consumer group session timeout (faust's)."
     )
