@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import astuple
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ import pytest
 import yaml
 from modelyard import topics
 from modelyard.graph import load_spec
+from modelyard.keys import ensure_local_keys
+from modelyard.monitor.baselines import baseline_topic
+from modelyard.monitor.labels import labels_topic
+from modelyard.monitor.settings import monitor_group, monitor_topic
 
 from tests.support.deploy import CHART, COMPOSE_DIR, ROOT, cli_problem
 
@@ -88,13 +93,16 @@ def _kind(kind: str, values: Path | None = None) -> list[dict[str, Any]]:
     return [d for d in rendered(values) if d["kind"] == kind]
 
 
-def _containers(values: Path | None = None) -> list[dict[str, Any]]:
-    pods = [
+def _pods(values: Path | None = None) -> list[dict[str, Any]]:
+    return [
         d["spec"]["template"]["spec"]
         for d in rendered(values)
         if d["kind"] in ("Deployment", "Job")
     ]
-    return [c for pod in pods for c in pod["containers"]]
+
+
+def _containers(values: Path | None = None) -> list[dict[str, Any]]:
+    return [c for pod in _pods(values) for c in pod["containers"]]
 
 
 def test_rendered_topics_are_every_topic_the_code_uses() -> None:
@@ -112,6 +120,26 @@ def test_rendered_topics_are_every_topic_the_code_uses() -> None:
     control = kafka_topics[topics.control_topic(PREFIX)]
     assert control["partitions"] == 1
     assert control["config"]["cleanup.policy"] == "compact"
+
+
+def test_rendered_topics_hold_the_monitors_with_the_partitions_faust_needs() -> None:
+    kafka_topics = {t["spec"]["topicName"]: t["spec"] for t in _kind("KafkaTopic")}
+    audit = VALUES["kafka"]["auditPartitions"]
+    # faust's app id is the group: <id>-<table>-changelog, <id>-__assignor-__leader
+    group = monitor_group(PREFIX)
+    wanted = {  # topic: (partitions, compacted)
+        monitor_topic(PREFIX): (1, False),
+        labels_topic(PREFIX): (audit, False),  # read beside the audit, partition by partition
+        baseline_topic(PREFIX): (1, True),
+        f"{group}-windows-changelog": (audit, True),  # co-partitioned with the audit topic
+        f"{group}-partials-changelog": (1, True),
+        f"{group}-__assignor-__leader": (1, False),
+    }
+    for name, (partitions, compacted) in wanted.items():
+        spec = kafka_topics[name]
+        assert spec["partitions"] == partitions, name
+        assert (spec["config"].get("cleanup.policy") == "compact") is compacted, name
+        assert spec["replicas"] == VALUES["kafka"]["replicas"], name
 
 
 def test_rendered_scalers_watch_the_groups_the_code_joins() -> None:
@@ -239,3 +267,183 @@ def test_the_audit_sink_can_be_left_out_and_is_bounded_by_the_audit_partitions()
     done = _helm_template("--set", "auditSink.store.existingSecret=")
     assert done.returncode != 0
     assert "auditSink.store.existingSecret" in done.stderr
+
+
+# --- the monitor ---------------------------------------------------------------------------------
+
+
+def _monitor(values: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The monitor's Deployment and its Service."""
+    (deployment,) = [
+        d for d in _kind("Deployment", values) if d["metadata"]["name"].endswith("-monitor")
+    ]
+    (service,) = [s for s in _kind("Service", values) if s["metadata"]["name"].endswith("-monitor")]
+    return deployment, service
+
+
+def _flags(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, word in enumerate(args) if word == flag]
+
+
+@pytest.mark.parametrize("values", [None, VARIANT], ids=["default", "variant"])
+def test_rendered_monitor_runs_with_every_spec_its_window_and_metrics_port(
+    values: Path | None,
+) -> None:
+    overrides = yaml.safe_load(VARIANT.read_text()) if values else {}
+    chosen = VALUES["monitor"] | overrides.get("monitor", {})
+    monitor, service = _monitor(values)
+    assert monitor["spec"]["replicas"] == chosen["replicas"] <= VALUES["kafka"]["auditPartitions"]
+    pod = monitor["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    assert args[0] == "monitor"
+    assert cli_problem(args) is None, cli_problem(args)
+    assert float(_flags(args, "--window-s")[0]) == chosen["windowS"]
+    mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["pipelines"]
+    specs = _flags(args, "--spec")
+    assert specs == [f"{mount}/{name}.yaml" for name in sorted(VALUES["pipelines"])]
+    (config_map,) = _kind("ConfigMap", values)
+    assert {Path(s).name for s in specs} == set(config_map["data"])
+    # bootstrap and prefix from the environment every service gets (click's envvars)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MODELYARD_BOOTSTRAP"]["value"] == VALUES["kafka"]["bootstrap"]
+    assert env["MODELYARD_TOPIC_PREFIX"]["value"] == PREFIX
+    # a restart when a spec (its drift thresholds) changes, as the routers
+    router = next(d for d in _kind("Deployment", values) if "-router-" in d["metadata"]["name"])
+    checksum = "checksum/pipelines"
+    annotations = monitor["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[checksum] == router["spec"]["template"]["metadata"]["annotations"][checksum]
+    # /metrics and /healthz on its port: probes, scrape annotations, the Service
+    assert _flags(args, "--metrics-host") == ["0.0.0.0"]
+    port = int(_flags(args, "--metrics-port")[0])
+    assert c["ports"] == [{"name": "metrics", "containerPort": port}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz/live", "port": "metrics"}
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert service["spec"]["selector"] == monitor["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
+    # faust's datadir under MODELYARD_STATE_DIR: a writable emptyDir under a read-only root
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert {"name": mounts[env["MODELYARD_STATE_DIR"]["value"]], "emptyDir": {}} in pod["volumes"]
+    assert c["resources"]["requests"] == chosen["resources"]["requests"]
+
+
+# the private keys each workload may read: the one it signs with, the admin key only at init
+SIGNS_WITH = {"router": {"router.key"}, "shadow-audit": {"router.key"},
+              "monitor": {"monitor.key"}, "stage": set(), "audit-sink": set(),
+              "init": {"admin.key", "router.key", "monitor.key"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("values", [None, VARIANT], ids=["default", "variant"])
+def test_each_workload_mounts_only_the_private_keys_it_signs_with(values: Path | None) -> None:
+    seen = set()
+    for pod in _pods(values):
+        (container,) = pod["containers"]
+        name = container["name"]
+        seen.add(name)
+        (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+        private = {i["key"] for i in keys["secret"]["items"]} - {"keyring.yaml"}
+        assert private == SIGNS_WITH[name], name
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        writer = env.get("MODELYARD_WRITER_KEY")
+        if name == "init":  # init reads its keys directory, not a writer key
+            assert writer is None
+        else:
+            assert ({Path(writer).name} if writer else set()) == private, name
+    assert seen == set(SIGNS_WITH)
+
+
+@pytest.mark.parametrize("values", [None, VARIANT], ids=["default", "variant"])
+def test_rendered_monitor_signs_with_its_own_key_from_the_keys_secret(values: Path | None) -> None:
+    monitor, _ = _monitor(values)
+    pod = monitor["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+    assert keys["secret"]["secretName"] == VALUES["keys"]["existingSecret"]
+    assert keys["secret"]["defaultMode"] == 0o400
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "keys"]
+    assert mount["readOnly"] is True
+    projected = {i["path"]: i["key"] for i in keys["secret"]["items"]}
+
+    def secret_key(variable: str) -> str:
+        path = Path(env[variable]["value"])  # a path, never the key itself
+        return str(projected[str(path.relative_to(mount["mountPath"]))])
+
+    assert secret_key("MODELYARD_WRITER_KEY") == "monitor.key"  # the name its withdrawals carry
+    assert secret_key("MODELYARD_KEYRING") == "keyring.yaml"
+    # Kafka security as every service gets it: the SASL password from a Secret
+    if values is not None:
+        assert "MODELYARD_KAFKA_CONFIG" in env
+        password = env["MODELYARD_KAFKA_SASL_PASSWORD"]
+        assert set(password) == {"name", "valueFrom"}
+        assert "secretKeyRef" in password["valueFrom"]
+
+
+def test_init_finds_every_key_it_wants_in_the_read_only_keys_mount(tmp_path: Path) -> None:
+    (job,) = _kind("Job")
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    keys_dir = c["args"][c["args"].index("--keys-dir") + 1]
+    assert {"name": "keys", "mountPath": keys_dir, "readOnly": True} in c["volumeMounts"]
+    (keys,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+    projected = {item["path"] for item in keys["secret"]["items"]}
+    created = ensure_local_keys(tmp_path)  # what init reads in --keys-dir (and would create)
+    wanted = {str(Path(p).relative_to(tmp_path)) for p in astuple(created)}
+    assert wanted == projected
+
+
+def test_no_key_material_is_ever_rendered() -> None:
+    for values in (None, VARIANT):
+        docs = rendered(values)
+        text = yaml.safe_dump_all(docs)
+        assert "PRIVATE KEY" not in text
+        assert "-----BEGIN" not in text
+        for doc in docs:  # the chart's only Secret is the SASL password's
+            if doc["kind"] == "Secret":
+                assert set(doc.get("stringData", {})) == {VALUES["kafka"]["existingSecretKey"]}
+                assert "data" not in doc
+        for pod in _pods(values):
+            secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+            for c in pod["containers"]:
+                mounted = [m["mountPath"] + "/" for m in c["volumeMounts"] if m["name"] in secrets]
+                for e in c["env"]:  # a key or password: a Secret's, or a file of a mounted one
+                    if {"KEY", "PASSWORD"} & set(e["name"].split("_")):
+                        assert "secretKeyRef" in e.get("valueFrom", {}) or e["value"].startswith(
+                            tuple(mounted)
+                        ), (c["name"], e["name"])
+
+
+def test_rendered_network_policies_cover_the_monitors_metrics() -> None:
+    for values in (None, VARIANT):
+        monitor, _ = _monitor(values)
+        labels = monitor["spec"]["template"]["metadata"]["labels"]
+        policies = _kind("NetworkPolicy", values)
+        assert any(_selects(p["spec"]["podSelector"], labels) for p in policies)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    exact = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    return exact and all(
+        e["operator"] == "In" and labels.get(e["key"]) in e["values"]
+        for e in selector.get("matchExpressions", [])
+    )
+
+
+def test_the_monitor_can_be_left_out_and_is_bounded_by_the_audit_partitions() -> None:
+    done = _helm_template("--set", "monitor.enabled=false")
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    names = {d["metadata"]["name"] for d in docs}
+    assert not {n for n in names if n.endswith("-monitor")}
+    topic_names = {d["spec"]["topicName"] for d in docs if d["kind"] == "KafkaTopic"}
+    assert monitor_topic(PREFIX) not in topic_names
+    assert not {t for t in topic_names if t.startswith(monitor_group(PREFIX))}
+    partitions = VALUES["kafka"]["auditPartitions"]
+    done = _helm_template("--set", f"monitor.replicas={partitions}")
+    assert done.returncode == 0, done.stderr
+    done = _helm_template("--set", f"monitor.replicas={partitions + 1}")
+    assert done.returncode != 0
+    assert f"monitor.replicas {partitions + 1} > kafka.auditPartitions {partitions}" in done.stderr

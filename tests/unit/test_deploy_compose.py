@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 import yaml
 from modelyard.graph import load_spec
+from modelyard.keys import ensure_local_keys
 
 from tests.support.deploy import (
     COMPOSE_DIR,
@@ -33,7 +34,13 @@ COMPOSE: dict[str, Any] = yaml.safe_load(BASE.read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 MODELYARD = {n: s for n, s in SERVICES.items() if str(s.get("image", "")).startswith("modelyard:")}
 LONG_RUNNING = {n: s for n, s in MODELYARD.items() if s.get("restart") != "no"}
-METRICS_PORTS = {"serve": 9100, "router": 9200, "shadow-audit": 9300, "audit-sink": 9400}
+METRICS_PORTS = {
+    "serve": 9100,
+    "router": 9200,
+    "shadow-audit": 9300,
+    "audit-sink": 9400,
+    "monitor": 9500,
+}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -168,3 +175,20 @@ def test_traces_go_to_the_otlp_backend_and_the_audit_store_is_postgres() -> None
 def test_image_healthcheck_reads_the_variable_compose_sets() -> None:
     check = parse_dockerfile()[1][-1].all("HEALTHCHECK")[0]
     assert "MODELYARD_METRICS_PORT" in " ".join(exec_form(check))
+
+
+def test_the_monitor_signs_with_the_key_init_creates_and_reads_every_spec(tmp_path: Path) -> None:
+    init = SERVICES["init"]["command"]
+    keys_dir = Path(init[init.index("--keys-dir") + 1])
+    created = ensure_local_keys(tmp_path)  # what init creates in --keys-dir on first use
+    monitor = SERVICES["monitor"]
+    env = {k: Path(v).relative_to(keys_dir) for k, v in monitor["environment"].items()
+           if k in ("MODELYARD_WRITER_KEY", "MODELYARD_KEYRING")}  # fmt: skip
+    assert env["MODELYARD_WRITER_KEY"] == created.monitor_key.relative_to(tmp_path)
+    assert env["MODELYARD_KEYRING"] == created.keyring.relative_to(tmp_path)
+    assert f"keys:{keys_dir}:ro" in monitor["volumes"]  # init is the only writer
+    command = monitor["command"]
+    specs = {command[i + 1] for i, word in enumerate(command) if word == "--spec"}
+    routed = {s["command"][1] for s in LONG_RUNNING.values() if s["command"][0] == "router"}
+    assert specs == routed
+    assert "init" in monitor["depends_on"]  # the audit topic exists before it starts

@@ -24,8 +24,17 @@ image: {{ printf "%s:%s" .root.Values.image.repository $tag | quote }}
 imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 {{- end -}}
 
-{{/* Environment of every modelyard process: Kafka, tracing, repository, state, drain. */}}
+{{/* Environment of every modelyard process: Kafka, tracing, repository, state, drain; no
+signing key (stages and the audit sink sign nothing). */}}
 {{- define "modelyard.env" -}}
+{{ include "modelyard.envFor" (dict "root" . "writerKey" "") }}
+{{- end -}}
+
+{{/* modelyard.env with a writer key: (dict "root" $ "writerKey" "router"|"monitor"|""), a
+file of the keys Secret that modelyard.volumes mounts for the same workload */}}
+{{- define "modelyard.envFor" -}}
+{{- $writerKey := .writerKey }}
+{{- with .root -}}
 - {name: MODELYARD_BOOTSTRAP, value: {{ .Values.kafka.bootstrap | quote }}}
 - {name: MODELYARD_TOPIC_PREFIX, value: {{ .Values.kafka.topicPrefix | quote }}}
 - {name: MODELYARD_REPOSITORY, value: {{ .Values.models.mountPath | quote }}}
@@ -36,7 +45,9 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 - {name: MODELYARD_LOG_JSON, value: "true"}
 - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .Values.otel.endpoint | quote }}}
 - {name: MODELYARD_KEYRING, value: /etc/modelyard/keys/keyring.yaml}
-- {name: MODELYARD_WRITER_KEY, value: /etc/modelyard/keys/keys/router.key}
+{{- if $writerKey }}
+- {name: MODELYARD_WRITER_KEY, value: {{ printf "/etc/modelyard/keys/keys/%s.key" $writerKey }}}
+{{- end }}
 {{- with .Values.kafka.config }}
 - {name: MODELYARD_KAFKA_CONFIG, value: {{ toJson . | quote }}}
 {{- end }}
@@ -49,6 +60,7 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 {{- end }}
 {{- with .Values.otel.extraEnv }}
 {{ toYaml . }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -76,7 +88,12 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 - {name: keys, mountPath: /etc/modelyard/keys, readOnly: true}
 {{- end -}}
 
+{{/* The volumes of a workload: (dict "root" $ "keys" (list "router.key" ...)), the private
+keys it signs with, beside the keyring every workload verifies with. Only the init Job gets the
+admin key: a pod that can read it could sign any change. */}}
 {{- define "modelyard.volumes" -}}
+{{- $keys := .keys }}
+{{- with .root }}
 - {name: state, emptyDir: {}}
 - {name: tmp, emptyDir: {}}
 - name: pipelines
@@ -89,16 +106,18 @@ imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 - name: grpc-tls
   secret: {secretName: {{ .Values.grpcTls.existingSecret }}}
 {{- end }}
-{{- /* the keyring and keys, laid out as `modelyard init --keys-dir` reads them; 0400: a key
-file others can read is refused */}}
+{{- /* laid out as `modelyard init --keys-dir` reads them; 0400 (0440 with the pods' fsGroup:
+a root-owned key readable by its group only is accepted, as a Secret mount gives it) */}}
 - name: keys
   secret:
-    secretName: {{ required "keys.existingSecret: a Secret with keyring.yaml, admin.key and router.key (docs/deploy.md)" .Values.keys.existingSecret }}
+    secretName: {{ required "keys.existingSecret: a Secret with keyring.yaml, admin.key, router.key and monitor.key (docs/deploy.md)" .Values.keys.existingSecret }}
     defaultMode: 0400
     items:
       - {key: keyring.yaml, path: keyring.yaml}
-      - {key: admin.key, path: keys/admin.key}
-      - {key: router.key, path: keys/router.key}
+{{- range $keys }}
+      - {key: {{ . }}, path: {{ printf "keys/%s" . }}}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Pod-level settings shared by every workload */}}
