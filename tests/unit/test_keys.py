@@ -115,6 +115,33 @@ def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
         SigningKey.load(path)
 
 
+_AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owning a file as root or as another "
+                              "user needs root (CI runs as root)")  # fmt: skip
+
+
+@_AS_ROOT
+def test_a_root_owned_group_readable_key_loads_as_a_mounted_secret_gives_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "router.key"
+    SigningKey.generate("router").save(path)
+    os.chmod(path, 0o440)  # Kubernetes: Secret defaultMode 0400 with an fsGroup
+    assert SigningKey.load(path).name == "router"
+    os.chmod(path, 0o460)  # but never writable by the group
+    with pytest.raises(ConfigError, match="chmod 600"):
+        SigningKey.load(path)
+
+
+@_AS_ROOT
+def test_a_group_readable_key_of_another_owner_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "k.key"
+    SigningKey.generate("alice").save(path)
+    os.chown(path, 10001, 10001)
+    os.chmod(path, 0o440)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        SigningKey.load(path)
+
+
 def test_a_plain_pem_file_takes_its_name_from_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bob.key"
     SigningKey.generate("ignored").save(path)

@@ -55,6 +55,9 @@ KEYRING_ENV = "MODELYARD_KEYRING"
 Role = Literal["admin", "operator", "writer"]
 _NAME_HEADER = "modelyard-key-name: "  # one line before the PEM block: the key's own name
 _GROUP_OR_OTHER = 0o077
+# a root-owned key may be group-readable, as PostgreSQL allows for its TLS key: a Kubernetes
+# Secret mounted with an fsGroup is exactly that (root, 0440), and only that group can read it
+_ROOT_OWNED_EXTRA = 0o037
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -116,13 +119,15 @@ class SigningKey:
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
-        """Read a key file, refusing one that group or others could read."""
+        """Read a key file, refusing one that group or others could read (group read is
+        allowed on a file root owns: a mounted Kubernetes Secret)."""
         path = Path(path)
         try:
-            mode = path.stat().st_mode
+            info = path.stat()
         except FileNotFoundError:
             raise ConfigError(f"no key file at {path}") from None
-        if stat.S_IMODE(mode) & _GROUP_OR_OTHER:
+        mode = info.st_mode
+        if stat.S_IMODE(mode) & (_ROOT_OWNED_EXTRA if info.st_uid == 0 else _GROUP_OR_OTHER):
             raise ConfigError(
                 f"key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
                 f"run: chmod 600 {path}"
