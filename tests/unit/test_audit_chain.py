@@ -40,6 +40,17 @@ def test_each_record_links_to_the_hash_of_the_one_before_per_partition() -> None
     assert chain.partitions() == [0, 1]
 
 
+def test_a_restarted_chain_begins_anew_under_its_new_writer() -> None:
+    chain = AuditChain("w1", SigningKey.generate("router"))
+    chain.seal(0, RECORD)
+    chain.seal(0, RECORD)  # say these two were aborted with their transaction
+    chain.restart("w2")
+    assert chain.checkpoint(0) is None  # nothing of the new chain to sign yet
+    after = json.loads(chain.seal(0, RECORD))["chain"]
+    assert after == {"writer": "w2", "partition": 0, "seq": 0, "prev": GENESIS}
+    assert json.loads(chain.checkpoint(0) or b"{}")["writer"] == "w2"
+
+
 def test_refuses_what_is_not_a_record() -> None:
     with pytest.raises(ValueError, match="schema"):
         AuditChain("w1", None).seal(0, b'{"kind":"hop"}')

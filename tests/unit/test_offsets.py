@@ -78,3 +78,19 @@ def test_a_held_message_waits_for_records_added_over_time() -> None:
     assert tracker.to_commit() == []  # one record still unacknowledged
     tracker.ack(p)
     assert tracker.to_commit() == [("t", 0, 1)]
+
+
+def test_a_message_finishing_after_its_partition_came_back_does_not_count() -> None:
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    stale = tracker.begin(TP, 0)
+    tracker.expect(stale, 1)
+    tracker.revoke([TP])  # revoked, or rewound after an aborted transaction ...
+    tracker.assign([TP])  # ... and assigned again: offset 0 is read and begun anew
+    again = tracker.begin(TP, 0)
+    tracker.expect(again, 1)
+    tracker.ack(stale)  # the old claim finishing must not finish the new one
+    assert tracker.to_commit() == []
+    assert tracker.inflight == 1
+    tracker.ack(again)
+    assert tracker.to_commit() == [("t", 0, 1)]

@@ -3,6 +3,8 @@ then produced into the transaction that commits it; a failed transaction commits
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ class TransactionalProducer(FakeProducer):
         self._records: list[Any] = []
         self._offsets: dict[tuple[str, int], int] = {}
         self.fail_commit: KafkaError | None = None
+        self.offsets_failures: list[KafkaError] = []  # raised by the next offset adds, in turn
 
     def produce(self, topic: str, value: Any = None, key: Any = None, partition: int = -1,
                 on_delivery: Any = None, headers: Any = None) -> None:  # fmt: skip
@@ -55,6 +58,9 @@ class TransactionalProducer(FakeProducer):
     def send_offsets_to_transaction(self, positions: list[TopicPartition], meta: Any,
                                     timeout: float = 0) -> None:  # fmt: skip
         assert meta == "generation-1"
+        if self.offsets_failures:
+            self.log.append("offsets failed")
+            raise KafkaException(self.offsets_failures.pop(0))
         self._offsets = {(tp.topic, tp.partition): tp.offset for tp in positions}
 
     def commit_transaction(self, timeout: float = 0) -> None:
@@ -72,14 +78,39 @@ class TransactionalProducer(FakeProducer):
 
 
 class GroupConsumer(FakeConsumer):
+    """A group member whose offsets are the ones the transactions committed; it can seek."""
+
+    def __init__(self, producer: TransactionalProducer) -> None:
+        super().__init__()
+        self.producer = producer
+        self.history: dict[tuple[str, int], list[FakeMessage]] = {}
+        self.seeks: list[tuple[str, int, int]] = []
+
     def consumer_group_metadata(self) -> str:
         return "generation-1"
+
+    def add(self, tp: tuple[str, int], values: Iterable[bytes], eof: bool = False) -> None:
+        super().add(tp, values, eof)
+        self.history[tp] = list(self.queues[tp])
+
+    def committed(self, partitions: Any, timeout: float = 0) -> Any:  # the Consumer API's
+        offsets: dict[tuple[str, int], int] = {}
+        for _, committed in self.producer.committed:
+            offsets.update(committed)
+        return [TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition),
+                -1001)) for tp in partitions]  # fmt: skip
+
+    def seek(self, partition: TopicPartition) -> None:
+        tp = (partition.topic, partition.partition)
+        start = max(partition.offset, 0)  # OFFSET_BEGINNING is negative
+        self.seeks.append((*tp, partition.offset))
+        self.queues[tp] = deque(m for m in self.history.get(tp, []) if m.offset() >= start)
 
 
 def transactional_clients() -> FakeClients:
     clients = FakeClients()
-    clients.consumers = [GroupConsumer()]
     clients.kafka_producer = TransactionalProducer()
+    clients.consumers = [GroupConsumer(clients.kafka_producer)]
     return clients
 
 
@@ -193,6 +224,67 @@ def test_a_transaction_that_cannot_commit_stops_the_worker_and_is_aborted() -> N
     assert isinstance(loop.failure, KafkaException)
     assert producer.committed == []
     assert "abort" in producer.log
+
+
+def _retriable(code: int) -> KafkaError:
+    return KafkaError(code, "a coordinator is moving", retriable=True)
+
+
+def test_a_retriable_failure_to_add_offsets_is_retried_and_the_transaction_commits() -> None:
+    clients = transactional_clients()
+    consumer = assigned(clients, TP0)
+    consumer.add(TP0, [b"a"])
+    producer = producer_of(clients)
+    producer.offsets_failures = [_retriable(KafkaError.CONCURRENT_TRANSACTIONS)] * 2
+    loop = loop_with(clients)
+    loop.run(Copy(loop.outbox))
+    assert loop.failure is None
+    assert producer.log.count("offsets failed") == 2
+    assert producer.committed == [(["k0"], {TP0: 1})]  # the copy of offset 0, with its offset
+
+
+def test_offsets_that_keep_failing_stop_the_worker_and_abort() -> None:
+    clients = transactional_clients()
+    consumer = assigned(clients, TP0)
+    consumer.add(TP0, [b"a"])
+    producer = producer_of(clients)
+    producer.offsets_failures = [_retriable(KafkaError._TIMED_OUT)] * 3
+    loop = loop_with(clients)
+    loop.run(Copy(loop.outbox))
+    assert isinstance(loop.failure, KafkaException)
+    assert producer.committed == []
+    assert "abort" in producer.log
+
+
+def test_an_aborted_transaction_rewinds_to_the_committed_offsets_and_redoes_the_rest() -> None:
+    clients = transactional_clients()
+    consumer = clients.consumers[0]
+    assert isinstance(consumer, GroupConsumer)
+    assigned(clients, TP0)
+    consumer.add(TP0, [b"a", b"b", b"c"])
+    producer = producer_of(clients)
+    # the first commit fails as a transaction does when a record timed out on a dead broker
+    producer.fail_commit = KafkaError(KafkaError._TIMED_OUT, "a record timed out",
+                                      txn_requires_abort=True)  # fmt: skip
+    fail_once = producer.commit_transaction
+
+    def commit_transaction(timeout: float = 0) -> None:
+        try:
+            fail_once(timeout)
+        finally:
+            producer.fail_commit = None
+
+    producer.commit_transaction = commit_transaction  # type: ignore[method-assign]
+    loop = loop_with(clients)
+    loop.run(Copy(loop.outbox))
+    assert loop.failure is None
+    assert producer.log.count("abort") >= 1
+    assert consumer.seeks  # back to where nothing was committed
+    assert consumer.seeks[0][:2] == TP0
+    # every message once, in a transaction with its offset: the aborted one left nothing
+    records = [key for committed, _ in producer.committed for key in committed]
+    assert records == ["k0", "k1", "k2"]
+    assert producer.committed[-1][1] == {TP0: 3}
 
 
 def test_exactly_once_needs_a_consumer_group() -> None:

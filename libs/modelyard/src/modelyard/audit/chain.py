@@ -114,6 +114,15 @@ class AuditChain:
             )
         return sealed, due
 
+    def restart(self, writer: str) -> None:
+        """Begin new chains as ``writer``: the records sealed lately were aborted (an
+        exactly-once transaction), so the old chains end at their last committed record (an
+        unsigned tail after their last checkpoint, as after a crash) and nothing links to the
+        aborted ones."""
+        with self._lock:
+            self.writer, self._heads = writer, {}
+            self._writer_bytes = json.dumps(writer, ensure_ascii=False).encode()
+
     def checkpoint_due(self, partition: int) -> bool:
         """Whether ``partition`` has records to checkpoint and enough of them, or has waited
         long enough (never without a signing key)."""

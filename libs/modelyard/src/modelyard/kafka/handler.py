@@ -154,6 +154,11 @@ class Handler:
     def reached_end(self, topic: str, partition: int, offset: int) -> None:
         """The end of a partition was read (only with ``report_partition_end`` on the intake)."""
 
+    def rewound(self) -> None:
+        """Exactly-once: a transaction was aborted and every partition revoked, assigned back
+        and read again from its committed offset; whatever the aborted records advanced (an
+        audit chain's heads) must not be built on."""
+
 
 class SyncHandler(Handler):
     """A handler whose answer to a message is known at once: the records it returns."""
@@ -243,7 +248,7 @@ class Outbox:
             self._finish_held([ticket])
             return
         self._tracker.add(ticket._pending, 1 << 62)  # the old claim can never finish the offset
-        fresh = Pending(ticket.tp, ticket.offset, acks=1)
+        fresh = Pending(ticket.tp, ticket.offset, acks=1, part=ticket._pending.part)
         group = _Group(self, records, lambda: self._tracker.ack(fresh))
         self._produce_group(group, records)
         ticket._pending = fresh
@@ -445,7 +450,8 @@ class _Group:
 
 class _HeldDelivery:
     """Delivery callback of released held records: a transaction with a lost record cannot
-    commit, so any failure stops the worker (the commit would fail anyway)."""
+    commit, so its commit fails and the worker aborts and rewinds (``kafka/transactions.py``);
+    a fatal error stops the worker at once."""
 
     __slots__ = ("_outbox",)
 
@@ -455,7 +461,8 @@ class _HeldDelivery:
     def __call__(self, error: Any, msg: Any) -> None:
         if error is not None:
             self._outbox._hooks.send_failed(msg.topic() or "", KafkaException(error))
-            self._outbox.fail(KafkaException(error))
+            if error.fatal():
+                self._outbox.fail(KafkaException(error))
 
 
 class _Unowned:

@@ -26,11 +26,14 @@ class _Partition:
 
 @dataclass(slots=True)
 class Pending:
-    """One consumed message and the number of broker acks it still waits for."""
+    """One consumed message and the number of broker acks it still waits for; ``part``: the
+    tracking of its partition it began in (a message that finishes after its partition was
+    revoked, or rewound, and assigned again must not count for the new tracking)."""
 
     tp: TopicPartition
     offset: int
     acks: int = 0
+    part: _Partition | None = field(default=None, repr=False, compare=False)
 
 
 class OffsetTracker:
@@ -69,7 +72,7 @@ class OffsetTracker:
                 if part is None:
                     part = self._parts[tp] = _Partition()
                 part.order.append(offset)
-                pending.append(Pending(tp, offset))
+                pending.append(Pending(tp, offset, part=part))
             self._inflight += len(pending)
         return pending
 
@@ -103,8 +106,8 @@ class OffsetTracker:
 
     def _finish_locked(self, pending: Pending) -> None:
         part = self._parts.get(pending.tp)
-        if part is None:  # revoked meanwhile; the new owner will redo it
-            return
+        if part is None or (pending.part is not None and pending.part is not part):
+            return  # revoked (or rewound) meanwhile: whoever reads it again redoes it
         order, offset = part.order, pending.offset
         if not part.done and order and order[0] == offset:  # in order, the usual case
             order.popleft()

@@ -17,8 +17,12 @@ process of that group holds there (a lock file in it): a process SIGKILLed and r
 host with its state directory takes its old id back, and two workers never share one (which
 would fence each other in turn).
 
-Any transaction that cannot be committed stops the worker (after aborting it, when it can be
-aborted): nothing of it is visible, and a restart redoes it from the last committed offsets.
+A transaction that fails but may be aborted (a record that timed out while a broker died, a
+consumer-group generation that moved on under it) is aborted, and the worker rewinds: it drops
+what it held in flight and reads again from the last committed offsets, as if its partitions
+had been revoked and assigned back (``WorkerLoop._rewind``). Any other failure (fenced, fatal)
+stops the worker after aborting what it can: nothing of it is visible, and a restart redoes it.
+Retriable errors of a commit step are retried first.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -40,15 +45,21 @@ __all__ = [
     "TransactionSlot",
     "TransactionalProducer",
     "Transactions",
+    "requires_abort",
     "transactional_config",
     "transactional_id_slot",
 ]
 
 log = structlog.get_logger(__name__)
 
-TRANSACTION_TIMEOUT_MS = 10_000  # how long a transaction left open by a crash blocks readers
+# How long a transaction left open by a crash blocks readers when no successor takes its id
+# back (one that does aborts it at once). It also bounds how long a record is retried
+# (librdkafka caps message.timeout.ms at it), so it must outlast a leader moving to another
+# broker after one dies: about the brokers' 9 s session timeout plus an election; at 10 s, a
+# killed broker failed transactions. Kafka's own default.
+TRANSACTION_TIMEOUT_MS = 60_000
 _MAX_SLOTS = 1024
-_COMMIT_TRIES = 3  # a retriable commit error is retried this often before the worker stops
+_TRIES = 3  # a retriable error of a commit step is retried this often before the worker stops
 
 
 class TransactionalProducer(Protocol):
@@ -154,11 +165,25 @@ class Transactions:
         try:
             if offsets:
                 tps = [TopicPartition(t, p, o) for t, p, o in offsets]
-                self._producer.send_offsets_to_transaction(tps, group_metadata, self._timeout_s)
-            self._commit_retrying()
+                producer, timeout_s = self._producer, self._timeout_s
+                _retrying(
+                    "adding offsets to the transaction",
+                    lambda: producer.send_offsets_to_transaction(tps, group_metadata, timeout_s),
+                )
+            _retrying(
+                "committing the transaction",
+                lambda: self._producer.commit_transaction(self._timeout_s),
+            )
+            self._open = False
         except KafkaException:
             self.abort()
             raise
+        self._begin()
+
+    def restart(self) -> None:
+        """Open the next transaction after one was aborted (``commit`` raised an error that
+        only aborts it: ``requires_abort``)."""
+        self.abort()
         self._begin()
 
     def abort(self) -> None:
@@ -175,14 +200,24 @@ class Transactions:
         self._producer.begin_transaction()
         self._open = True
 
-    def _commit_retrying(self) -> None:
-        for tries_left in range(_COMMIT_TRIES - 1, -1, -1):
-            try:
-                self._producer.commit_transaction(self._timeout_s)
-                self._open = False
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if not error.retriable() or tries_left == 0:
-                    raise
-                log.warning("transaction commit failed; retrying", error=str(error))
+
+def requires_abort(exc: KafkaException) -> bool:
+    """Whether the transaction failed but the producer goes on once it is aborted (a record
+    that timed out, a group generation that moved on): the worker rewinds and redoes it. Any
+    other error (fenced, fatal) stops the worker."""
+    error: KafkaError = exc.args[0]
+    return bool(error.txn_requires_abort()) and not error.fatal()
+
+
+def _retrying(what: str, step: Callable[[], None]) -> None:
+    """Run a step of a commit, again while it fails with an error librdkafka calls retriable
+    (e.g. CONCURRENT_TRANSACTIONS while a coordinator moves, a timeout), ``_TRIES`` times in all."""
+    for tries_left in range(_TRIES - 1, -1, -1):
+        try:
+            step()
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not error.retriable() or tries_left == 0:
+                raise
+            log.warning(f"{what} failed; retrying", error=str(error))

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+)
 
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
@@ -45,6 +52,7 @@ from modelyard.kafka.transactions import (
     IdSlot,
     TransactionalProducer,
     Transactions,
+    requires_abort,
     transactional_config,
     transactional_id_slot,
 )
@@ -139,6 +147,8 @@ class ConsumerLike(Protocol):
     def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Message]: ...
     def poll(self, timeout: float = ...) -> Message | None: ...
     def commit(self, **kwargs: Any) -> Any: ...
+    def committed(self, partitions: list[Any], timeout: float = ...) -> list[Any]: ...
+    def seek(self, partition: Any) -> None: ...
     def position(self, partitions: list[Any]) -> list[Any]: ...
     def get_watermark_offsets(self, partition: Any, **kwargs: Any) -> tuple[int, int]: ...
     def close(self) -> None: ...
@@ -428,8 +438,47 @@ class WorkerLoop:
         self.outbox.release_held(offsets)
         self.outbox.sent_unowned = False  # in this transaction from here on
         metadata = cast(_GroupMember, self._consumer).consumer_group_metadata()
-        transactions.commit(offsets, metadata)
+        try:
+            transactions.commit(offsets, metadata)
+        except KafkaException as exc:
+            if not requires_abort(exc):
+                raise
+            log.warning("transaction aborted; rewinding to the committed offsets",
+                        worker=self.name, error=str(exc))  # fmt: skip
+            self._rewind()
+            transactions.restart()
+            return []
         return offsets
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: drop what is in flight and read every assigned
+        partition again from its committed offset, as a revoke and an assignment would."""
+        partitions = self._consumer.assignment()
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        self._handler.revoked(tps)
+        self.outbox.revoke(tps)
+        for tp in self._committed_positions(partitions):
+            self._consumer.seek(tp)
+        self.outbox.assign(tps)
+        self._handler.assigned(tps)
+        self._handler.rewound()
+
+    def _committed_positions(self, partitions: list[Any]) -> list[Any]:
+        """Each partition's committed offset (its beginning when none), asked until the group
+        coordinator answers: it may be moving to another broker."""
+        deadline = time.monotonic() + self.opts.drain_timeout_s
+        while True:
+            try:
+                committed = self._consumer.committed(partitions, timeout=5)
+                break
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("committed offsets unavailable; asking again", error=str(exc))
+        for tp in committed:
+            if tp.offset < 0:  # nothing committed yet: the group starts at the beginning
+                tp.offset = OFFSET_BEGINNING
+        return committed
 
     def _transaction_slot(self, group: str, produces: bool) -> IdSlot | None:
         """Exactly-once: this worker's transactional id (see ``kafka/transactions.py``)."""

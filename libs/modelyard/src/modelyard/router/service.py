@@ -247,6 +247,13 @@ class PipelineRouter(Handler):
             self._remember(request_id)
         log.info("recalled answered requests", count=len(answered))
 
+    def rewound(self) -> None:
+        """An aborted transaction took the audit records sealed since the last commit: new
+        chains under a new writer id, so that no committed record links to an aborted one."""
+        self.audit_chain.restart(writer_id(f"router.{self.spec.pipeline}"))
+        log.warning("audit chains restarted after an aborted transaction",
+                    writer=self.audit_chain.writer)  # fmt: skip
+
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         """Forget the requests of ingress partitions taken away: the new owner routes them
         again from the ingress (their offsets were not committed)."""
