@@ -16,7 +16,6 @@ from modelyard.broker import create_topics
 from modelyard.control import Rollout, StageRouting
 from modelyard.control.topic import write_change
 from modelyard.graph import parse_spec
-from modelyard.repository.build import BuildContext
 from modelyard.router.live import LiveRequest
 from modelyard.router.service import PipelineRouter, RouterOptions
 from modelyard.telemetry.hooks import Hooks
@@ -34,21 +33,12 @@ from modelyard.wire import Envelope, encode_envelope
 
 from tests.support.kafka_io import Collector, produce_all
 from tests.support.keys import admin
-from tests.support.models import write_shout_version
 from tests.support.routing import StaticRouting
 from tests.support.stage import RouterProcess, StageProcess
+from tests.support.two_stage import SPEC_TEXT, write_repository
 
 pytestmark = pytest.mark.integration
 
-SPEC_TEXT = """
-pipeline: tf
-version: 1
-inputs: {text: {datatype: BYTES, shape: [-1]}}
-stages:
-  first: {model: shout, inputs: {text: request.text}}
-  second: {model: shout, inputs: {text: first.shout}}
-outputs: {loud: second.shout}
-"""
 SPEC = parse_spec(SPEC_TEXT, "tf.yaml")
 
 
@@ -62,9 +52,7 @@ class Setting:
 @pytest.fixture(scope="module")
 def setting(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
     """One `modelyard serve shout:1` serving both stages of pipeline ``tf``."""
-    root = Path(tmp_path_factory.mktemp("models"))
-    write_shout_version(BuildContext(root=root, cache=root / ".cache"), "1")
-    (root / "tf.yaml").write_text(SPEC_TEXT)
+    root = write_repository(Path(tmp_path_factory.mktemp("models")))
     prefix = f"rf-{uuid.uuid4().hex[:8]}"
     stage = StageProcess("shout:1", root, "--bootstrap", broker, "--topic-prefix", prefix,
                          "--no-grpc")  # fmt: skip
