@@ -2,12 +2,12 @@
 
 Each consumed message becomes rows in the pending batch, as the values their inserts bind
 (``Batch.add_record``: one pass from the record's bytes, no row objects), and its ticket is
-held. When the batch is full or old enough, it goes to the writer thread, which writes it in
+held. When the batch is full or old enough, it goes to the writer thread, which has the
+writer process (``audit/store/process.py``: its own interpreter, so its own GIL) write it in
 one transaction; only once that transaction has committed are its tickets answered, so the loop
-commits a message's offset only after its rows are in the database. The writer works while the
-loop reads and parses the next batch (the drivers release the GIL while the database works, a
-few statements per batch: ``audit/store/writes.py``); at most two batches wait for it, then the
-loop waits: what stays in Kafka is lag, not a buffer. Control records get their verdict from
+commits a message's offset only after its rows are in the database. The store writes while the
+loop reads and parses the next batch and the writer thread sends the one after; at most two
+batches wait, then the loop waits: what stays in Kafka is lag, not a buffer. Control records get their verdict from
 ``ControlFold`` (``control.py``) as they are taken.
 
 A process killed mid-batch leaves those offsets uncommitted: the messages
@@ -22,23 +22,33 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from modelyard.audit.store import AuditStore, Batch
+from modelyard.audit.store import Batch
 from modelyard.errors import DecodeError
 from modelyard.kafka.config import MAX_MESSAGE_BYTES
 from modelyard.kafka.handler import Handler, Outbox, OutRecord, Ticket
 from modelyard.sink.control import ControlFold
 from modelyard.wire.headers import dead_letter
 
-__all__ = ["SinkHandler"]
+__all__ = ["BatchWriter", "SinkHandler"]
 
 log = structlog.get_logger("modelyard.sink")
 
 _Item = tuple[Batch, list[Ticket]]  # rows, the tickets they answer
+
+
+class BatchWriter(Protocol):
+    """Where batches go (``audit/store/process.py``'s ``WriterProcess``): ``submit`` one,
+    ``result`` of the oldest submitted (raises when it was not committed), in order."""
+
+    def submit(self, batch: Batch) -> None: ...
+    def result(self) -> None: ...
+
+
 _COUNTED = (("request", "requests"), ("hop", "hops"), ("checkpoint", "checkpoints"),
             ("control", "control_changes"))  # metric label, table  # fmt: skip
 
@@ -55,7 +65,7 @@ class SinkHandler(Handler):
     def __init__(
         self,
         outbox: Outbox,
-        store: AuditStore,
+        store: BatchWriter,
         *,
         audit_topic: str,
         dlq_topic: str,
@@ -156,12 +166,18 @@ class SinkHandler(Handler):
                 self._records.labels(kind).inc(count)
 
 
+_Sent = tuple[Batch, list[Ticket], float]  # submitted, its answer not read yet; when
+
+
 class _Writer:
     """The thread that writes batches, then answers their tickets; a failure stops the loop
-    (``outbox.fail``) without answering them, so their offsets are never committed."""
+    (``outbox.fail``) without answering them, so their offsets are never committed.
+
+    Under load it submits the next batch before reading the answer of the one before, so the
+    store writes one while this process pickles and sends the next."""
 
     def __init__(
-        self, store: AuditStore, outbox: Outbox, written: Callable[[Batch, float], None]
+        self, store: BatchWriter, outbox: Outbox, written: Callable[[Batch, float], None]
     ) -> None:
         self._store, self._outbox, self._written = store, outbox, written
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=2)
@@ -175,6 +191,7 @@ class _Writer:
         self._queue.put((batch, tickets))  # waits while two batches are waiting
 
     def wait_idle(self) -> None:
+        """Until every batch put is written (or failed)."""
         self._queue.join()
 
     def stop(self) -> None:
@@ -183,24 +200,50 @@ class _Writer:
             self._thread.join()
 
     def _run(self) -> None:
+        sent: _Sent | None = None
         while True:
+            if sent is not None and self._queue.empty():  # nothing to overlap it with
+                self._finish(sent)
+                sent = None
+                continue
             item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if not self._failed:
-                    self._write(*item)
-            finally:
+            if item is None:
+                if sent is not None:
+                    self._finish(sent)
                 self._queue.task_done()
+                return
+            submitted = None if self._failed else self._submit(*item)
+            if submitted is None:
+                self._queue.task_done()
+            if sent is not None:
+                self._finish(sent)
+            sent = submitted
 
-    def _write(self, batch: Batch, tickets: list[Ticket]) -> None:
+    def _submit(self, batch: Batch, tickets: list[Ticket]) -> _Sent | None:
         started = time.perf_counter()
         try:
-            self._store.write(batch)
+            self._store.submit(batch)
         except Exception as exc:
+            self._fail(exc)
+            return None
+        return batch, tickets, started
+
+    def _finish(self, sent: _Sent) -> None:
+        """Read the answer of a submitted batch; answer its tickets when it was committed."""
+        batch, tickets, started = sent
+        try:
+            self._store.result()
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            if not self._failed:  # never past a batch that failed before it
+                self._outbox.close(tickets)
+                self._written(batch, time.perf_counter() - started)
+        finally:
+            self._queue.task_done()
+
+    def _fail(self, exc: Exception) -> None:
+        if not self._failed:
             self._failed = True
-            log.exception("audit store write failed; stopping without committing")
-            self._outbox.fail(exc)
-            return
-        self._outbox.close(tickets)
-        self._written(batch, time.perf_counter() - started)
+            log.error("audit store write failed; stopping without committing", error=str(exc))
+        self._outbox.fail(exc)

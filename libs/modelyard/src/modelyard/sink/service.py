@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from modelyard.audit.store import open_store
+from modelyard.audit.store.process import WriterProcess
 from modelyard.control.chain import Positioned
 from modelyard.control.topic import read_records
 from modelyard.control.verify import ControlVerifier
@@ -68,7 +69,9 @@ class AuditSink:
     ) -> None:
         prefix, batch_size, control = settings.topic_prefix, settings.batch_size, settings.control
         verifier = _verifier(settings) if control else None  # a bad keyring: refused first
-        self.store = open_store(settings.audit_store.get_secret_value(), create=True)
+        url = settings.audit_store.get_secret_value()
+        open_store(url, create=True).close()  # migrated here: a store that cannot be is refused
+        self.store = WriterProcess(url)  # writes with a GIL of its own (audit/store/process.py)
         topics = (audit_topic(prefix), *((control_topic(prefix),) if control else ()))
         intake = GroupIntake(
             topics=topics, group_id=sink_group(prefix),
