@@ -7,8 +7,8 @@ writer process (``audit/store/process.py``: its own interpreter, so its own GIL)
 one transaction; only once that transaction has committed are its tickets answered, so the loop
 commits a message's offset only after its rows are in the database. The store writes while the
 loop reads and parses the next batch and the writer thread sends the one after; at most two
-batches wait, then the loop waits: what stays in Kafka is lag, not a buffer. Control records get their verdict from
-``ControlFold`` (``control.py``) as they are taken.
+batches wait, then the loop waits: what stays in Kafka is lag, not a buffer. Control records
+get their verdict from ``ControlFold`` (``control.py``) as they are taken.
 
 A process killed mid-batch leaves those offsets uncommitted: the messages
 come again and are inserted once (every table has a natural unique key). A message that is not

@@ -36,10 +36,11 @@ __all__ = [
     "tune_interpreter",
 ]
 
-# the sink's writer thread gives the GIL up at every statement and must get it back from the
-# loop thread, which parses without pause: at Python's default 5 ms a batch's six statements
-# wait ~30 ms for nothing, which halved SQLite throughput in bench/sink_bench.py
-GIL_SWITCH_S = 0.0005
+# Python's default. At 0.5 ms it helped while the statements ran on a thread of this process
+# (each gave the GIL up and had to get it back from the parsing thread); since they run in the
+# writer process, 0.5 ms and 5 ms measured the same within noise (bench/sink_bench.py: SQLite
+# sink/bare 0.64-0.77 in six runs, 0.67-0.80 in four)
+GIL_SWITCH_S = 0.005
 # a record leaves ~6 tracked objects (its rows' tuples, a ticket) that live until its batch is
 # written: at Python's default of 700 allocations the collector ran ~6 times per 1,000
 # records, re-scanning the batches in flight and, every few runs, everything start-up made,
