@@ -39,7 +39,6 @@ from modelyard.errors import DecodeError, UnauthenticatedError
 from modelyard.graph.spec import DriftPolicy
 from modelyard.keys import Keyring
 from modelyard.monitor.baselines import Baseline
-from modelyard.monitor.draining import use_batch_draining
 from modelyard.monitor.guard import MonitorGuard
 from modelyard.monitor.hops import WindowKey, parse_hop
 from modelyard.monitor.judge import assess
@@ -129,7 +128,6 @@ class MonitorApp:
             # table short of the changelog's last records
             producer_max_batch_size=1,
         )  # fmt: skip
-        use_batch_draining(self.app)  # one wait per fetched batch, not four tasks per message
         self._audit, self._labels = audit_topic(prefix), labels_topic(prefix)
         self.source = self.app.topic(
             self._audit, self._labels, key_serializer="raw", value_serializer="raw"
