@@ -287,6 +287,23 @@ def test_an_aborted_transaction_rewinds_to_the_committed_offsets_and_redoes_the_
     assert producer.committed[-1][1] == {TP0: 3}
 
 
+def test_a_transaction_that_aborts_again_and_again_stops_the_worker() -> None:
+    clients = transactional_clients()
+    consumer = clients.consumers[0]
+    assert isinstance(consumer, GroupConsumer)
+    assigned(clients, TP0)
+    consumer.add(TP0, [b"a"])
+    producer = producer_of(clients)
+    # e.g. a record to a caller's reply-to that does not exist: every try fails the same way
+    producer.fail_commit = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "no such topic",
+                                      txn_requires_abort=True)  # fmt: skip
+    loop = loop_with(clients)
+    loop.run(Copy(loop.outbox))
+    assert isinstance(loop.failure, KafkaException)
+    assert len(consumer.seeks) == 3  # rewound three times, then stopped for the ledger
+    assert producer.committed == []
+
+
 def test_exactly_once_needs_a_consumer_group() -> None:
     intake = AssignedIntake(open=lambda consumer: [])
     with pytest.raises(ValueError, match="consumer group"):

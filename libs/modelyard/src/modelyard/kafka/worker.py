@@ -72,6 +72,10 @@ log = structlog.get_logger(__name__)
 
 TopicPartition = tuple[str, int]
 _REVOKE_FLUSH_S = 5.0  # acks that finish answered messages before their partition goes
+# exactly-once: aborted transactions in a row that the worker rewinds before it stops; a record
+# that can never be delivered (a caller's reply-to that does not exist) fails every retry, and
+# a stop lets the poison ledger count it (kafka/poison.py) instead of rewinding for ever
+_MAX_REWINDS = 3
 _CLOSE_FLUSH_S = 5.0  # the same on the way out, after the drain
 _JOIN_MARGIN_S = _CLOSE_FLUSH_S + 10.0  # stop() waits the drain plus this
 
@@ -255,6 +259,7 @@ class WorkerLoop:
         self._thread: threading.Thread | None = None
         self._running = self._paused = self._draining = False
         self._last_commit = self._last_lag = 0.0
+        self._rewinds = 0  # aborted transactions since the last one committed
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self, handler: Handler) -> None:
@@ -441,13 +446,15 @@ class WorkerLoop:
         try:
             transactions.commit(offsets, metadata)
         except KafkaException as exc:
-            if not requires_abort(exc):
-                raise
+            self._rewinds += 1
+            if not requires_abort(exc) or self._rewinds > _MAX_REWINDS:
+                raise  # also a failure that rewinding does not cure: a restart and the ledger
             log.warning("transaction aborted; rewinding to the committed offsets",
-                        worker=self.name, error=str(exc))  # fmt: skip
+                        worker=self.name, error=str(exc), rewinds=self._rewinds)  # fmt: skip
             self._rewind()
             transactions.restart()
             return []
+        self._rewinds = 0
         return offsets
 
     def _rewind(self) -> None:
