@@ -145,7 +145,12 @@ class Pipeline:
                 assert code is None, f"exit code {code}:\n" + "\n".join(worker.lines[-20:])
             return wanted <= {x.key() for x in messages}
 
-        results.until(done, timeout_s)
+        try:
+            results.until(done, timeout_s)
+        except TimeoutError as exc:  # say what each worker was doing
+            logs = "\n".join(f"--- {type(w).__name__} {w.proc.pid}:\n" + "\n".join(w.lines[-15:])
+                              for w in workers)  # fmt: skip
+            raise TimeoutError(f"{exc}\n{logs}") from None
 
     def tally(self) -> Tally:
         """Every committed result, read to the end once all workers have stopped."""
