@@ -14,10 +14,10 @@ have stopped arriving for ``settle_s`` combines them, assesses every version aga
 reference (``judge.py``), publishes the assessments to the same topic, exports them as gauges
 and hands them to the guard.
 
-At-least-once: offsets are committed by faust after the batch is processed; a monitor killed
-between its changelog writes and its next offset commit reads those records again and counts
-them twice, so a window can over-count by at most the hops of that partition since its last
-commit (faust commits every ``broker_commit_interval``, 2.8 s by default).
+Each hop once, as far as the changelog goes: with a batch's windows goes each partition's
+counted offset, and a record faust hands over again below it (a rebalance, a restart since the
+last offset commit) is skipped. A monitor killed while a batch's changelog writes are on their
+way can count that batch twice (docs/monitor.md, Delivery).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,7 +34,7 @@ import faust
 import structlog
 from faust.streams import Stream
 from faust.tables.manager import TableManager
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from modelyard.errors import DecodeError, UnauthenticatedError
 from modelyard.graph.spec import DriftPolicy
@@ -82,6 +83,11 @@ def _ssl_context(kafka: Mapping[str, Any]) -> ssl.SSLContext:
 
 def _table_key(partition: int, window: Window) -> str:
     return f"{partition}|{window.key.label()}|{int(window.start)}"
+
+
+def _offset_key(partition: int) -> str:
+    """The table key of a partition's counted offset (the next audit offset to count)."""
+    return f"{partition}|offset"
 
 
 @dataclass(slots=True)
@@ -138,6 +144,7 @@ class MonitorApp:
         self.table = self.app.Table("windows", partitions=partitions, key_type=str)
         self.partials = self.app.Table("partials", partitions=1, key_type=str)
         self._windows: dict[int, TumblingWindows] = {}
+        self._counted: dict[int, int] = {}  # audit partition -> next offset to count
         self._joins: dict[int, LabelJoin] = {}
         self._deletes: dict[int, list[str]] = {}
         self._spans: dict[Span, set[str]] | None = None  # partial keys per span, once indexed
@@ -146,18 +153,36 @@ class MonitorApp:
         self.app.agent(self.source, name="monitor.windows")(self._consume)
         self.app.agent(self.out, name="monitor.judge")(self._collect)
         self.app.timer(settings.tick_s, name="monitor.emit")(self._tick)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition(self, partition: int) -> TumblingWindows:
         windows = self._windows.get(partition)
         if windows is None:
             s = self.settings
             windows = TumblingWindows(s.window_s, grace_s=s.grace_s, retention_s=s.retention_s)
-            mark = f"{partition}|"
+            mark, deleted = f"{partition}|", set(self._deletes.get(partition, ()))
+            deleted.add(_offset_key(partition))
             for key, saved in self.table.items():
-                if str(key).startswith(mark):
+                if str(key).startswith(mark) and key not in deleted:
                     windows.restore(Window.from_json(saved))
             self._windows[partition] = windows
+            self._counted[partition] = int(self.table.get(_offset_key(partition), 0))
         return windows
+
+    async def _on_assigned(self, _sender: Any, /, *args: Any, **_: Any) -> None:
+        """After every rebalance, rebuild each partition's windows from the table (recovered
+        by then) on first use: a partition held before may have been another instance's in
+        between (revoked and given back, or this member fenced out of the group for a while),
+        and windows cached from before would overwrite what that instance counted. The label
+        memory of a partition kept stays (it is not in the table); a lost one's goes."""
+        assigned: AbstractSet[TP] = args[0]  # faust's signal: (app, assigned, signal=...)
+        mine = {tp.partition for tp in assigned if tp.topic == self._audit}
+        self._windows.clear()
+        self._counted.clear()
+        for gone in [p for p in self._joins if p not in mine]:
+            del self._joins[gone]
+        for gone in [p for p in self._deletes if p not in mine]:
+            del self._deletes[gone]  # its new owner expires those windows itself
 
     def _join(self, partition: int) -> LabelJoin:
         join = self._joins.get(partition)
@@ -174,13 +199,25 @@ class MonitorApp:
                 partition = event.message.partition
                 if event.message.topic == self._labels:
                     self._label(partition, event.value)
-                else:
+                elif self._first_reading(partition, event.message.offset):
                     self._fold(partition, event.value)
                 last[partition] = event
             for partition, event in last.items():
                 # table writes go to the changelog partition of the current event
                 stream._set_current_event(event)  # faust has no public setter
                 self._save(partition)
+
+    def _first_reading(self, partition: int, offset: int) -> bool:
+        """Whether this audit record is read for the first time: faust may hand a record over
+        again (a fetch after a rebalance, a redelivery after a restart whose counts reached the
+        table), and the partition's counted offset, kept in the table with its windows, says
+        which it already counted."""
+        self._partition(partition)  # restores the counted offset with the windows
+        if offset < self._counted[partition]:
+            self.metrics.replayed.inc()
+            return False
+        self._counted[partition] = offset + 1
+        return True
 
     def _fold(self, partition: int, value: bytes) -> None:
         try:
@@ -214,8 +251,10 @@ class MonitorApp:
     def _save(self, partition: int) -> None:
         for key in self._deletes.pop(partition, []):
             self.table.pop(key, None)
-        for window in self._windows[partition].take_touched():
+        for window in self._partition(partition).take_touched():
             self.table[_table_key(partition, window)] = window.to_json()
+        if partition in self._counted:
+            self.table[_offset_key(partition)] = self._counted[partition]
 
     async def _collect(self, agent_stream: StreamT[Any]) -> None:
         """The judge's intake: every window partial, kept per (window, source) at its latest
@@ -271,6 +310,7 @@ class MonitorApp:
         for partition in list(self._windows):
             if partition not in mine:
                 del self._windows[partition]  # revoked: its new owner restores it
+                self._counted.pop(partition, None)
                 self._joins.pop(partition, None)
         for partition in sorted(mine):
             await self._emit(partition, self._partition(partition))  # restored ones too

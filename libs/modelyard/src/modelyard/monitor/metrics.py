@@ -38,6 +38,11 @@ class MonitorMetrics:
         self.late = Counter(
             "modelyard_monitor_late", "Hops dropped: their window was forgotten.", registry=registry
         )
+        self.replayed = Counter(
+            "modelyard_monitor_replayed",
+            "Audit records read again below their partition's counted offset, skipped.",
+            registry=registry,
+        )
         self.emitted = Counter(
             "modelyard_monitor_summaries", "Window summaries published.", registry=registry
         )
