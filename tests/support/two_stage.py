@@ -9,6 +9,9 @@ duplicated, and the stage replies beyond one per stage and request.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -149,7 +152,7 @@ class Pipeline:
             results.until(done, timeout_s)
         except TimeoutError as exc:  # say what each worker was doing
             logs = "\n".join(f"--- {type(w).__name__} {w.proc.pid}:\n" + "\n".join(w.lines[-15:])
-                              for w in workers)  # fmt: skip
+                              + _stacks(w.proc.pid) for w in workers)  # fmt: skip
             raise TimeoutError(f"{exc}\n{logs}") from None
 
     def tally(self) -> Tally:
@@ -248,3 +251,14 @@ def check(pipeline: Pipeline, what: str, tally: Tally) -> None:
     assert tally.lost == 0, tally
     if pipeline.exactly_once:
         assert tally.duplicated == 0, tally
+
+
+def _stacks(pid: int) -> str:
+    """The threads' Python stacks of a stuck worker, where py-spy is installed (it is no
+    dependency: a developer chasing a stall installs it); empty otherwise."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        return ""
+    done = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    return "\n" + done.stdout + done.stderr

@@ -151,6 +151,10 @@ class Handler:
         """Partitions taken away: drop what is held for them. What was finished is committed
         already; their unanswered tickets no longer count, and the new owner redoes them."""
 
+    def committed(self, offsets: Sequence[tuple[str, int, int]]) -> None:
+        """Offsets committed (topic, partition, next offset to read); exactly-once: the
+        transaction that carried them, and the records held for them, committed."""
+
     def reached_end(self, topic: str, partition: int, offset: int) -> None:
         """The end of a partition was read (only with ``report_partition_end`` on the intake)."""
 

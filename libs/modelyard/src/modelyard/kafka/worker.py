@@ -434,6 +434,7 @@ class WorkerLoop:
         else:
             committed = commit_finished(self._consumer, self._tracker, asynchronous=not force)
         if committed:
+            self._handler.committed(committed)
             self.hooks.committed(committed)
 
     def _commit_transaction(self, transactions: Transactions) -> list[tuple[str, int, int]]:

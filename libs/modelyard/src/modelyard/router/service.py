@@ -142,6 +142,9 @@ class PipelineRouter(Handler):
         self._validate_inputs = InputValidator(request_specs(spec))  # prepared once
         self._live: dict[str, LiveRequest] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        # exactly-once: requests answered in the open transaction, per ingress partition, as
+        # (offset, seen as); forgotten as finished if it aborts or the partition goes first
+        self._uncommitted: dict[TopicPartition, list[tuple[int, str]]] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._partitions: set[TopicPartition] = set()
         self._dispatch_headers = encode_headers(
@@ -244,7 +247,7 @@ class PipelineRouter(Handler):
             log.warning("could not recall the answered requests", error=str(exc))
             return
         for request_id in answered:
-            self._remember(request_id)
+            self._remember_id(request_id)
         log.info("recalled answered requests", count=len(answered))
 
     def rewound(self) -> None:
@@ -263,6 +266,16 @@ class PipelineRouter(Handler):
             del self._live[live.request_id]
             live.flow.fail("revoked", "partition moved to another router")
             self.hooks.route_finished(live, "revoked")
+        for tp in lost:  # their results went with the transaction: answered again when read
+            for _, seen_as in self._uncommitted.pop(tp, ()):
+                self._finished.pop(seen_as, None)
+
+    def committed(self, offsets: Sequence[tuple[str, int, int]]) -> None:
+        """Requests whose results are committed stay finished for good."""
+        for topic, partition, next_offset in offsets:
+            held = self._uncommitted.get((topic, partition))
+            if held:
+                self._uncommitted[(topic, partition)] = [a for a in held if a[0] >= next_offset]
 
     def _poisoned(self, ticket: Ticket, why: str) -> None:
         """A message whose handling failed in a way no check foresaw: dead-letter it with its
@@ -279,7 +292,7 @@ class PipelineRouter(Handler):
         live = self._live.get(incoming.request_id or "")
         if live is not None and live.ticket is ticket:  # admitted by this message: forget it
             del self._live[live.request_id]
-            self._remember(live.seen_as)
+            self._remember(live)
         if ticket.answered:  # answered before it failed (its result is out): nothing to add
             return
         if msg.topic() == self._ingress:
@@ -496,7 +509,7 @@ class PipelineRouter(Handler):
         trace: list[tuple[str, bytes]] = []
         _copy_trace(live.incoming.headers, trace)
         records += self._records.result(live, trace)
-        self._remember(live.seen_as)
+        self._remember(live)
         try:
             self.outbox.answer([live.ticket], records)
         except KafkaException as exc:  # refused before sending (e.g. a result over the limit)
@@ -505,7 +518,16 @@ class PipelineRouter(Handler):
         error = live.flow.error
         self.hooks.route_finished(live, error.code if error is not None else "ok")
 
-    def _remember(self, request_id: str) -> None:
+    def _remember(self, live: LiveRequest) -> None:
+        """``live`` answered: its redeliveries are dropped (exactly-once: until its answer's
+        transaction aborts or its partition is revoked before that commits)."""
+        if self.opts.exactly_once:
+            self._uncommitted.setdefault(live.ticket.tp, []).append(
+                (live.ticket.offset, live.seen_as)
+            )
+        self._remember_id(live.seen_as)
+
+    def _remember_id(self, request_id: str) -> None:
         self._finished[request_id] = None
         if len(self._finished) > self.opts.remember_finished:
             self._finished.popitem(last=False)
