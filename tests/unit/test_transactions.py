@@ -3,6 +3,8 @@ then produced into the transaction that commits it; a failed transaction commits
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -339,4 +341,35 @@ def test_an_idle_worker_commits_at_once_not_after_the_interval() -> None:
     consumer.on_idle = stop_once_committed
     loop.run(Copy(loop.outbox))
     assert idle[-1], "nothing was committed before the loop stopped"
+    assert producer.committed[0] == (["k0"], {TP0: 1})
+
+
+def test_a_commit_stuck_past_every_timeout_makes_the_worker_not_ready() -> None:
+    """librdkafka's send_offsets_to_transaction can block past its timeout for good (#5456):
+    readiness says so instead of a healthy-looking worker that never commits again."""
+    clients = transactional_clients()
+    consumer = assigned(clients, TP0)
+    consumer.add(TP0, [b"a"])
+    loop = loop_with(clients, stuck_commit_s=0.05, stop_when_idle=False)
+    producer = producer_of(clients)
+    blocked, release = threading.Event(), threading.Event()
+    send_offsets = producer.send_offsets_to_transaction
+
+    def block_then_send(positions: list[TopicPartition], meta: Any, timeout: float = 0) -> None:
+        blocked.set()
+        release.wait(10)
+        send_offsets(positions, meta, timeout)
+
+    producer.send_offsets_to_transaction = block_then_send  # type: ignore[method-assign]
+    consumer.on_idle = lambda: loop.stop() if producer.committed else None
+    runner = threading.Thread(target=loop.run, args=(Copy(loop.outbox),))
+    runner.start()
+    try:
+        assert blocked.wait(10)
+        time.sleep(0.1)  # past stuck_commit_s
+        assert loop.health()["commit"] is False
+    finally:
+        release.set()
+        runner.join(10)
+    assert loop.health()["commit"] is True  # the commit finished: nothing under way
     assert producer.committed[0] == (["k0"], {TP0: 1})

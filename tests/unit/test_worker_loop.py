@@ -638,7 +638,7 @@ def test_readiness_follows_assignment_and_failure() -> None:
     assert not loop.ready
     loop.run(Probe(loop.outbox))
     assert seen == [True]
-    assert loop.health() == {"kafka": False, "fetch": True}
+    assert loop.health() == {"kafka": False, "fetch": True, "commit": True}
     assert not loop.wait_ready(0)
 
 

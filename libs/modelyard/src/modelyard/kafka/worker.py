@@ -104,6 +104,10 @@ class LoopOptions:
     # commit_interval_s (group intakes only)
     exactly_once: bool = False
     transactional_id: str | None = None  # exactly-once: this instance's stable id; None: a slot
+    # a commit in progress longer than this makes the worker not ready: every step of one has a
+    # timeout, but librdkafka's send_offsets_to_transaction can block past it for good
+    # (confluentinc/librdkafka#5456) and a worker stuck there would otherwise look healthy
+    stuck_commit_s: float = 300.0
 
 
 # intakes -----------------------------------------------------------------------------------
@@ -260,6 +264,7 @@ class WorkerLoop:
         self._running = self._paused = self._draining = False
         self._last_commit = self._last_lag = 0.0
         self._rewinds = 0  # aborted transactions since the last one committed
+        self._committing_since: float | None = None  # monotonic start of the commit under way
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self, handler: Handler) -> None:
@@ -318,7 +323,11 @@ class WorkerLoop:
     def health(self) -> dict[str, bool]:
         """The checks a readiness endpoint serves."""
         working = self._assigned_once.is_set() and self._running and self.failure is None
-        return {"kafka": working, "fetch": self.fetch_health.ok}
+        return {"kafka": working, "fetch": self.fetch_health.ok, "commit": not self._commit_stuck()}
+
+    def _commit_stuck(self) -> bool:
+        since = self._committing_since
+        return since is not None and time.monotonic() - since > self.opts.stuck_commit_s
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait for the first assignment; False on timeout or when the worker ended first."""
@@ -429,10 +438,14 @@ class WorkerLoop:
         if not force and now - self._last_commit < self.opts.commit_interval_s:
             return
         self._last_commit = now
-        if self._transactions is not None:
-            committed = self._commit_transaction(self._transactions)
-        else:
-            committed = commit_finished(self._consumer, self._tracker, asynchronous=not force)
+        self._committing_since = now
+        try:
+            if self._transactions is not None:
+                committed = self._commit_transaction(self._transactions)
+            else:
+                committed = commit_finished(self._consumer, self._tracker, asynchronous=not force)
+        finally:
+            self._committing_since = None
         if committed:
             self._handler.committed(committed)
             self.hooks.committed(committed)
