@@ -253,8 +253,7 @@ class MonitorApp:
             self.table.pop(key, None)
         for window in self._partition(partition).take_touched():
             self.table[_table_key(partition, window)] = window.to_json()
-        if partition in self._counted:
-            self.table[_offset_key(partition)] = self._counted[partition]
+        self.table[_offset_key(partition)] = self._counted[partition]  # held with its windows
 
     async def _collect(self, agent_stream: StreamT[Any]) -> None:
         """The judge's intake: every window partial, kept per (window, source) at its latest
