@@ -36,15 +36,17 @@ import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from modelyard.broker import EmbeddedBroker, create_topics
-from modelyard.control import Rollout, ShadowChange
+from modelyard.control import Change, Rollout, ShadowChange
 from modelyard.control.topic import write_change
+from modelyard.control.verify import ControlVerifier
+from modelyard.keys import Keyring, LocalKeys, SigningKey, ensure_local_keys
 from modelyard.repository.build import BuildContext
 from modelyard.topics import pipeline_ingress_topic, pipeline_results_topic
 from modelyard.wire import Envelope, encode_envelope
@@ -79,15 +81,25 @@ class Bench:
     repo: Path
     prefix: str
     pids: dict[str, int]  # what runs now, by role: the broker, routers, workers, auditors
+    # the keyring and keys `modelyard up` makes: services verify control records against it,
+    # the router signs its audit checkpoints, the bench signs its changes as admin
+    keys: LocalKeys = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = ensure_local_keys(self.work / "state")  # made once, reused after
 
     def service(self, name: str, *args: str, ready: str, niced: bool = False) -> ServiceProcess:
         """A ``modelyard`` command on this bench's broker and topics, once it logs ``ready``."""
         cmd = python_module("modelyard.cli.main", *args, "--bootstrap", self.bootstrap,
                             "--topic-prefix", self.prefix)  # fmt: skip
-        return self.start(name, NICE + cmd if niced else cmd, ready)
+        env = {"MODELYARD_KEYRING": str(self.keys.keyring),
+               "MODELYARD_WRITER_KEY": str(self.keys.router_key)}  # fmt: skip
+        return self.start(name, NICE + cmd if niced else cmd, ready, env)
 
-    def start(self, name: str, cmd: list[str], ready: str) -> ServiceProcess:
-        proc = ServiceProcess(name, cmd, self.work / f"{name}.log")
+    def start(
+        self, name: str, cmd: list[str], ready: str, env: dict[str, str] | None = None
+    ) -> ServiceProcess:
+        proc = ServiceProcess(name, cmd, self.work / f"{name}.log", env=env)
         try:
             proc.wait_for_line(ready, timeout_s=180)
         except BaseException:
@@ -160,8 +172,13 @@ class Bench:
 
     def rollout(self, pipeline: str, stages: dict[str, str]) -> None:
         for stage, version in stages.items():
-            write_change(self.bootstrap, pipeline, Rollout(stage=stage, version=version),
-                         actor="bench", prefix=self.prefix)  # fmt: skip
+            self.change(pipeline, Rollout(stage=stage, version=version))
+
+    def change(self, pipeline: str, change: Change) -> None:
+        """Write ``change``, signed by the admin key, as an operator's CLI would."""
+        write_change(self.bootstrap, pipeline, change, signer=SigningKey.load(self.keys.admin_key),
+                     verifier=ControlVerifier(Keyring.load(self.keys.keyring)),
+                     prefix=self.prefix)  # fmt: skip
 
 
 class Reader:
@@ -315,7 +332,7 @@ def measure_bursts(base: Bench, n: int, rounds: int) -> dict[str, list[BurstResu
                 bench.rollout(name, {stage: m.split(":")[1] for stage, m in BURST_STAGES.items()})
                 if rate:
                     change = ShadowChange(stage="s1", version="2", sample_rate=rate)
-                    write_change(bench.bootstrap, name, change, actor="bench", prefix=bench.prefix)
+                    bench.change(name, change)
                 router = (
                     bench.bare_router(name, BURST_STAGES) if mode == "bare"
                     else bench.router(_chain(name, len(BURST_STAGES)), name)
