@@ -91,8 +91,11 @@ class Pipeline:
         exactly_once: bool,
         total: int = 1500,
         partitions: int = 2,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: more environment of every worker (e.g. ``MODELYARD_STUCK_COMMIT_S``)."""
         self.broker, self.root, self.state, self.partitions = broker, root, state, partitions
+        self.env = env
         self.prefix = f"tf-{uuid.uuid4().hex[:8]}"
         self.exactly_once = exactly_once
         self.flags = ("--exactly-once",) if exactly_once else ()
@@ -103,13 +106,14 @@ class Pipeline:
         return "exactly once" if self.exactly_once else "at least once"
 
     def stage(self, name: str = "stage") -> StageProcess:
-        stage = StageProcess("shout:1", self.root, *self._common(name), "--no-grpc")
+        stage = StageProcess("shout:1", self.root, *self._common(name), "--no-grpc", env=self.env)
         stage.wait_ready(90)
         return stage
 
     def router(self, name: str = "router") -> RouterProcess:
         options = (*self._common(name), "--no-grpc", "--partitions", str(self.partitions))
-        router = RouterProcess(str(self.root / f"{PIPELINE}.yaml"), self.root, *options)
+        router = RouterProcess(str(self.root / f"{PIPELINE}.yaml"), self.root, *options,
+                               env=self.env)  # fmt: skip
         router.wait_ready(90)
         return router
 
@@ -137,14 +141,29 @@ class Pipeline:
         return Collector(self.broker, self.results_topic, self.partitions)
 
     def all_answered(
-        self, results: Collector, workers: Sequence[StageProcess] = (), timeout_s: float = 180
+        self,
+        results: Collector,
+        workers: list[StageProcess] | None = None,
+        timeout_s: float = 180,
+        *,
+        restart_stuck: bool = False,
     ) -> None:
-        """Until every request has a result; fails at once when one of ``workers`` exits."""
+        """Until every request has a result; fails at once when one of ``workers`` exits.
+        ``restart_stuck``: one that exits because a commit blocked (``CommitStuckError``) is
+        started again under its name, as its supervisor (Kubernetes, ``up``) would, and
+        replaces it in ``workers``."""
         wanted = {rid.encode() for rid in self.ids}
+        workers = workers if workers is not None else []
 
         def done(messages: list[Message]) -> bool:
-            for worker in workers:
+            for i, worker in enumerate(workers):
                 code = worker.proc.poll()
+                if code is not None and restart_stuck and _commit_stuck(worker):
+                    print(f"{type(worker).__name__} exited on a blocked commit; restarting it")
+                    workers[i] = (
+                        self.router() if isinstance(worker, RouterProcess) else self.stage()
+                    )
+                    continue
                 assert code is None, f"exit code {code}:\n" + "\n".join(worker.lines[-20:])
             return wanted <= {x.key() for x in messages}
 
@@ -251,6 +270,10 @@ def check(pipeline: Pipeline, what: str, tally: Tally) -> None:
     assert tally.lost == 0, tally
     if pipeline.exactly_once:
         assert tally.duplicated == 0, tally
+
+
+def _commit_stuck(worker: StageProcess) -> bool:
+    return any("a commit has been blocked for" in line for line in worker.lines)
 
 
 def _stacks(pid: int) -> str:

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from modelyard.kafka.handler import Outbox, OutRecord
 from modelyard.kafka.offsets import OffsetTracker
 from modelyard.kafka.transactions import TransactionSlot
-from modelyard.kafka.worker import AssignedIntake, WorkerLoop
+from modelyard.kafka.worker import AssignedIntake, CommitStuckError, WorkerLoop
 
 from tests.unit.test_worker_loop import (
     TP0,
@@ -344,9 +344,11 @@ def test_an_idle_worker_commits_at_once_not_after_the_interval() -> None:
     assert producer.committed[0] == (["k0"], {TP0: 1})
 
 
-def test_a_commit_stuck_past_every_timeout_makes_the_worker_not_ready() -> None:
+def test_a_commit_stuck_past_every_timeout_fails_the_worker_for_good() -> None:
     """librdkafka's send_offsets_to_transaction can block past its timeout for good (#5456):
-    readiness says so instead of a healthy-looking worker that never commits again."""
+    the worker fails (its process exits, for a supervisor to restart it), is not ready, and
+    ``stop`` does not wait for the blocked thread. Should the call return after all, the
+    worker stays failed (what that transaction then commits is whole: records and offsets)."""
     clients = transactional_clients()
     consumer = assigned(clients, TP0)
     consumer.add(TP0, [b"a"])
@@ -361,15 +363,21 @@ def test_a_commit_stuck_past_every_timeout_makes_the_worker_not_ready() -> None:
         send_offsets(positions, meta, timeout)
 
     producer.send_offsets_to_transaction = block_then_send  # type: ignore[method-assign]
-    consumer.on_idle = lambda: loop.stop() if producer.committed else None
     runner = threading.Thread(target=loop.run, args=(Copy(loop.outbox),))
     runner.start()
     try:
         assert blocked.wait(10)
+        assert loop.failure is None  # under way, not stuck yet
         time.sleep(0.1)  # past stuck_commit_s
+        assert isinstance(loop.failure, CommitStuckError)
+        assert "blocked for" in str(loop.failure)
         assert loop.health()["commit"] is False
+        assert loop.health()["kafka"] is False
+        started = time.monotonic()
+        loop.stop(timeout_s=5)
+        assert time.monotonic() - started < 1  # not joined: the thread cannot end
     finally:
         release.set()
         runner.join(10)
-    assert loop.health()["commit"] is True  # the commit finished: nothing under way
-    assert producer.committed[0] == (["k0"], {TP0: 1})
+    assert not runner.is_alive()
+    assert isinstance(loop.failure, CommitStuckError)  # for good, though the call returned

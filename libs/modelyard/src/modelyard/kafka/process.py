@@ -139,7 +139,11 @@ def block_until_stopped(stop: threading.Event, workers: Sequence[Watched]) -> bo
 def _ended(workers: Sequence[Watched]) -> bool:
     for worker in workers:
         if worker.failure is not None or not worker.running:
-            log.info("stopping", reason="worker failure" if worker.failure else "worker ended")
+            failure = worker.failure
+            if failure is not None:
+                log.error("stopping", reason="worker failure", error=str(failure))
+            else:
+                log.info("stopping", reason="worker ended")
             return True
     return False
 

@@ -72,6 +72,13 @@ class ExactlyOnceSettings(BaseSettings):
         description="Exactly-once: the longest a transaction stays open under load (its "
         "records wait for it); an idle worker commits at once.",
     )
+    stuck_commit_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A commit (a transaction's, under exactly-once) under way longer than "
+        "this fails the worker and its process exits 1, for its supervisor to restart it: "
+        "librdkafka can block in one for good after a broker dies (docs/delivery.md).",
+    )
     transactional_id: str | None = Field(
         default=None,
         description="Exactly-once: this instance's transactional id, stable across its "

@@ -41,6 +41,7 @@ from confluent_kafka import (
     Producer,
 )
 
+from modelyard.errors import FatalError
 from modelyard.kafka.commit import commit_finished
 from modelyard.kafka.config import consumer_config, producer_config
 from modelyard.kafka.delivery import producer_partition_count
@@ -59,6 +60,7 @@ from modelyard.kafka.transactions import (
 
 __all__ = [
     "AssignedIntake",
+    "CommitStuckError",
     "ConfluentClients",
     "ConsumerLike",
     "GroupIntake",
@@ -69,6 +71,10 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+
+class CommitStuckError(FatalError):
+    """A commit has been under way past ``LoopOptions.stuck_commit_s``."""
 
 TopicPartition = tuple[str, int]
 _REVOKE_FLUSH_S = 5.0  # acks that finish answered messages before their partition goes
@@ -104,9 +110,10 @@ class LoopOptions:
     # commit_interval_s (group intakes only)
     exactly_once: bool = False
     transactional_id: str | None = None  # exactly-once: this instance's stable id; None: a slot
-    # a commit in progress longer than this makes the worker not ready: every step of one has a
-    # timeout, but librdkafka's send_offsets_to_transaction can block past it for good
-    # (confluentinc/librdkafka#5456) and a worker stuck there would otherwise look healthy
+    # a commit in progress longer than this fails the worker (its process exits 1, for its
+    # supervisor to restart): every step of one has a timeout (at most 3 tries of 30 s each),
+    # but librdkafka's send_offsets_to_transaction can block past it for good
+    # (confluentinc/librdkafka#5456, #5511) and nothing inside the process can end that call
     stuck_commit_s: float = 300.0
 
 
@@ -297,6 +304,9 @@ class WorkerLoop:
         """Stop taking messages, let those in flight finish (bounded), commit, close."""
         self._stop.set()
         thread = self._thread
+        if self._commit_stuck():  # its thread is blocked in librdkafka: it cannot be joined
+            log.error("not waiting for a worker blocked in a commit", worker=self.name)
+            return
         if thread is not None and thread is not threading.current_thread():
             thread.join(
                 self.opts.drain_timeout_s + _JOIN_MARGIN_S if timeout_s is None else timeout_s
@@ -308,6 +318,15 @@ class WorkerLoop:
 
     @property
     def failure(self) -> BaseException | None:
+        """What stopped the worker, or a commit blocked past ``stuck_commit_s``: a call
+        nothing in the process can end, so the process must go (its successor's transactional
+        producer fences this one's and aborts its open transaction)."""
+        if self.outbox.failure is None and self._commit_stuck():  # for good, if it unblocks
+            since = time.monotonic() - (self._committing_since or 0.0)
+            self.outbox.fail(CommitStuckError(
+                f"{self.name}: a commit has been blocked for {since:.0f} s (more than "
+                f"stuck_commit_s={self.opts.stuck_commit_s:g}); the process must restart"
+            ))  # fmt: skip
         return self.outbox.failure
 
     @property

@@ -193,6 +193,7 @@ def _options(settings: RouterSettings, writer_key: SigningKey | None) -> RouterO
         callers=settings.caller_keys() if settings.auth != "none" else None,
         exactly_once=settings.exactly_once,
         transactional_id=settings.transactional_id,
+        stuck_commit_s=settings.stuck_commit_s,
     )
     if settings.exactly_once:  # each commit is a transaction its results wait for
         options = replace(options, commit_interval_s=settings.transaction_interval_s)

@@ -107,6 +107,7 @@ class RouterOptions:
     # results, audit records and offsets committed in one transaction (docs/delivery.md)
     exactly_once: bool = False
     transactional_id: str | None = None  # exactly-once: stable per instance; None: a slot
+    stuck_commit_s: float = 300.0  # a commit blocked longer fails the router (LoopOptions)
 
     def loop_options(self) -> LoopOptions:
         return LoopOptions(
@@ -114,6 +115,7 @@ class RouterOptions:
             poll_timeout_s=self.poll_timeout_s, max_inflight=self.max_inflight,
             commit_interval_s=self.commit_interval_s, drain_timeout_s=self.drain_timeout_s,
             exactly_once=self.exactly_once, transactional_id=self.transactional_id,
+            stuck_commit_s=self.stuck_commit_s,
         )  # fmt: skip
 
 

@@ -67,4 +67,5 @@ class StageSettings(WorkerSettings, ExactlyOnceSettings, GrpcTlsSettings, GrpcAu
             commit_interval_s=interval,  # exactly-once: each commit is a transaction
             exactly_once=self.exactly_once,
             transactional_id=self.transactional_id,
+            stuck_commit_s=self.stuck_commit_s,
         )
