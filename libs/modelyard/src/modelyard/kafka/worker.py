@@ -76,6 +76,7 @@ log = structlog.get_logger(__name__)
 class CommitStuckError(FatalError):
     """A commit has been under way past ``LoopOptions.stuck_commit_s``."""
 
+
 TopicPartition = tuple[str, int]
 _REVOKE_FLUSH_S = 5.0  # acks that finish answered messages before their partition goes
 # exactly-once: aborted transactions in a row that the worker rewinds before it stops; a record
