@@ -14,6 +14,8 @@ the suite's leak guard would charge to the test that restarted it.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -25,6 +27,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 from modelyard.broker import KafkaCluster
 
 from tests.integration.conftest import KAFKA_LIB
+from tests.support.stage import StageProcess
 from tests.support.two_stage import Pipeline, check, stop_all, write_repository
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.own_brokers]
@@ -87,6 +90,54 @@ def test_a_broker_killed_under_load(cluster: KafkaCluster, pipeline: Pipeline) -
     assert answered_before < TOTAL  # it really died mid-stream
     check(pipeline, f"broker {victim} SIGKILLed", pipeline.tally())
     assert not lagging, f"broker {victim} is not back in sync on {lagging}"
+
+
+@pytest.mark.timeout(600)
+def test_workers_blocked_in_a_commit_exit_and_their_restarts_finish_exactly_once(
+    cluster: KafkaCluster, repository: Path, tmp_path: Path
+) -> None:
+    """Every broker frozen (SIGSTOP) longer than ``stuck_commit_s``: the commits under way
+    block (each step waits for its timeout), the workers fail with ``CommitStuckError`` and
+    exit 1 without waiting for them; once the brokers go on, their restarts fence them and
+    finish every request, none answered twice. What a librdkafka commit that never returns
+    (#5456) comes to, made on purpose."""
+    pipeline = Pipeline(cluster.bootstrap, repository, tmp_path / "state", exactly_once=True,
+                        total=TOTAL, env={"MODELYARD_STUCK_COMMIT_S": "5"})  # fmt: skip
+    pipeline.roll_out()
+    workers = [pipeline.router(), pipeline.stage()]
+    results = pipeline.results()
+    try:
+        pipeline.send_all()
+        results.until(lambda m: len(m) >= 200, 90)
+        _signal_all(cluster, signal.SIGSTOP)
+        try:
+            exited = _first_exit(workers, timeout_s=60)
+        finally:
+            _signal_all(cluster, signal.SIGCONT)
+        assert exited.proc.returncode == 1
+        assert any("a commit has been blocked for" in line for line in exited.lines)
+        pipeline.all_answered(results, workers, restart_stuck=True)
+    finally:
+        results.close()
+        stop_all(workers)
+    check(pipeline, "every broker frozen past stuck_commit_s", pipeline.tally())
+
+
+def _signal_all(cluster: KafkaCluster, sig: signal.Signals) -> None:
+    for node in cluster.nodes:
+        pid = cluster.pid(node.node_id)
+        assert pid is not None
+        os.kill(pid, sig)
+
+
+def _first_exit(workers: list[StageProcess], timeout_s: float) -> StageProcess:
+    deadline, pause = time.monotonic() + timeout_s, threading.Event()
+    while time.monotonic() < deadline:
+        for worker in workers:
+            if worker.proc.poll() is not None:
+                return worker
+        pause.wait(0.2)
+    raise AssertionError(f"no worker exited within {timeout_s} s of the brokers freezing")
 
 
 def _metadata(bootstrap: str) -> ClusterMetadata:

@@ -160,9 +160,8 @@ class Pipeline:
                 code = worker.proc.poll()
                 if code is not None and restart_stuck and _commit_stuck(worker):
                     print(f"{type(worker).__name__} exited on a blocked commit; restarting it")
-                    workers[i] = (
-                        self.router() if isinstance(worker, RouterProcess) else self.stage()
-                    )
+                    worker.kill()  # gone already: its output closed
+                    workers[i] = self._successor(worker)
                     continue
                 assert code is None, f"exit code {code}:\n" + "\n".join(worker.lines[-20:])
             return wanted <= {x.key() for x in messages}
@@ -182,6 +181,9 @@ class Pipeline:
         replies = len(read_to_end(self.broker, self.inbox, self.partitions))
         lost = len(self.ids) - len(answered)
         return Tally(len(self.ids), len(answered), lost, duplicated, replies - 2 * len(self.ids))
+
+    def _successor(self, worker: StageProcess) -> StageProcess:
+        return self.router() if isinstance(worker, RouterProcess) else self.stage()
 
     def _common(self, name: str) -> tuple[str, ...]:
         return ("--bootstrap", self.broker, "--topic-prefix", self.prefix,
