@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from http import HTTPMethod
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,20 @@ def test_batches_sent_ahead_are_written_in_order(url: str) -> None:
     finally:
         writer.close()
     assert _hops(url) == ["r1", "r2", "r3"]
+
+
+def test_a_batch_marshal_refuses_goes_by_pickle_and_is_written(url: str) -> None:
+    batch = _batch("r1")
+    row = batch.rows["hops"][0]
+    # a StrEnum member is a str subclass: marshal refuses it, pickle takes it
+    batch.rows["hops"][0] = (HTTPMethod.GET, *row[1:])
+    writer = WriterProcess(url)
+    try:
+        writer.write(batch)
+        writer.write(_batch("r3"))  # and the next, by marshal
+    finally:
+        writer.close()
+    assert _hops(url) == ["GET", "r3"]
 
 
 def test_a_batch_the_store_refuses_is_an_error_and_the_next_is_written(url: str) -> None:
