@@ -200,13 +200,14 @@ def test_the_shadow_audit_command_enforces_the_guard(
         _wait(lambda: any(line.startswith("modelyard shadow-audit ready") for line in lines), 60)
         _send_mostly_disagreeing_pairs(broker, shadow_topic)
         with ControlFollower(broker, prefix=unique) as follower:
-            assert follower.wait_until(_withdrawn, 60)
+            withdrawn = follower.wait_until(_withdrawn, 60)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
         reader.join(5)
         if proc.stdout is not None:
             proc.stdout.close()
+    assert withdrawn, "not withdrawn in 60 s; the auditor said:\n" + "".join(lines[-40:])
     assert code == 0, "".join(lines[-30:])
     _assert_withdrawn_by_the_guard(read_records(broker, prefix=unique)[-1].record)
 

@@ -15,14 +15,18 @@ longer gives that version its role, the trip is re-armed.
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
 import structlog
+from confluent_kafka import KafkaException
 
 from modelyard.control.routing import GuardRule
+from modelyard.control.topic import ConcurrentChangeError
+from modelyard.errors import UnavailableError
 
 __all__ = ["CANARY_METRICS", "SHADOW_METRICS", "GuardWatch", "Trip", "TripActions"]
 
@@ -91,6 +95,11 @@ def _measure(rule: GuardRule, window: list[tuple[float, bool, float]]) -> float:
     return sum(not ok for _, ok, _ in window) / len(window)  # error rate, disagreement
 
 
+# a trip's action is tried again after these pauses when it fails in a way that may pass
+_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
+_TRANSIENT = (UnavailableError, ConcurrentChangeError, KafkaException)
+
+
 class TripActions:
     """Runs ``act(trip)`` once per (stage, version), each on a thread named ``modelyard-guard``."""
 
@@ -122,10 +131,24 @@ class TripActions:
         thread.start()
 
     def _act_safely(self, trip: Trip) -> None:
-        try:
-            self._act(trip)
-        except Exception:  # another process acted first, or the broker is away: logged
-            log.warning("guard could not act on its trip", reason=trip.reason, exc_info=True)
+        """Act; again after a failure that may pass (the broker slow or away, another writer's
+        change first: the action re-reads the state), ``_RETRY_DELAYS_S`` apart. A version
+        left in its role after all of them stays tripped: logged, not retried for ever."""
+        for delay_s in (*_RETRY_DELAYS_S, None):
+            try:
+                self._act(trip)
+                return
+            except _TRANSIENT as exc:
+                if delay_s is None:
+                    log.error("guard could not act on its trip", reason=trip.reason,
+                              error=str(exc))  # fmt: skip
+                    return
+                log.warning("guard could not act on its trip yet; trying again",
+                            reason=trip.reason, error=str(exc), in_s=delay_s)  # fmt: skip
+                time.sleep(delay_s)
+            except Exception:  # e.g. another process already took the version away: logged
+                log.warning("guard could not act on its trip", reason=trip.reason, exc_info=True)
+                return
 
     def join(self, timeout_s: float = 10.0) -> None:
         """Wait for the actions being written (at shutdown)."""
