@@ -29,6 +29,7 @@ from modelyard.broker import KafkaCluster
 from tests.integration.conftest import KAFKA_LIB
 from tests.support.stage import StageProcess
 from tests.support.two_stage import Pipeline, check, stop_all, write_repository
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.own_brokers]
 
@@ -131,13 +132,13 @@ def _signal_all(cluster: KafkaCluster, sig: signal.Signals) -> None:
 
 
 def _first_exit(workers: list[StageProcess], timeout_s: float) -> StageProcess:
-    deadline, pause = time.monotonic() + timeout_s, threading.Event()
-    while time.monotonic() < deadline:
-        for worker in workers:
-            if worker.proc.poll() is not None:
-                return worker
-        pause.wait(0.2)
-    raise AssertionError(f"no worker exited within {timeout_s} s of the brokers freezing")
+    def exited() -> StageProcess | None:
+        return next((w for w in workers if w.proc.poll() is not None), None)
+
+    wait_until(exited, "a worker exiting after the brokers froze", timeout_s)
+    worker = exited()
+    assert worker is not None
+    return worker
 
 
 def _metadata(bootstrap: str) -> ClusterMetadata:
