@@ -25,7 +25,7 @@ from modelyard.control import (
     ShadowChange,
 )
 from modelyard.control.follower import ControlFollower
-from modelyard.control.topic import read_records, write_change
+from modelyard.control.topic import ensure_control_topic, read_records, write_change
 from modelyard.shadows.auditor import ShadowAuditor
 from modelyard.shadows.guard import ShadowGuard, withdrawing_guard
 from modelyard.topics import audit_topic, pipeline_shadow_topic
@@ -269,6 +269,7 @@ def test_an_auditor_killed_holding_halves_loses_no_pair(
     total, group = 300, f"{unique}.g.p.tp.shadow-audit"
     shadow_topic = pipeline_shadow_topic(unique, "tp")
     create_topics(broker, [shadow_topic, audit_topic(unique)], partitions=1)
+    ensure_control_topic(broker, unique)  # the command reads it to its end before any reply
     spec = tmp_path / "tp.yaml"
     spec.write_text(GUARDED_SPEC)
     ids = [f"r{i}" for i in range(total)]

@@ -10,6 +10,8 @@ import click
 
 __all__ = ["shadow_audit_command"]
 
+_CONTROL_WAIT_S = 30.0  # as the router: the control topic must be readable before any work
+
 
 @click.command("shadow-audit")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -38,8 +40,9 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     that never answered is recorded as no_reply). Serves modelyard_shadow_runs on /metrics.
     Enforces the stages' shadow-disagreement guards (`modelyard guard --shadow-disagreement`):
     a shadow version that disagrees with the primary too often is withdrawn (its shadow and
-    canary cleared) by one control record. `modelyard up` runs one per pipeline at a lower
-    CPU priority.
+    canary cleared) by one control record. It reads the control topic to its end before
+    reading a reply, and exits with an error when it cannot within 30 s. `modelyard up` runs
+    one per pipeline at a lower CPU priority.
     """
     from prometheus_client import CollectorRegistry  # noqa: PLC0415  # keeps --help fast
 
@@ -70,6 +73,13 @@ def shadow_audit_command(spec: Path, **options: Any) -> None:
     writer = SigningKey.load(options["writer_key"]) if options["writer_key"] else None
     follower = ControlFollower(bootstrap, prefix=prefix, verifier=verifier, registry=registry)
     follower.start()
+    # the guards are in the control records: a pair compared before they are read would be
+    # judged against no guard at all, and a tripped shadow left serving its share
+    if not follower.wait_caught_up(_CONTROL_WAIT_S):
+        follower.stop()
+        raise click.ClickException(
+            f"could not read the control topic {follower.topic} within {_CONTROL_WAIT_S:.0f} s"
+        )
     guard = withdrawing_guard(
         bootstrap, pipeline, lambda: follower.state, prefix=prefix, registry=registry,
         signer=writer, verifier=verifier,
