@@ -312,6 +312,8 @@ class MonitorApp:
                 self._counted.pop(partition, None)
                 self._joins.pop(partition, None)
         for partition in sorted(mine):
+            if not self._settled():
+                return  # a rebalance began while the last partition's windows were sent
             await self._emit(partition, self._partition(partition))  # restored ones too
         await self._judge()
         if mine and not self._ready:
@@ -319,8 +321,18 @@ class MonitorApp:
             self._on_ready()
 
     def _settled(self) -> bool:
+        """Whether the table is whole: windows may be restored from it. Not during a rebalance,
+        nor while faust replays the changelog into it after one: it replays a partition kept
+        from the offset of its last recovery, so until the replay ends the table holds older
+        windows and counted offsets than the changelog's last, and windows restored then would
+        count on from there while the stream goes on from the committed offset, losing the hops
+        between. (``recovery.completed`` is set once, at the first recovery, and stays set.)"""
         tables = cast("TableManager", self.app.tables)  # what faust.App has
-        return tables.recovery.completed.is_set() and not self.app.rebalancing
+        return (
+            tables.recovery.completed.is_set()
+            and not self.app.rebalancing
+            and not self.app.in_recovery
+        )
 
     async def _emit(self, partition: int, windows: TumblingWindows) -> None:
         source = f"{self._audit}/{partition}"
