@@ -34,6 +34,7 @@ import faust
 import structlog
 from faust.streams import Stream
 from faust.tables.manager import TableManager
+from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT
 
 from modelyard.errors import DecodeError, UnauthenticatedError
@@ -45,6 +46,7 @@ from modelyard.monitor.hops import WindowKey, parse_hop
 from modelyard.monitor.judge import assess
 from modelyard.monitor.labels import LabelJoin, labels_topic, parse_label
 from modelyard.monitor.metrics import MonitorMetrics
+from modelyard.monitor.offsets import CommitStalls, CountedOffsets
 from modelyard.monitor.settings import MonitorSettings, monitor_group, monitor_topic
 from modelyard.monitor.summary import WindowSummary, combine, encode_summary, summary_key
 from modelyard.monitor.windows import TumblingWindows, Window
@@ -144,7 +146,8 @@ class MonitorApp:
         self.table = self.app.Table("windows", partitions=partitions, key_type=str)
         self.partials = self.app.Table("partials", partitions=1, key_type=str)
         self._windows: dict[int, TumblingWindows] = {}
-        self._counted: dict[int, int] = {}  # audit partition -> next offset to count
+        self._counted: dict[int, CountedOffsets] = {}  # audit partition -> what it counted
+        self._stalls = CommitStalls(settings.commit_stall_s)
         self._joins: dict[int, LabelJoin] = {}
         self._deletes: dict[int, list[str]] = {}
         self._spans: dict[Span, set[str]] | None = None  # partial keys per span, once indexed
@@ -166,7 +169,9 @@ class MonitorApp:
                 if str(key).startswith(mark) and key not in deleted:
                     windows.restore(Window.from_json(saved))
             self._windows[partition] = windows
-            self._counted[partition] = int(self.table.get(_offset_key(partition), 0))
+            self._counted[partition] = CountedOffsets.from_json(
+                self.table.get(_offset_key(partition), 0)
+            )
         return windows
 
     async def _on_assigned(self, _sender: Any, /, *args: Any, **_: Any) -> None:
@@ -179,6 +184,7 @@ class MonitorApp:
         mine = {tp.partition for tp in assigned if tp.topic == self._audit}
         self._windows.clear()
         self._counted.clear()
+        self._stalls.clear()
         for gone in [p for p in self._joins if p not in mine]:
             del self._joins[gone]
         for gone in [p for p in self._deletes if p not in mine]:
@@ -212,12 +218,11 @@ class MonitorApp:
         again (a fetch after a rebalance, a redelivery after a restart whose counts reached the
         table), and the partition's counted offset, kept in the table with its windows, says
         which it already counted."""
-        self._partition(partition)  # restores the counted offset with the windows
-        if offset < self._counted[partition]:
-            self.metrics.replayed.inc()
-            return False
-        self._counted[partition] = offset + 1
-        return True
+        self._partition(partition)  # restores the counted offsets with the windows
+        if self._counted[partition].first_reading(offset):
+            return True
+        self.metrics.replayed.inc()
+        return False
 
     def _fold(self, partition: int, value: bytes) -> None:
         try:
@@ -253,7 +258,7 @@ class MonitorApp:
             self.table.pop(key, None)
         for window in self._partition(partition).take_touched():
             self.table[_table_key(partition, window)] = window.to_json()
-        self.table[_offset_key(partition)] = self._counted[partition]  # held with its windows
+        self.table[_offset_key(partition)] = self._counted[partition].to_json()  # with them
 
     async def _collect(self, agent_stream: StreamT[Any]) -> None:
         """The judge's intake: every window partial, kept per (window, source) at its latest
@@ -315,10 +320,31 @@ class MonitorApp:
             if not self._settled():
                 return  # a rebalance began while the last partition's windows were sent
             await self._emit(partition, self._partition(partition))  # restored ones too
+        await self._unstall(mine)
         await self._judge()
         if mine and not self._ready:
             self._ready = True
             self._on_ready()
+
+    async def _unstall(self, mine: set[int]) -> None:
+        """Read a partition again from its committed offset when that has stopped advancing
+        below what is counted (``offsets.CommitStalls``); the records read again that were
+        counted are skipped, and those faust dropped are counted now."""
+        consumer = cast("Consumer", self.app.consumer)  # what faust.App has
+        now = time.monotonic()
+        for partition in sorted(mine):
+            tp = TP(self._audit, partition)
+            committed = consumer._committed_offset.get(tp)  # faust has no public getter
+            counted = self._counted.get(partition)
+            if committed is None or counted is None:
+                continue
+            if self._stalls.stalled(partition, committed, counted.next, now):
+                log.warning(
+                    "commit stalled: reading the partition again from it",
+                    partition=partition, committed=committed, counted=counted.next,
+                )  # fmt: skip
+                self.metrics.commit_stalls.inc()
+                await consumer.seek(tp, committed)
 
     def _settled(self) -> bool:
         """Whether the table is whole: windows may be restored from it. Not during a rebalance,
