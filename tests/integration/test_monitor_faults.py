@@ -41,12 +41,10 @@ MARKER = WindowKey("docs", "marker", "none", "0", "active")  # the last hop of e
 Partial = tuple[WindowKey, float, str]  # a window of one source partition
 
 
-def _monitor(broker: str, prefix: str, state: Path, **settings: str) -> CliProcess:
-    """``modelyard monitor`` in a child process, ticking fast, its state in ``state``, with
-    ``settings`` (``commit_stall_s="1"``: ``MODELYARD_COMMIT_STALL_S=1``)."""
+def _monitor(broker: str, prefix: str, state: Path) -> CliProcess:
+    """``modelyard monitor`` in a child process, ticking fast, its state in ``state``."""
     env = {**os.environ, "MODELYARD_STATE_DIR": str(state), "MODELYARD_TICK_S": "0.5",
            "MODELYARD_SESSION_TIMEOUT_S": "6"}  # fmt: skip
-    env.update({f"MODELYARD_{name.upper()}": value for name, value in settings.items()})
     args = ["monitor", "--bootstrap", broker, "--topic-prefix", prefix]
     return CliProcess(args, "modelyard monitor ready", env)
 
@@ -119,9 +117,9 @@ def _offsets(broker: str, prefix: str, partitions: int) -> Iterator[Offsets]:
 
 
 @contextmanager
-def _running(broker: str, prefix: str, state: Path, **settings: str) -> Iterator[CliProcess]:
+def _running(broker: str, prefix: str, state: Path) -> Iterator[CliProcess]:
     """A monitor, ended with SIGTERM (if still running) however the block ends."""
-    monitor = _monitor(broker, prefix, state, **settings)
+    monitor = _monitor(broker, prefix, state)
     try:
         yield monitor
     finally:
@@ -205,36 +203,6 @@ def _by_source(broker: str, prefix: str, monitors: list[CliProcess]) -> str:
     lines = [f"{k}: {' '.join(v)}" for k, v in sorted(series.items())]
     logs = "".join(f"--- monitor {i}\n" + "".join(m.lines[-40:]) for i, m in enumerate(monitors))
     return "\n".join(lines) + "\n" + logs
-
-
-# a stalled commit ---------------------------------------------------------------------------
-def test_partitions_read_again_from_a_stalled_commit_count_every_hop_once(
-    broker: str, unique: str, tmp_path: Path
-) -> None:
-    """The way out of a commit faust stopped advancing (after a rebalance that dropped records
-    below its read position) is reading the partition again from its committed offset. Here
-    commits come every 3 s and any commit below the counted offset at two ticks is a stall, so
-    the monitor reads its partitions again and again while hops flow: the ones read again
-    are skipped, and every hop is still counted once."""
-    topic = audit_topic(unique)
-    create_topics(broker, [topic], partitions=4)
-    start = window_start(time.time(), 60) - 120
-    with ExitStack() as stack:
-        offsets = stack.enter_context(_offsets(broker, unique, 4))
-        monitor = stack.enter_context(_running(
-            broker, unique, tmp_path, commit_interval_s="3", commit_stall_s="0.001"
-        ))  # fmt: skip
-        monitor.wait_ready(60)
-        for first in range(0, 1200, 100):
-            _produce(broker, topic, _values(start, first, 100, 4))
-            time.sleep(0.5)  # the pace of the stream: commits lag it
-        wait_until(lambda: offsets.reached([300] * 4), "every partition consumed", 60)
-        _mark_the_end(broker, unique, start, offsets, [300] * 4)
-        counts = _counts(broker, unique)
-        stalls = [line for line in monitor.lines if "commit stalled" in line]
-        assert counts == _expected_counts(), _by_source(broker, unique, [monitor])
-        assert monitor.end(signal.SIGTERM) == 0, "".join(monitor.lines[-30:])
-    assert stalls, "no partition was read again: " + "".join(monitor.lines[-30:])
 
 
 def _expected_counts() -> dict[WindowKey, tuple[int, dict[str, int]]]:

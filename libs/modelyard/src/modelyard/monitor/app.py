@@ -34,7 +34,6 @@ import faust
 import structlog
 from faust.streams import Stream
 from faust.tables.manager import TableManager
-from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT
 
 from modelyard.errors import DecodeError, UnauthenticatedError
@@ -46,7 +45,7 @@ from modelyard.monitor.hops import WindowKey, parse_hop
 from modelyard.monitor.judge import assess
 from modelyard.monitor.labels import LabelJoin, labels_topic, parse_label
 from modelyard.monitor.metrics import MonitorMetrics
-from modelyard.monitor.offsets import CommitStalls, CountedOffsets
+from modelyard.monitor.offsets import CountedOffsets
 from modelyard.monitor.settings import MonitorSettings, monitor_group, monitor_topic
 from modelyard.monitor.summary import WindowSummary, combine, encode_summary, summary_key
 from modelyard.monitor.windows import TumblingWindows, Window
@@ -147,7 +146,6 @@ class MonitorApp:
         self.partials = self.app.Table("partials", partitions=1, key_type=str)
         self._windows: dict[int, TumblingWindows] = {}
         self._counted: dict[int, CountedOffsets] = {}  # audit partition -> what it counted
-        self._stalls = CommitStalls(settings.commit_stall_s)
         self._joins: dict[int, LabelJoin] = {}
         self._deletes: dict[int, list[str]] = {}
         self._spans: dict[Span, set[str]] | None = None  # partial keys per span, once indexed
@@ -184,7 +182,6 @@ class MonitorApp:
         mine = {tp.partition for tp in assigned if tp.topic == self._audit}
         self._windows.clear()
         self._counted.clear()
-        self._stalls.clear()
         for gone in [p for p in self._joins if p not in mine]:
             del self._joins[gone]
         for gone in [p for p in self._deletes if p not in mine]:
@@ -320,31 +317,10 @@ class MonitorApp:
             if not self._settled():
                 return  # a rebalance began while the last partition's windows were sent
             await self._emit(partition, self._partition(partition))  # restored ones too
-        await self._unstall(mine)
         await self._judge()
         if mine and not self._ready:
             self._ready = True
             self._on_ready()
-
-    async def _unstall(self, mine: set[int]) -> None:
-        """Read a partition again from its committed offset when that has stopped advancing
-        below what is counted (``offsets.CommitStalls``); the records read again that were
-        counted are skipped, and those faust dropped are counted now."""
-        consumer = cast("Consumer", self.app.consumer)  # what faust.App has
-        now = time.monotonic()
-        for partition in sorted(mine):
-            tp = TP(self._audit, partition)
-            committed = consumer._committed_offset.get(tp)  # faust has no public getter
-            counted = self._counted.get(partition)
-            if committed is None or counted is None:
-                continue
-            if self._stalls.stalled(partition, committed, counted.next, now):
-                log.warning(
-                    "commit stalled: reading the partition again from it",
-                    partition=partition, committed=committed, counted=counted.next,
-                )  # fmt: skip
-                self.metrics.commit_stalls.inc()
-                await consumer.seek(tp, committed)
 
     def _settled(self) -> bool:
         """Whether the table is whole: windows may be restored from it. Not during a rebalance,

@@ -43,11 +43,6 @@ class MonitorMetrics:
             "Audit records read again below their partition's counted offset, skipped.",
             registry=registry,
         )
-        self.commit_stalls = Counter(
-            "modelyard_monitor_commit_stalls",
-            "Partitions read again from their committed offset because it stopped advancing.",
-            registry=registry,
-        )
         self.emitted = Counter(
             "modelyard_monitor_summaries", "Window summaries published.", registry=registry
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_HOLES", "CommitStalls", "CountedOffsets"]
+__all__ = ["MAX_HOLES", "CountedOffsets"]
 
 MAX_HOLES = 64
 
@@ -59,32 +59,3 @@ class CountedOffsets:
                 del self.holes[:-MAX_HOLES]
                 return True
         return False
-
-
-class CommitStalls:
-    """Notices a partition whose committed offset stays below what is counted: faust stops
-    committing a partition when a record below the ones it acknowledged never comes (it drops
-    records below its read position, and a record delivered out of order moves that up), and
-    reading again from the committed offset is the way out."""
-
-    def __init__(self, stall_s: float) -> None:
-        self.stall_s = stall_s
-        self._since: dict[int, tuple[int, float]] = {}  # partition -> (committed, since when)
-
-    def stalled(self, partition: int, committed: int, counted: int, now: float) -> bool:
-        """Whether ``partition``'s ``committed`` offset has stayed below ``counted`` (the next
-        offset to count) for ``stall_s``; true once per ``stall_s`` while it stays."""
-        if committed >= counted:
-            self._since.pop(partition, None)
-            return False
-        seen = self._since.get(partition)
-        if seen is None or seen[0] != committed:
-            self._since[partition] = (committed, now)
-            return False
-        if now - seen[1] < self.stall_s:
-            return False
-        self._since[partition] = (committed, now)
-        return True
-
-    def clear(self) -> None:
-        self._since.clear()

@@ -40,12 +40,6 @@ class MonitorSettings(KafkaClientSettings):
         description="How often consumed offsets are committed: how far behind the group's lag "
         "may look, and how much a restart counts again (faust's default is 2.8 s).",
     )  # fmt: skip
-    commit_stall_s: float = Field(
-        default=30.0, gt=0,
-        description="How long a partition's committed offset may stay below what is counted "
-        "before the partition is read again from it (faust can stop committing a partition "
-        "after a rebalance; what is read again is skipped).",
-    )  # fmt: skip
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="Consumer group session timeout (faust's)."
     )
