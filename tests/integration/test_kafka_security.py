@@ -39,6 +39,7 @@ from modelyard_langid.build import build as build_langid
 
 from tests.integration.conftest import KAFKA_LIB, MODEL_CACHE
 from tests.support.stage import StageProcess
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_brokers]
 
@@ -102,13 +103,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 def _wait_until_allowed(env: Secured) -> None:
     """ACLs reach the broker through the metadata log: until the router may see its ingress."""
     admin = AdminClient(env.config("router"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def ingress_visible() -> bool:
         topics = admin.list_topics(timeout=5).topics
-        if INGRESS in topics and topics[INGRESS].error is None:
-            return
-        time.sleep(0.2)  # a metadata round trip is the probe; this only paces it
-    raise AssertionError("the router's ACLs never took effect")
+        return INGRESS in topics and topics[INGRESS].error is None
+
+    wait_until(ingress_visible, "the router's ACLs to take effect", 30)
 
 
 # the broker's answer to one read or write -------------------------------------------------
