@@ -147,14 +147,23 @@ def _partials(broker: str, prefix: str) -> dict[Partial, int]:
 
 
 def _mark_the_end(broker: str, prefix: str, start: float, offsets: Offsets,
-                  ends: list[int]) -> None:  # fmt: skip
+                  ends: list[int], monitor: CliProcess | None = None) -> None:  # fmt: skip
     """Produce a marker hop (in the window after ``start``'s) to every partition, whose ends
     are ``ends``, and wait until each is consumed and its summary published: the final figures
     of that partition's windows are published by then (a tick publishes every due window of a
     partition, oldest first, and the marker's is the newest)."""
     topic, partitions = audit_topic(prefix), len(ends)
     _produce(broker, topic, [(p, _hop(MARKER, 7 * p, start + 61)) for p in range(partitions)])
-    wait_until(lambda: offsets.reached([n + 1 for n in ends]), "every hop consumed", 60)
+    target, before = [n + 1 for n in ends], offsets.committed()
+    try:
+        wait_until(lambda: offsets.reached(target), "every hop consumed", 60)
+    except AssertionError as exc:
+        now = offsets.committed()
+        if monitor is not None and _one_partition_never_moved(before, now, target):
+            pytest.xfail(_FAUST_STUCK + f" (committed {before} before the markers, {now} now)")
+        lines = "".join(monitor.lines[-30:]) if monitor is not None else ""
+        raise AssertionError(f"{exc}: committed {before} before the markers, {now} now, "
+                             f"ends {target}; the monitor said:\n{lines}") from None  # fmt: skip
     sources = {f"{topic}/{p}" for p in range(partitions)}
     wait_until(lambda: {s for (k, _, s) in _partials(broker, prefix) if k == MARKER} == sources,
                "each partition's marker published", 30)  # fmt: skip
@@ -296,7 +305,7 @@ def test_a_monitor_killed_mid_stream_over_counts_within_the_stated_bound(
                 raise AssertionError(f"{exc}: committed {now}, ends at the kill "
                                      f"{ends}; the restarted monitor said:\n"
                                      + "".join(second.lines[-30:])) from None  # fmt: skip
-        _mark_the_end(broker, unique, start, offsets, stream.ends())
+        _mark_the_end(broker, unique, start, offsets, stream.ends(), second)
         published = _partials(broker, unique)
         assert second.end(signal.SIGTERM) == 0, "".join(second.lines[-30:])
     truth = _truth(broker, topic, partitions)
@@ -312,8 +321,9 @@ def test_a_monitor_killed_mid_stream_over_counts_within_the_stated_bound(
 
 _FAUST_STUCK = (
     "known, not fixed: the restarted monitor's faust consumer never committed one partition past "
-    "its offset at the kill while the others went on (seen in 2 of the last 5 full runs on the "
-    "embedded broker; faust can drop the records below one it handed over early, and then "
+    "a point while the others went on (seen in 3 of the last 7 full runs on the embedded broker, "
+    "twice after the kill, once after the markers; faust can drop the records below one it "
+    "handed over early, and then "
     "commits nothing of that partition again until a rebalance or restart; docs/monitor.md)"
 )
 
