@@ -10,8 +10,9 @@ agent that writes its table once per event, and the lag after a burst at the rou
 audit output (``bench.monitor``). perf_analyzer: Triton's perf_analyzer against one no-op stage,
 req/s and p50/p99 at concurrency 1 and 8 beside the project's own grpc.aio client on the same stage
 (``bench.perf_analyzer``).
-Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app on the embedded broker
-(20k-request burst throughput; p50/p99 at a paced 200 req/s). gRPC: ModelInfer on a no-op model
+Kafka: a no-op stage vs a bare confluent-kafka loop and a quixstreams app, on the embedded broker
+and again on Apache Kafka (one KRaft node; ``--engines``) (20k-request burst throughput; p50/p99
+at a paced 200 req/s). gRPC: ModelInfer on a no-op model
 vs a bare grpc.aio servicer and MLServer 1.7.1, at concurrency 1 and 16. Kafka and gRPC targets
 are measured in ``--rounds`` rounds (default 3; the paced latency in at most
 ``LATENCY_ROUNDS``), the order rotated each round so no target always meets a cold broker first
@@ -22,7 +23,7 @@ first where it lacks a version). A report, not a test: the exit code is 0 whatev
 a target that fails to start is reported as an error (that round's figure shows as n/a).
 
     python -m bench.run [--only kafka|grpc|models|router|sink|monitor|perf_analyzer] [--quick]
-        [--rounds N]
+        [--rounds N] [--engines embedded,kafka]
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelyard.broker import EmbeddedBroker
+from modelyard.broker import KAFKA_VERSION, EmbeddedBroker, KafkaCluster
 
 from bench import monitor, perf_analyzer, router_bench, sink_bench
 from bench.grpc_bench import (
@@ -81,30 +83,45 @@ def _attempt(what: str, fn: Callable[[], T], errors: dict[str, str]) -> T | None
         return None
 
 
+ENGINES = {"embedded": "embedded broker", "kafka": f"Apache Kafka {KAFKA_VERSION}, one KRaft node"}
+
+
+@contextmanager
+def _broker(engine: str, work: Path) -> Iterator[tuple[str, int | None]]:
+    """The engine's broker, started: (bootstrap, the broker process's pid)."""
+    if engine == "embedded":
+        with EmbeddedBroker(log_file=work / "broker.log") as embedded:
+            yield embedded.bootstrap, embedded.pid
+    else:
+        with KafkaCluster(1, data_dir=work / "kafka") as cluster:
+            yield cluster.bootstrap, cluster.pid(1)
+
+
 def run_kafka(
-    repo: Path, work: Path, quick: bool, rounds: int, errors: dict[str, str]
+    repo: Path, work: Path, quick: bool, rounds: int, errors: dict[str, str], engine: str
 ) -> dict[str, list[Any]]:
-    """Per target, ``tput`` and ``lat``: one result (``None`` if it failed) per round run."""
+    """Per target, ``tput`` and ``lat``: one result (``None`` if it failed) per round run, on
+    ``engine`` (a key of ``ENGINES``)."""
     n, duration = (5_000, 4.0) if quick else (20_000, 10.0)
     targets = {"modelyard": modelyard_target(repo), **{p: peer_target(p) for p in ("bare", "quix")}}
     results: dict[str, list[Any]] = {f"{k}.{m}": [] for k in targets for m in ("tput", "lat")}
-    with EmbeddedBroker(log_file=work / "broker.log") as broker:
+    with _broker(engine, work) as (bootstrap, pid):
         for r in range(rounds):
             for name in rotation(list(targets), r):
-                print(f"kafka: round {r + 1}/{rounds}: {name} ...", flush=True)
+                print(f"kafka ({engine}): round {r + 1}/{rounds}: {name} ...", flush=True)
                 target = targets[name]
                 results[f"{name}.tput"].append(_attempt(
-                    f"kafka {name} throughput, round {r + 1}",
+                    f"kafka ({engine}) {name} throughput, round {r + 1}",
                     lambda t=target, k=name: measure_throughput(
-                        broker.bootstrap, t, k, work, n=n, broker_pid=broker.pid
+                        bootstrap, t, k, work, n=n, broker_pid=pid
                     ),
                     errors,
                 ))  # fmt: skip
                 if r < LATENCY_ROUNDS:
                     results[f"{name}.lat"].append(_attempt(
-                        f"kafka {name} latency, round {r + 1}",
+                        f"kafka ({engine}) {name} latency, round {r + 1}",
                         lambda t=target, k=name: measure_latency(
-                            broker.bootstrap, t, k, work, duration_s=duration
+                            bootstrap, t, k, work, duration_s=duration
                         ),
                         errors,
                     ))  # fmt: skip
@@ -181,9 +198,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print(f"{first:<{widths[0]}}" + "".join(cells))
 
 
-def print_kafka(res: dict[str, list[Any]]) -> list[Row]:
+def print_kafka(res: dict[str, list[Any]], engine: str) -> list[Row]:
     rounds, lat_rounds = len(res["modelyard.tput"]), len(res["modelyard.lat"])
-    print(f"\nKafka, embedded broker, {PARTITIONS} partitions, ~200-byte requests")
+    print(f"\nKafka, {ENGINES[engine]}, {PARTITIONS} partitions, ~200-byte requests")
     print(f"burst req/s: {heading(rounds)}; p50/p99 at a paced 200 req/s: {heading(lat_rounds)}")
     if rounds > 1:
         print(NOTE)
@@ -205,12 +222,14 @@ def print_kafka(res: dict[str, list[Any]]) -> list[Row]:
             "CPU us/req, target", "CPU us/req, broker"], rows)  # fmt: skip
     rate = {k: median(_figures(res[f"{k}.tput"], "rate")) for k in KAFKA_TARGETS}
     p50 = median(_figures(res["modelyard.lat"], "p50_ms"))
+    on = f" ({ENGINES[engine]})"
     return [
-        _check("stage / bare loop, burst throughput, medians",
+        _check("stage / bare loop, burst throughput, medians" + on,
                _ratio(rate["modelyard"], rate["bare"]), 0.8),
-        _check("stage / quixstreams, burst throughput, medians",
+        _check("stage / quixstreams, burst throughput, medians" + on,
                _ratio(rate["modelyard"], rate["quix"]), 1.0),
-        ("stage p50 at 200 req/s (ms), median", p50, "< 5", None if p50 is None else p50 < 5),
+        ("stage p50 at 200 req/s (ms), median" + on, p50, "< 5",
+         None if p50 is None else p50 < 5),
     ]  # fmt: skip
 
 
@@ -256,6 +275,14 @@ def _positive(text: str) -> int:
     return n
 
 
+def _engines(text: str) -> list[str]:
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise argparse.ArgumentTypeError(f"engines are {', '.join(ENGINES)}, not {text!r}")
+    return engines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="modelyard benchmarks against peers")
     parser.add_argument("--only", choices=[*PARTS])
@@ -263,6 +290,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=_positive, metavar="N",
         help=f"rounds per Kafka and gRPC target (default {ROUNDS}, {QUICK_ROUNDS} with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--engines", type=_engines, default=list(ENGINES), metavar="E[,E]",
+        help="brokers the Kafka part runs on: embedded, kafka (Apache Kafka, one KRaft node; "
+        "default both)",
     )  # fmt: skip
     args = parser.parse_args()
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
@@ -274,7 +306,8 @@ def main() -> None:
         wanted = {args.only} if args.only else set(PARTS)
         if wanted & {"kafka", "grpc"}:
             write_noop_repo(repo)
-        kafka = run_kafka(repo, work, args.quick, rounds, errors) if "kafka" in wanted else None
+        engines = args.engines if "kafka" in wanted else []
+        kafka = {e: run_kafka(repo, work, args.quick, rounds, errors, e) for e in engines}
         grpc_res = run_grpc(repo, work, args.quick, rounds, errors) if "grpc" in wanted else None
         models = run_models(errors) if "models" in wanted else None
         router = run_router(args.quick, errors) if "router" in wanted else None
@@ -293,8 +326,8 @@ def main() -> None:
             if "perf_analyzer" in wanted
             else None
         )
-        if kafka is not None:
-            rows += print_kafka(kafka)
+        for engine, kafka_res in kafka.items():
+            rows += print_kafka(kafka_res, engine)
         if grpc_res is not None:
             rows += print_grpc(grpc_res)
         if models is not None:
