@@ -321,10 +321,10 @@ def test_a_monitor_killed_mid_stream_over_counts_within_the_stated_bound(
 
 _FAUST_STUCK = (
     "known, not fixed: the restarted monitor's faust consumer never committed one partition past "
-    "a point while the others went on (seen in 3 of the last 7 full runs on the embedded broker, "
-    "twice after the kill, once after the markers; faust can drop the records below one it "
-    "handed over early, and then "
-    "commits nothing of that partition again until a rebalance or restart; docs/monitor.md)"
+    "a point while the others went on (seen twice after the kill in full runs on the embedded "
+    "broker, before the commit crawl was fixed; a crawl moves, this never did; faust can drop the "
+    "records below one it handed over early, and then commits nothing of that partition again "
+    "until a rebalance or restart; docs/monitor.md)"
 )
 
 
