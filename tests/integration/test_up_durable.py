@@ -37,6 +37,10 @@ pytestmark = [
 
 PARTITIONS = 2
 SPEC = SHOUTY_SPEC
+# up stops its children in three groups, each allowed MODELYARD_UP_STOP_TIMEOUT_S (set below)
+# before a kill, then the journal and the broker (~15 s at most): the wait covers all of it
+_CHILD_STOP_S = 25
+_STOP_S = 3 * _CHILD_STOP_S + 45
 ENGINES = ["embedded", "kafka"]  # kafka: the jars `make setup` fetched (else a clear error)
 
 
@@ -54,7 +58,8 @@ class Up:
         argv = [sys.executable, "-m", "modelyard.cli.main", "up", "--port", "0",
                 "--router-port", "0", "--pipeline", str(spec), "--repository", str(repo),
                 "--partitions", str(PARTITIONS), "--state-dir", str(state), *extra]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT),
+               "MODELYARD_UP_STOP_TIMEOUT_S": str(_CHILD_STOP_S)}  # fmt: skip
         self.log = log
         with log.open("a") as err:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -78,7 +83,23 @@ class Up:
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(120)
+        try:
+            return self.proc.wait(_STOP_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"up did not stop within {_STOP_S} s of SIGTERM\n{self._stacks()}")
+
+    def _stacks(self) -> str:
+        """What up and every ``modelyard`` command under it are doing: SIGUSR1 makes each print
+        its threads' stacks into up's log (``cli/main.py``; any other process it would kill)."""
+        pids = [self.proc.pid, *_descendants(self.proc.pid)]
+        alive = [(pid, _cmdline(pid)) for pid in pids]
+        for pid, cmd in alive:
+            if "modelyard.cli.main" in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)
+        still = "\n".join(f"  {pid}: {cmd}" for pid, cmd in alive)
+        return f"still running:\n{still}\n{self.log.read_text()[-30000:]}"
 
     def kill_all(self) -> None:
         """SIGKILL up and everything it started (broker, workers, router), all at once."""
@@ -238,7 +259,7 @@ def test_requests_accepted_before_a_hard_kill_are_answered_once_after_restart(
     if killed == "broker":
         os.kill(_child_pid(first.proc.pid, b"--storage-engine"), signal.SIGKILL)
         os.kill(stopped, signal.SIGKILL)  # stopped, it could not drain when up stops it
-        assert first.proc.wait(120) == 1
+        assert first.proc.wait(_STOP_S) == 1
         assert "Error: the embedded broker on " in first.tail()
     else:
         first.kill_all()  # up, its broker, router and workers: SIGKILL, all at once
@@ -305,6 +326,12 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+    return f"{pid} (gone)"
 
 
 def _worker_pid(up_pid: int, ref: str) -> int:

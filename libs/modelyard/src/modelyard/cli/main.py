@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 
 import click
@@ -62,7 +64,12 @@ for _command in CONTROL_COMMANDS:
 
 
 def main() -> None:
-    """The entry point: a bad setting or file is a message and exit code 2, not a traceback."""
+    """The entry point: a bad setting or file is a message and exit code 2, not a traceback.
+
+    SIGUSR1 prints every thread's Python stack to stderr, and the process goes on: what a
+    process that will not stop or answer is doing, without a debugger on the machine.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         cli()
     except ConfigError as exc:
