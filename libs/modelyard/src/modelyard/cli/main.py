@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import io
 import signal
 import sys
 
@@ -64,18 +66,21 @@ for _command in CONTROL_COMMANDS:
 
 
 def main() -> None:
-    """The entry point: a bad setting or file is a message and exit code 2, not a traceback.
-
-    SIGUSR1 prints every thread's Python stack to stderr, and the process goes on: what a
-    process that will not stop or answer is doing, without a debugger on the machine.
-    """
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    """The entry point: a bad setting or file is a message and exit code 2, not a traceback."""
+    stacks_on_sigusr1()
     try:
         cli()
     except ConfigError as exc:
         _fail(exc.message)
     except SettingsError as exc:
         _fail("; ".join(_setting_problem(error) for error in exc.errors()))
+
+
+def stacks_on_sigusr1() -> None:
+    """SIGUSR1 prints every thread's Python stack to stderr, and the process goes on: what a
+    process that will not stop or answer is doing, without a debugger on the machine."""
+    with contextlib.suppress(io.UnsupportedOperation):  # stderr is no file (captured): no dump
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _setting_problem(error: ErrorDetails) -> str:
