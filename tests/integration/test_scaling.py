@@ -64,17 +64,23 @@ def test_routers_and_workers_come_and_go_under_load(pipeline: Pipeline) -> None:
     sent_at: list[tuple[str, int]] = []
     try:
         with SteadyLoad(pipeline, per_tick=PER_TICK) as load:
+
+            def changed(what: str) -> None:
+                sent_at.append((what, load.sent))
+                load.wait_beyond(load.sent)  # the next change is made under load too, even
+                # after a change quicker than a tick (a worker with nothing in flight stops so)
+
             results.until(lambda m: len(m) >= 100, 90)  # serving
             routers.append(pipeline.router("router-2"))
-            sent_at.append(("router 2 joined", load.sent))
+            changed("router 2 joined")
             stages.append(pipeline.stage("stage-2"))
-            sent_at.append(("stage worker 2 joined", load.sent))
+            changed("stage worker 2 joined")
             stop_all([routers.pop(0)])
-            sent_at.append(("router 1 stopped", load.sent))
+            changed("router 1 stopped")
             stop_all([stages.pop(0)])
-            sent_at.append(("stage worker 1 stopped", load.sent))
+            changed("stage worker 1 stopped")
             routers.append(pipeline.router("router-3"))
-            sent_at.append(("router 3 joined", load.sent))
+            changed("router 3 joined")
             every_router += routers[-2:]
             later = f"r-{load.sent}".encode()  # sent after the last change
             results.until(lambda m: any(x.key() == later for x in m), 120)

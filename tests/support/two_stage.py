@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -226,6 +227,15 @@ class SteadyLoad:
                 self._producer.produce(self.pipeline.ingress, _request(rid)[1], rid)
                 ids.append(rid)
             self._producer.poll(0)
+
+    def wait_beyond(self, count: int, timeout_s: float = 30.0) -> None:
+        """Until more than ``count`` requests are sent: what is done next is done under load,
+        even when what was done before took less than a tick."""
+        deadline = time.monotonic() + timeout_s
+        while self.sent <= count:
+            assert self._thread.is_alive(), f"the load stopped at {self.sent} sent"
+            assert time.monotonic() < deadline, f"no request sent past {count} in {timeout_s} s"
+            time.sleep(self.tick_s / 4)
 
     def finish(self) -> int:
         """Stop sending; every request sent is delivered. The number sent."""
