@@ -93,11 +93,20 @@ class Up:
         its threads' stacks into up's log (``cli/main.py``; any other process it would kill)."""
         pids = [self.proc.pid, *_descendants(self.proc.pid)]
         alive = [(pid, _cmdline(pid)) for pid in pids]
+        before, dumps = self.log.stat().st_size, 0
         for pid, cmd in alive:
             if "modelyard.cli.main" in cmd:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGUSR1)
-        time.sleep(2)
+                    dumps += " monitor " not in cmd  # faust's monitor logs its tasks instead
+
+        def dumped() -> bool:
+            with self.log.open("rb") as log:
+                log.seek(before)
+                return log.read().count(b"Current thread") >= dumps
+
+        with contextlib.suppress(AssertionError):  # one that cannot print leaves the others'
+            _wait_for(dumped, "the stacks", timeout_s=10)
         still = "\n".join(f"  {pid}: {cmd}" for pid, cmd in alive)
         return f"still running:\n{still}\n{self.log.read_text()[-30000:]}"
 
