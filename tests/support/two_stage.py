@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from tests.support.kafka_io import Collector, produce_all
 from tests.support.keys import admin
 from tests.support.models import write_shout_version
 from tests.support.stage import RouterProcess, StageProcess
+from tests.support.waiting import wait_until
 
 __all__ = [
     "PIPELINE",
@@ -231,11 +231,12 @@ class SteadyLoad:
     def wait_beyond(self, count: int, timeout_s: float = 30.0) -> None:
         """Until more than ``count`` requests are sent: what is done next is done under load,
         even when what was done before took less than a tick."""
-        deadline = time.monotonic() + timeout_s
-        while self.sent <= count:
+
+        def beyond() -> bool:
             assert self._thread.is_alive(), f"the load stopped at {self.sent} sent"
-            assert time.monotonic() < deadline, f"no request sent past {count} in {timeout_s} s"
-            time.sleep(self.tick_s / 4)
+            return self.sent > count
+
+        wait_until(beyond, f"a request sent past {count}", timeout_s)
 
     def finish(self) -> int:
         """Stop sending; every request sent is delivered. The number sent."""
